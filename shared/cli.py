@@ -1,0 +1,171 @@
+"""`fleet`: the one command-line entry point for every operator action."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+from shared.budget import BudgetExceeded, require_budget
+from shared.settings import Settings, SettingsError, WorkerType, get_settings
+
+log = logging.getLogger("fleet")
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.migrate import upgrade
+
+    revision = upgrade(settings.database_conninfo)
+    print(f"database {settings.database_name} is at revision {revision}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    from shared.preflight import run_preflight
+
+    report = run_preflight(settings, services=not args.offline)
+    print(report.render())
+    return 0 if report.ok else 1
+
+
+def _exec_celery(argv: list[str], settings: Settings, worker_type: WorkerType | None = None) -> int:
+    """Replace this process with Celery, so signals from honcho or systemd reach it directly."""
+    require_budget(settings)
+    env = dict(os.environ)
+    if worker_type is not None:
+        env["FLEET_WORKER_TYPE"] = worker_type.value
+    command = [sys.executable, "-m", "celery", "-A", "workers.app", *argv]
+    sys.stdout.flush()
+    os.execvpe(command[0], command, env)  # noqa: S606 (arguments come from settings, not from users)
+    return 0  # pragma: no cover  (execvpe does not return)
+
+
+def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.queues import QUEUE_OF_WORKER
+
+    worker_type = WorkerType(args.type)
+    limits = settings.workers.of(worker_type)
+    argv = [
+        "worker",
+        "--queues",
+        QUEUE_OF_WORKER[worker_type].value,
+        "--concurrency",
+        str(args.concurrency or limits.concurrency),
+        "--hostname",
+        args.name or f"{worker_type.value}@%h",
+        "--pool",
+        "prefork",
+        "--loglevel",
+        args.loglevel,
+        "--task-events",
+        "--without-gossip",
+    ]
+    return _exec_celery(argv, settings, worker_type)
+
+
+def cmd_beat(args: argparse.Namespace, settings: Settings) -> int:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    schedule_file = settings.state_dir / "celerybeat-schedule"
+    return _exec_celery(["beat", "--schedule", str(schedule_file), "--loglevel", args.loglevel], settings)
+
+
+def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "flower",
+        f"--address={settings.flower_address}",
+        f"--port={settings.flower_port}",
+        "--persistent=True",
+        f"--db={settings.state_dir / 'flower.db'}",
+        "--purge_offline_workers=300",
+    ]
+    if settings.flower_user and settings.flower_password:
+        # Flower reads FLOWER_BASIC_AUTH itself; keeping it out of argv keeps it out of `ps`.
+        os.environ["FLOWER_BASIC_AUTH"] = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
+    elif settings.environment == "production":
+        raise SettingsError("refusing to start Flower without FLEET_FLOWER_USER and FLEET_FLOWER_PASSWORD")
+    return _exec_celery(argv, settings)
+
+
+def cmd_ping(args: argparse.Namespace, settings: Settings) -> int:
+    """Send a ping through each queue and wait for the worker's answer from PostgreSQL."""
+    from workers.app import app
+    from workers.queues import QUEUE_OF_WORKER
+
+    failures = 0
+    for worker_type in WorkerType:
+        module = "workers." + worker_type.value
+        started = time.monotonic()
+        try:
+            answer = app.send_task(f"{module}.ping").get(timeout=args.timeout)
+        except Exception as exc:  # noqa: BLE001  (any failure is the answer we report)
+            failures += 1
+            print(f"{worker_type.value:<9} queue {QUEUE_OF_WORKER[worker_type].value:<12} FAILED: {exc!r}")
+            continue
+        elapsed = (time.monotonic() - started) * 1000
+        print(
+            f"{worker_type.value:<9} queue {QUEUE_OF_WORKER[worker_type].value:<12} ok in {elapsed:6.1f} ms"
+            f" (child pid {answer['pid']}, backend pid {answer['backend_pid']})"
+        )
+    return 1 if failures else 0
+
+
+def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
+    """Where the fleet expects PostgreSQL and Redis (read by ops/services.sh), without credentials."""
+    from urllib.parse import urlsplit
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    db = conninfo_to_dict(settings.database_conninfo)
+    host = str(db.get("host") or "127.0.0.1")
+    redis_url = urlsplit(settings.redis_url.get_secret_value())
+    print(f"postgres {host} {db.get('port') or 5432} {db.get('dbname', '')}")
+    print(f"redis {redis_url.hostname or '127.0.0.1'} {redis_url.port or 6379}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleet", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, handler: Command, help_text: str) -> argparse.ArgumentParser:
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(handler=handler)
+        return command
+
+    add("migrate", cmd_migrate, "create the database if needed and apply every migration")
+    check = add("check", cmd_check, "validate settings, the connection budget, PostgreSQL and Redis")
+    check.add_argument("--offline", action="store_true", help="skip the PostgreSQL and Redis checks")
+    worker = add("worker", cmd_worker, "run one worker type, consuming only its own queue")
+    worker.add_argument("type", choices=[wt.value for wt in WorkerType])
+    worker.add_argument("--concurrency", type=int, help="override the configured process count")
+    worker.add_argument("--name", help="node name (default TYPE@HOST); unique per worker on a host")
+    worker.add_argument("--loglevel", default="INFO")
+    beat = add("beat", cmd_beat, "run the scheduler (exactly one per fleet)")
+    beat.add_argument("--loglevel", default="INFO")
+    add("flower", cmd_flower, "run the Flower dashboard")
+    add("services", cmd_services, "print where PostgreSQL and Redis are expected (host, port)")
+    ping = add("ping", cmd_ping, "send a ping through every queue and report the answers")
+    ping.add_argument("--timeout", type=float, default=10.0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+    args = build_parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        return args.handler(args, settings)
+    except (SettingsError, BudgetExceeded) as exc:
+        print(f"fleet {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

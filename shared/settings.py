@@ -1,0 +1,246 @@
+"""Every setting of the fleet, typed and read from the environment (and an optional `.env` file).
+
+This module is the only place configuration comes from. Conventional variables keep their usual names
+(`DATABASE_URL`, `REDIS_URL`, `SENTRY_DSN`); everything else is prefixed `FLEET_`, with `__` for nesting
+(`FLEET_POOL__MAX_SIZE=3`, `FLEET_WORKERS__INBOUND__CONCURRENCY=4`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerType(StrEnum):
+    """The four kinds of worker process; each consumes exactly one queue of the same name."""
+
+    INBOUND = "inbound"
+    YCLIENTS = "yclients"
+    KEYS = "keys"
+    BACKUPS = "backups"
+
+
+class WorkerTypeSettings(BaseModel):
+    """Process count and time limits of one worker type.
+
+    The limits must nest: soft < hard < Redis visibility timeout, or the broker re-delivers a task that is
+    still running (DESIGN.md, reliability rule 2).
+    """
+
+    concurrency: int = Field(ge=1, le=64)
+    soft_time_limit: int = Field(gt=0, description="seconds; the task gets SoftTimeLimitExceeded")
+    time_limit: int = Field(gt=0, description="seconds; the child is killed")
+    visibility_timeout: int = Field(gt=0, description="seconds before Redis re-delivers an unacked task")
+
+    @model_validator(mode="after")
+    def _limits_nest(self) -> WorkerTypeSettings:
+        if not self.soft_time_limit < self.time_limit < self.visibility_timeout:
+            raise ValueError(
+                "time limits must satisfy soft_time_limit < time_limit < visibility_timeout, got "
+                f"{self.soft_time_limit} < {self.time_limit} < {self.visibility_timeout}"
+            )
+        return self
+
+
+class InboundWorkerSettings(WorkerTypeSettings):
+    concurrency: int = Field(default=2, ge=1, le=64)
+    soft_time_limit: int = 50
+    time_limit: int = 60
+    visibility_timeout: int = 300  # a message lost with a killed worker is re-delivered within 5 minutes
+
+
+class YClientsWorkerSettings(WorkerTypeSettings):
+    concurrency: int = Field(default=1, ge=1, le=64)
+    soft_time_limit: int = 1500
+    time_limit: int = 1800
+    visibility_timeout: int = 2400
+
+
+class KeysWorkerSettings(WorkerTypeSettings):
+    concurrency: int = Field(default=1, ge=1, le=64)
+    soft_time_limit: int = 240
+    time_limit: int = 300
+    visibility_timeout: int = 600
+
+
+class BackupsWorkerSettings(WorkerTypeSettings):
+    concurrency: int = Field(default=1, ge=1, le=64)
+    soft_time_limit: int = 3000
+    time_limit: int = 3600
+    visibility_timeout: int = 4500
+
+
+class WorkersSettings(BaseModel):
+    """Per worker type; a partial override (one variable) keeps the other defaults of that type."""
+
+    inbound: InboundWorkerSettings = InboundWorkerSettings()
+    yclients: YClientsWorkerSettings = YClientsWorkerSettings()
+    keys: KeysWorkerSettings = KeysWorkerSettings()
+    backups: BackupsWorkerSettings = BackupsWorkerSettings()
+
+    def of(self, worker_type: WorkerType) -> WorkerTypeSettings:
+        return getattr(self, worker_type.value)
+
+
+class PoolSettings(BaseModel):
+    """One psycopg pool per process; these bound it (DESIGN.md, reliability rule 5)."""
+
+    min_size: int = Field(default=1, ge=0)
+    max_size: int = Field(default=3, ge=1)
+    timeout: float = Field(default=10.0, gt=0, description="seconds to wait for a free connection")
+    max_lifetime: float = Field(default=3600.0, gt=0)
+    max_idle: float = Field(default=600.0, gt=0)
+    statement_timeout_ms: int = Field(default=30_000, ge=0, description="0 disables the limit")
+    connect_timeout: int = Field(default=5, ge=1)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> PoolSettings:
+        if self.min_size > self.max_size:
+            raise ValueError(f"pool min_size {self.min_size} exceeds max_size {self.max_size}")
+        return self
+
+
+class BudgetSettings(BaseModel):
+    """The fleet's share of PostgreSQL connections and who else takes from it."""
+
+    limit: int = Field(default=25, ge=1, description="connections the fleet may hold at most")
+    beat: int = Field(default=1, ge=0, description="pool max of the beat process")
+    flower: int = Field(default=0, ge=0, description="Flower reads Redis only; raise if a plugin needs SQL")
+    reserved: int = Field(default=4, ge=0, description="for migrations, the CLI and an operator's psql")
+
+
+class YClientsSettings(BaseModel):
+    base_url: str = "https://api.yclients.com/api/v1"
+    partner_token: SecretStr | None = None
+    user_token: SecretStr | None = None
+    company_ids: list[int] = Field(default_factory=list, description="companies the sync keeps current")
+
+
+class BackupSettings(BaseModel):
+    directory: Path = Path(".run/backups")
+    offsite_directory: Path | None = None
+    keep_daily: int = Field(default=7, ge=1)
+    keep_weekly: int = Field(default=4, ge=0)
+    keep_monthly: int = Field(default=6, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLEET_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql://postgres@127.0.0.1:5432/fleet"),
+        validation_alias=AliasChoices("DATABASE_URL", "FLEET_DATABASE_URL"),
+    )
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        validation_alias=AliasChoices("REDIS_URL", "FLEET_REDIS_URL"),
+    )
+    sentry_dsn: SecretStr | None = Field(default=None, validation_alias=AliasChoices("SENTRY_DSN", "FLEET_SENTRY_DSN"))
+    timezone: str = "Europe/Moscow"
+
+    worker_type: WorkerType | None = Field(
+        default=None, description="set by `fleet worker TYPE` for the process it starts"
+    )
+    workers: WorkersSettings = WorkersSettings()
+    pool: PoolSettings = PoolSettings()
+    budget: BudgetSettings = BudgetSettings()
+    heartbeat_seconds: float = Field(default=60.0, gt=0)
+
+    yclients: YClientsSettings = YClientsSettings()
+    backup: BackupSettings = BackupSettings()
+
+    flower_user: str | None = None
+    flower_password: SecretStr | None = None
+    flower_address: str = "127.0.0.1"
+    flower_port: int = Field(default=5555, ge=1, le=65535)
+    state_dir: Path = Field(default=Path(".run"), description="beat schedule and Flower state")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_database_url(cls, value: SecretStr) -> SecretStr:
+        try:
+            conninfo_to_dict(value.get_secret_value())
+        except Exception as exc:  # psycopg raises ProgrammingError for malformed conninfo
+            raise ValueError("DATABASE_URL is not a valid PostgreSQL URL or conninfo string") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _production_requirements(self) -> Settings:
+        """Collect every missing production setting so the operator fixes them in one pass."""
+        if self.environment != "production":
+            return self
+        problems = []
+        if not conninfo_to_dict(self.database_url.get_secret_value()).get("password"):
+            problems.append("DATABASE_URL has no password")
+        if self.sentry_dsn is None or not self.sentry_dsn.get_secret_value():
+            problems.append("SENTRY_DSN is not set")
+        if not self.flower_user:
+            problems.append("FLEET_FLOWER_USER is not set")
+        if self.flower_password is None or not self.flower_password.get_secret_value():
+            problems.append("FLEET_FLOWER_PASSWORD is not set")
+        if problems:
+            raise ValueError("production settings incomplete: " + "; ".join(problems))
+        return self
+
+    @property
+    def database_conninfo(self) -> str:
+        return self.database_url.get_secret_value()
+
+    @property
+    def database_name(self) -> str:
+        return str(conninfo_to_dict(self.database_conninfo).get("dbname", ""))
+
+
+class SettingsError(RuntimeError):
+    """Raised with one readable message listing every invalid setting."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, turning pydantic's report into one clear message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            lines.append(f"  - {where}: {error['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

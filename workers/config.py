@@ -1,0 +1,76 @@
+"""Celery configuration built from settings: the one place the app's behaviour is decided."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kombu import Queue as KombuQueue
+
+from beat_schedule import build_beat_schedule
+from shared.settings import Settings, WorkerType
+from workers.queues import QUEUE_OF_WORKER, Queue, route_task
+
+
+def transport_options(settings: Settings, worker_type: WorkerType | None) -> dict[str, Any]:
+    """Redis transport options; each worker type keeps its own unacked index and visibility timeout.
+
+    Kombu re-delivers any unacked message older than the visibility timeout of whichever consumer scans the
+    index. With one shared index, the short timeout that recovers a lost chat message within minutes would
+    also re-deliver an hour-long backup that is still running. Separate indexes let each type use a timeout
+    just above its own hard time limit.
+    """
+    if worker_type is None:
+        # Producers, beat and Flower never restore messages; use the longest timeout to be safe.
+        timeout = max(settings.workers.of(wt).visibility_timeout for wt in WorkerType)
+        suffix = "producer"
+    else:
+        timeout = settings.workers.of(worker_type).visibility_timeout
+        suffix = QUEUE_OF_WORKER[worker_type].value
+    return {
+        "visibility_timeout": timeout,
+        "unacked_key": f"unacked:{suffix}",
+        "unacked_index_key": f"unacked_index:{suffix}",
+        "unacked_mutex_key": f"unacked_mutex:{suffix}",
+        "socket_keepalive": True,
+        "health_check_interval": 25,
+    }
+
+
+def build_celery_config(settings: Settings) -> dict[str, Any]:
+    worker_type = settings.worker_type
+    redis_url = settings.redis_url.get_secret_value()
+    options = transport_options(settings, worker_type)
+    config: dict[str, Any] = {
+        "broker_url": redis_url,
+        "result_backend": redis_url,
+        "broker_transport_options": options,
+        "result_backend_transport_options": {"visibility_timeout": options["visibility_timeout"]},
+        "broker_connection_retry_on_startup": True,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "timezone": settings.timezone,
+        "enable_utc": True,
+        # At-least-once delivery: ack after the task ran, take one message at a time.
+        "task_acks_late": True,
+        "worker_prefetch_multiplier": 1,
+        "task_reject_on_worker_lost": False,  # opted into per task, only where a repeat is safe
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        "task_ignore_result": True,
+        "result_expires": 3600,
+        "task_queues": [KombuQueue(queue.value, routing_key=queue.value) for queue in Queue],
+        "task_default_queue": Queue.MAINTENANCE.value,
+        "task_create_missing_queues": False,
+        "task_routes": (route_task,),
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "worker_max_tasks_per_child": 1000,
+        "worker_max_memory_per_child": 400_000,  # KiB
+        "beat_schedule": build_beat_schedule(settings),
+        "beat_max_loop_interval": 60,
+    }
+    if worker_type is not None:
+        limits = settings.workers.of(worker_type)
+        config["task_soft_time_limit"] = limits.soft_time_limit
+        config["task_time_limit"] = limits.time_limit
+    return config

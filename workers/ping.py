@@ -1,0 +1,24 @@
+"""A ping task for each worker type: proves the queue is consumed and the worker reaches PostgreSQL."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from shared.pool import get_pool
+from shared.probe import database_round_trip
+from shared.settings import get_settings
+from workers.app import app
+
+
+def define_ping(module: str) -> Task:
+    @app.task(name=f"{module}.ping", ignore_result=False, acks_late=False)
+    def ping(hold_seconds: float = 0.0) -> dict[str, Any]:
+        """Answer through this child's pool; `hold_seconds` keeps the connection busy for load checks."""
+        answer = database_round_trip(get_pool(), hold_seconds)
+        worker_type = get_settings().worker_type
+        answer["worker_type"] = worker_type.value if worker_type else None
+        return answer
+
+    return ping
