@@ -22,7 +22,12 @@ _owner_pid: int | None = None
 
 
 def build_pool(
-    settings: Settings, *, role: str, max_size: int | None = None, min_size: int | None = None
+    settings: Settings,
+    *,
+    role: str,
+    max_size: int | None = None,
+    min_size: int | None = None,
+    timeout: float | None = None,
 ) -> ConnectionPool:
     """A closed pool configured from settings; `role` names the connections in pg_stat_activity."""
     ps: PoolSettings = settings.pool
@@ -33,7 +38,7 @@ def build_pool(
         settings.database_conninfo,
         min_size=size_min,
         max_size=size_max,
-        timeout=ps.timeout,
+        timeout=timeout if timeout is not None else ps.timeout,
         max_lifetime=ps.max_lifetime,
         max_idle=ps.max_idle,
         check=ConnectionPool.check_connection,
@@ -48,7 +53,12 @@ def build_pool(
 
 
 def open_process_pool(
-    *, role: str, settings: Settings | None = None, max_size: int | None = None, wait: bool = False
+    *,
+    role: str,
+    settings: Settings | None = None,
+    max_size: int | None = None,
+    timeout: float | None = None,
+    wait: bool = False,
 ) -> ConnectionPool:
     """Open this process's pool; returns at once unless `wait` (connections are made in the background)."""
     global _pool, _owner_pid
@@ -56,7 +66,7 @@ def open_process_pool(
         if _pool is not None and _owner_pid == os.getpid():
             return _pool
         # A pool inherited through fork belongs to the parent: drop the reference, never close its sockets.
-        pool = build_pool(settings or get_settings(), role=role, max_size=max_size)
+        pool = build_pool(settings or get_settings(), role=role, max_size=max_size, timeout=timeout)
         pool.open(wait=wait)
         _pool, _owner_pid = pool, os.getpid()
         log.info("opened connection pool role=%s max_size=%s pid=%s", role, pool.max_size, _owner_pid)

@@ -169,6 +169,7 @@ class Settings(BaseSettings):
     pool: PoolSettings = PoolSettings()
     budget: BudgetSettings = BudgetSettings()
     heartbeat_seconds: float = Field(default=60.0, gt=0)
+    slow_query_ms: float = Field(default=1000.0, gt=0, description="statements slower than this are logged")
 
     yclients: YClientsSettings = YClientsSettings()
     backup: BackupSettings = BackupSettings()

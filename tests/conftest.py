@@ -85,3 +85,18 @@ def fleet_env(clean_redis: str, tmp_path: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+@pytest.fixture
+def recorded_events(settings: Settings) -> Iterator[list[dict]]:
+    """Sentry initialised as a worker would be, with events kept in memory instead of sent."""
+    import sentry_sdk
+
+    from shared.sentry import init_sentry
+    from tests.support.sentry_recording import RecordingTransport
+
+    RecordingTransport.captured = []
+    init_sentry(settings, component="test-component", transport=RecordingTransport)
+    yield RecordingTransport.captured
+    sentry_sdk.get_client().close()
+    sentry_sdk.init()  # back to a disabled client

@@ -4,39 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import psycopg
 import pytest
 import sentry_sdk
-from sentry_sdk.envelope import Envelope
-from sentry_sdk.transport import Transport
 
-from shared.sentry import init_sentry, scrub_text
-from shared.settings import Settings
+from shared.sentry import scrub_text
 from tests.support.processes import FleetProcess, running_worker, wait_until
 from tests.support.sentry_server import sentry_stand_in
 from workers.app import app
-
-
-class RecordingTransport(Transport):
-    """Keeps envelopes in memory instead of sending them anywhere."""
-
-    captured: ClassVar[list[dict[str, Any]]] = []
-
-    def capture_envelope(self, envelope: Envelope) -> None:
-        for item in envelope.items:
-            if item.type == "event":
-                RecordingTransport.captured.append(json.loads(item.payload.get_bytes()))
-
-
-@pytest.fixture
-def recorded_events(settings: Settings) -> list[dict[str, Any]]:
-    RecordingTransport.captured = []
-    init_sentry(settings, component="test-component", transport=RecordingTransport)
-    yield RecordingTransport.captured
-    sentry_sdk.get_client().close()
-    sentry_sdk.init()  # back to a disabled client
 
 
 def test_scrub_masks_phones_and_emails_but_keeps_ids() -> None:

@@ -1,0 +1,69 @@
+"""Small, readable seed data for data-layer and worker tests."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from shared.repositories.catalogue import (
+    CompanyRepository,
+    ServiceCategoryRepository,
+    ServiceRepository,
+    StaffRepository,
+)
+
+COMPANY = 962302
+MOSCOW_NOON = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # 12:00 in Moscow
+
+
+def seed_salon(company_id: int = COMPANY) -> None:
+    CompanyRepository().upsert({"id": company_id, "title": "Салон «Лиса»", "city": "Москва"})
+    ServiceCategoryRepository().upsert({"company_id": company_id, "id": 10, "title": "Стрижки"})
+    ServiceCategoryRepository().upsert({"company_id": company_id, "id": 20, "title": "Маникюр"})
+    ServiceRepository().bulk_upsert(
+        [
+            {
+                "company_id": company_id,
+                "id": 101,
+                "category_id": 10,
+                "title": "Женская стрижка",
+                "price_min": Decimal("1500"),
+                "price_max": Decimal("2500"),
+                "duration_seconds": 3600,
+            },
+            {
+                "company_id": company_id,
+                "id": 102,
+                "category_id": 10,
+                "title": "Мужская стрижка",
+                "price_min": Decimal("900"),
+                "duration_seconds": 1800,
+            },
+            {
+                "company_id": company_id,
+                "id": 201,
+                "category_id": 20,
+                "title": "Маникюр с покрытием",
+                "price_min": Decimal("2000"),
+                "duration_seconds": 5400,
+            },
+            {"company_id": company_id, "id": 202, "category_id": 20, "title": "Архивная услуга", "active": False},
+        ]
+    )
+    StaffRepository().bulk_upsert(
+        [
+            {"company_id": company_id, "id": 1, "name": "Анна", "service_ids": [101, 102]},
+            {"company_id": company_id, "id": 2, "name": "Мария", "service_ids": [201]},
+            {"company_id": company_id, "id": 3, "name": "Уволенная", "fired": True},
+        ]
+    )
+
+
+def booking(staff_id: int = 1, start: datetime = MOSCOW_NOON, minutes: int = 60, **extra: object) -> dict:
+    return {
+        "company_id": COMPANY,
+        "staff_id": staff_id,
+        "starts_at": start,
+        "ends_at": start + timedelta(minutes=minutes),
+        **extra,
+    }
