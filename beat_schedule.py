@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from celery.schedules import crontab
+
 from shared.settings import Settings
 
 
@@ -20,5 +22,11 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "task": "workers.health.heartbeat",
             "schedule": heartbeat,
             "options": {"expires": heartbeat.total_seconds()},
+        },
+        # Chats whose drain was lost and replies still pending are driven again.
+        "inbound-sweep": {
+            "task": "workers.inbound.sweep",
+            "schedule": crontab(minute="*"),
+            "options": {"expires": 50},
         },
     }

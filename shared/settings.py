@@ -124,6 +124,30 @@ class BudgetSettings(BaseModel):
     reserved: int = Field(default=4, ge=0, description="for migrations, the CLI and an operator's psql")
 
 
+class InboundSettings(BaseModel):
+    """How chat messages are answered."""
+
+    burst_window_seconds: float = Field(default=2.0, ge=0, le=60, description="quiet time before answering")
+    max_attempts: int = Field(default=3, ge=1, description="answering attempts before a dead letter")
+    max_text_chars: int = Field(default=16_384, ge=1)
+    lock_timeout_ms: int = Field(default=10_000, ge=100, description="wait for another worker's drain")
+    sweep_grace_seconds: float = Field(default=30.0, ge=1, description="age after which the sweep re-drives")
+    slot_days_ahead: int = Field(default=7, ge=1, le=60)
+    slots_offered: int = Field(default=8, ge=1, le=30)
+
+
+class GatewaySettings(BaseModel):
+    """The WhatsApp gateway that delivers replies."""
+
+    send_url: str = "http://127.0.0.1:3000/send"
+    token: SecretStr | None = None
+    timeout_seconds: float = Field(default=10.0, gt=0)
+    max_part_chars: int = Field(default=4096, ge=100)
+    max_attempts: int = Field(default=8, ge=1)
+    lease_seconds: float = Field(default=120.0, gt=0, description="a claimed reply is re-sent after this")
+    retry_base_seconds: float = Field(default=5.0, gt=0, description="first retry delay; doubles, capped at 300")
+
+
 class YClientsSettings(BaseModel):
     base_url: str = "https://api.yclients.com/api/v1"
     partner_token: SecretStr | None = None
@@ -171,6 +195,11 @@ class Settings(BaseSettings):
     heartbeat_seconds: float = Field(default=60.0, gt=0)
     slow_query_ms: float = Field(default=1000.0, gt=0, description="statements slower than this are logged")
 
+    inbound: InboundSettings = InboundSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    assistant: str = Field(
+        default="shared.assistant.rules:RuleBasedAssistant", description="module:Class of the chat assistant"
+    )
     yclients: YClientsSettings = YClientsSettings()
     backup: BackupSettings = BackupSettings()
 

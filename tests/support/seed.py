@@ -17,7 +17,7 @@ MOSCOW_NOON = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # 12:00 in Moscow
 
 
 def seed_salon(company_id: int = COMPANY) -> None:
-    CompanyRepository().upsert({"id": company_id, "title": "Салон «Лиса»", "city": "Москва"})
+    CompanyRepository().upsert({"id": company_id, "title": "Лиса", "city": "Москва"})
     ServiceCategoryRepository().upsert({"company_id": company_id, "id": 10, "title": "Стрижки"})
     ServiceCategoryRepository().upsert({"company_id": company_id, "id": 20, "title": "Маникюр"})
     ServiceRepository().bulk_upsert(

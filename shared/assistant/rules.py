@@ -1,0 +1,203 @@
+"""The built-in booking assistant: a small state machine over the salon's own data, in Russian.
+
+States: idle → choosing_service → choosing_slot → idle (booked), and idle → cancelling → idle.
+A digit or a keyword picks the action; "меню" returns to the start from anywhere.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from shared.assistant import Reply, Turn
+from shared.assistant.tools import SalonTools
+from shared.repositories.calendar import SlotTakenError
+from shared.settings import get_settings
+
+MENU = "Напишите цифру:\n1 — услуги и цены\n2 — записаться\n3 — мои записи\n4 — отменить запись\n5 — наши мастера"
+KEYWORDS: list[tuple[str, re.Pattern[str]]] = [
+    ("menu", re.compile(r"\b(меню|начало|старт|привет|здравствуй\w*|добрый)\b")),
+    ("my_bookings", re.compile(r"\bмои\s+запис|\bкогда\s+я\b")),
+    ("cancel", re.compile(r"\bотмен")),
+    ("book", re.compile(r"\bзапиш|\bзапис")),
+    ("services", re.compile(r"\bуслуг|\bцен|\bпрайс|\bстоит|\bстоимост")),
+    ("staff", re.compile(r"\bмастер|\bсотрудник")),
+]
+MENU_DIGITS = {"1": "services", "2": "book", "3": "my_bookings", "4": "cancel", "5": "staff"}
+NUMBER = re.compile(r"^\s*(\d{1,3})\s*[.)]?\s*$")
+
+
+def _intent(text: str) -> str | None:
+    lowered = text.lower().replace("ё", "е")
+    for name, pattern in KEYWORDS:
+        if pattern.search(lowered):
+            return name
+    return None
+
+
+def _number(text: str) -> int | None:
+    match = NUMBER.match(text)
+    return int(match.group(1)) if match else None
+
+
+def _rub(amount: Decimal | int | str) -> str:
+    value = Decimal(str(amount))
+    return f"{value:,.0f}".replace(",", " ") + " ₽"
+
+
+def _price(service: dict[str, Any]) -> str:
+    low, high = Decimal(service["price_min"]), Decimal(service["price_max"])
+    if high and high > low:
+        return f"{_rub(low)}–{_rub(high)}"
+    return f"от {_rub(low)}" if low else "цена по запросу"
+
+
+def _minutes(service: dict[str, Any]) -> str:
+    return f"{service['duration_seconds'] // 60} мин"
+
+
+class RuleBasedAssistant:
+    """Answers from the salon's services, staff, schedules and bookings; no network needed."""
+
+    def __init__(self) -> None:
+        inbound = get_settings().inbound
+        self.days_ahead = inbound.slot_days_ahead
+        self.slots_offered = inbound.slots_offered
+
+    def reply(self, turn: Turn, tools: SalonTools) -> Reply:
+        text = turn.text.strip()
+        if not text:
+            note = "Спасибо за вложение! Я пока понимаю только текст."
+            return Reply(f"{note}\n\n{MENU}", turn.state, turn.data)
+        intent = _intent(text)
+        number = _number(text)
+        if intent == "menu":
+            return self._menu(turn)
+        if turn.state == "choosing_service" and number is not None:
+            return self._service_chosen(turn, tools, number)
+        if turn.state == "choosing_slot" and number is not None:
+            return self._slot_chosen(turn, tools, number)
+        if turn.state == "cancelling" and number is not None:
+            return self._cancel_chosen(turn, tools, number)
+        if intent is None and number is not None and turn.state == "idle":
+            intent = MENU_DIGITS.get(str(number))
+        handlers = {
+            "services": self._services,
+            "book": self._start_booking,
+            "my_bookings": self._my_bookings,
+            "cancel": self._start_cancel,
+            "staff": self._staff,
+        }
+        if intent in handlers:
+            return handlers[intent](turn, tools)
+        return Reply(f"Извините, я не понял сообщение.\n\n{MENU}")
+
+    # ---- menu and catalogue ------------------------------------------------------------------------
+    def _menu(self, turn: Turn) -> Reply:
+        name = turn.client.get("name")
+        greeting = f"Здравствуйте, {name}!" if name else "Здравствуйте!"
+        return Reply(f"{greeting} Я помощник салона «{turn.company['title']}».\n\n{MENU}")
+
+    def _services(self, turn: Turn, tools: SalonTools) -> Reply:
+        services = tools.services()
+        if not services:
+            return Reply("Список услуг сейчас пуст. Пожалуйста, позвоните в салон.")
+        lines = [f"• {s['title']} — {_price(s)}, {_minutes(s)}" for s in services]
+        return Reply("Наши услуги:\n" + "\n".join(lines) + "\n\nЧтобы записаться, напишите 2.")
+
+    def _staff(self, turn: Turn, tools: SalonTools) -> Reply:
+        staff = tools.staff()
+        if not staff:
+            return Reply("Сейчас нет мастеров, доступных для записи.")
+        lines = [f"• {s['name']}" + (f" — {s['specialization']}" if s.get("specialization") else "") for s in staff]
+        return Reply("Наши мастера:\n" + "\n".join(lines))
+
+    # ---- booking -----------------------------------------------------------------------------------
+    def _start_booking(self, turn: Turn, tools: SalonTools) -> Reply:
+        services = tools.services()
+        if not services:
+            return Reply("Сейчас нет услуг, доступных для записи.")
+        lines = [f"{n}. {s['title']} — {_price(s)}" for n, s in enumerate(services, 1)]
+        return Reply(
+            "Выберите услугу, напишите её номер:\n" + "\n".join(lines),
+            "choosing_service",
+            {"services": [s["id"] for s in services]},
+        )
+
+    def _service_chosen(self, turn: Turn, tools: SalonTools, number: int) -> Reply:
+        options: list[int] = turn.data.get("services", [])
+        if not 1 <= number <= len(options):
+            return Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
+        return self._offer_slots(tools, options[number - 1], prefix="")
+
+    def _offer_slots(self, tools: SalonTools, service_id: int, prefix: str) -> Reply:
+        service = tools.service(service_id)
+        slots = tools.free_slots(service_id, self.days_ahead, self.slots_offered)
+        if service is None or not slots:
+            return Reply(prefix + f"К сожалению, свободного времени на ближайшие {self.days_ahead} дней нет.\n\n{MENU}")
+        names = {s["id"]: s["name"] for s in tools.staff()}
+        lines = [
+            f"{n}. {tools.local(slot.starts_at):%d.%m в %H:%M} — {names.get(slot.staff_id, 'мастер')}"
+            for n, slot in enumerate(slots, 1)
+        ]
+        return Reply(
+            prefix + f"{service['title']}: свободное время\n" + "\n".join(lines) + "\n\nНапишите номер.",
+            "choosing_slot",
+            {"service_id": service_id, "slots": [[s.staff_id, s.starts_at.isoformat()] for s in slots]},
+        )
+
+    def _slot_chosen(self, turn: Turn, tools: SalonTools, number: int) -> Reply:
+        options: list[list[Any]] = turn.data.get("slots", [])
+        if not 1 <= number <= len(options):
+            return Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
+        staff_id, starts = options[number - 1]
+        service_id = turn.data["service_id"]
+        starts_at = datetime.fromisoformat(starts)
+        if starts_at < tools.now + timedelta(minutes=5):
+            return self._offer_slots(tools, service_id, prefix="Это время уже прошло. ")
+        try:
+            booking = tools.book(service_id, staff_id, starts_at)
+        except SlotTakenError:
+            return self._offer_slots(tools, service_id, prefix="Это время только что заняли. ")
+        except LookupError:
+            return Reply(f"Эта услуга больше недоступна.\n\n{MENU}")
+        service = tools.service(service_id) or {"title": "услуга"}
+        staff = {s["id"]: s["name"] for s in tools.staff()}.get(staff_id, "мастер")
+        return Reply(
+            f"Готово! Вы записаны: {service['title']}, {tools.local(booking['starts_at']):%d.%m в %H:%M}, "
+            f"мастер {staff}. Ждём вас!"
+        )
+
+    # ---- the client's bookings ---------------------------------------------------------------------
+    def _describe(self, tools: SalonTools, booking: dict[str, Any]) -> str:
+        titles = ", ".join(item.get("title", "") for item in booking.get("services") or []) or "визит"
+        return f"{tools.local(booking['starts_at']):%d.%m в %H:%M} — {titles}"
+
+    def _my_bookings(self, turn: Turn, tools: SalonTools) -> Reply:
+        bookings = tools.upcoming_bookings()
+        if not bookings:
+            return Reply("У вас нет предстоящих записей. Чтобы записаться, напишите 2.")
+        return Reply("Ваши записи:\n" + "\n".join(f"• {self._describe(tools, b)}" for b in bookings))
+
+    def _start_cancel(self, turn: Turn, tools: SalonTools) -> Reply:
+        bookings = tools.upcoming_bookings()
+        if not bookings:
+            return Reply("У вас нет предстоящих записей.")
+        lines = [f"{n}. {self._describe(tools, b)}" for n, b in enumerate(bookings, 1)]
+        return Reply(
+            "Какую запись отменить? Напишите номер:\n" + "\n".join(lines),
+            "cancelling",
+            {"bookings": [b["id"] for b in bookings]},
+        )
+
+    def _cancel_chosen(self, turn: Turn, tools: SalonTools, number: int) -> Reply:
+        options: list[int] = turn.data.get("bookings", [])
+        if not 1 <= number <= len(options):
+            return Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
+        try:
+            booking = tools.cancel(options[number - 1])
+        except LookupError:
+            return Reply("Эта запись уже отменена или прошла.")
+        return Reply(f"Запись {self._describe(tools, booking)} отменена.")

@@ -1,0 +1,102 @@
+"""What an assistant may do in the salon, run inside the answering transaction."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from shared.assistant.slots import FreeSlot, free_starts
+from shared.db import transaction
+from shared.repositories.calendar import BookingRepository, StaffScheduleRepository
+from shared.repositories.catalogue import ServiceRepository, StaffRepository
+
+
+class SalonTools:
+    """Catalogue, free slots, booking and cancelling for one client of one salon."""
+
+    def __init__(self, company: dict[str, Any], client: dict[str, Any], now: datetime) -> None:
+        self.company_id: int = company["id"]
+        self.zone = ZoneInfo(company.get("timezone_name") or "Europe/Moscow")
+        self.client = client
+        self.now = now
+        self._services = ServiceRepository()
+        self._staff = StaffRepository()
+        self._schedules = StaffScheduleRepository()
+        self._bookings = BookingRepository()
+
+    def local(self, moment: datetime) -> datetime:
+        return moment.astimezone(self.zone)
+
+    def services(self) -> list[dict[str, Any]]:
+        return self._services.active(self.company_id)
+
+    def service(self, service_id: int) -> dict[str, Any] | None:
+        return self._services.find_one({"company_id": self.company_id, "id": service_id})
+
+    def staff(self) -> list[dict[str, Any]]:
+        return self._staff.bookable(self.company_id)
+
+    def staff_for(self, service_id: int) -> list[dict[str, Any]]:
+        return [s for s in self.staff() if not s["service_ids"] or service_id in s["service_ids"]]
+
+    def free_slots(self, service_id: int, days: int, limit: int) -> list[FreeSlot]:
+        """The earliest free slots for a service across every staff member who does it."""
+        service = self.service(service_id)
+        if service is None:
+            return []
+        duration = timedelta(seconds=service["duration_seconds"])
+        today = self.local(self.now).date()
+        last = today + timedelta(days=days - 1)
+        found: list[FreeSlot] = []
+        for member in self.staff_for(service_id):
+            schedule = {
+                row["date"]: row for row in self._schedules.for_staff(self.company_id, member["id"], today, last)
+            }
+            window_start = datetime.combine(today, datetime.min.time(), tzinfo=self.zone)
+            busy = [
+                (row["starts_at"], row["ends_at"])
+                for row in self._bookings.busy(
+                    self.company_id, member["id"], window_start, window_start + timedelta(days=days)
+                )
+            ]
+            for offset in range(days):
+                day: date = today + timedelta(days=offset)
+                row = schedule.get(day)
+                if row is None or row["off_day"]:
+                    continue
+                for start in free_starts(day, row["slots"], busy, duration, self.zone, self.now):
+                    found.append(FreeSlot(start, member["id"]))
+        return sorted(found)[:limit]
+
+    def book(self, service_id: int, staff_id: int, starts_at: datetime) -> dict[str, Any]:
+        """Create the booking; raises SlotTakenError when someone took the time meanwhile.
+
+        The insert runs in a savepoint, so a refused booking leaves the answering transaction usable.
+        """
+        service = self.service(service_id)
+        if service is None:
+            raise LookupError(f"service {service_id} is no longer offered")
+        with transaction():
+            return self._bookings.create(
+                {
+                    "company_id": self.company_id,
+                    "client_id": self.client["id"],
+                    "staff_id": staff_id,
+                    "service_id": service_id,
+                    "services": [{"id": service_id, "title": service["title"], "cost": str(service["price_min"])}],
+                    "starts_at": starts_at,
+                    "ends_at": starts_at + timedelta(seconds=service["duration_seconds"]),
+                    "status": "confirmed",
+                    "source": "assistant",
+                }
+            )
+
+    def upcoming_bookings(self) -> list[dict[str, Any]]:
+        return self._bookings.for_client(self.client["id"], upcoming_from=self.now)
+
+    def cancel(self, booking_id: int) -> dict[str, Any]:
+        mine = {row["id"] for row in self.upcoming_bookings()}
+        if booking_id not in mine:
+            raise LookupError("that booking is not one of the client's upcoming bookings")
+        return self._bookings.cancel(booking_id)

@@ -1,0 +1,1 @@
+"""Inbound chat messages: the payload producers send, storing, answering in order, delivering replies."""

@@ -1,0 +1,221 @@
+"""Answer one chat: its pending messages, in order, by one worker at a time, all in one transaction.
+
+A per-chat advisory lock (held on one connection across the steps) keeps two workers from answering one
+chat at once. Each attempt is counted in its own committed step first, so a message that keeps failing,
+even by killing its worker, is dead-lettered after the cap and the chat moves on.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from shared.assistant import Assistant, Reply, Turn, load_assistant
+from shared.assistant.tools import SalonTools
+from shared.db import Connection, run, transaction
+from shared.dead_letters import record_dead_letter
+from shared.inbound.store import chat_key
+from shared.pool import get_pool
+from shared.repositories.catalogue import CompanyRepository
+from shared.repositories.conversations import DialogContextRepository, OutboxRepository
+from shared.repositories.people import ClientRepository
+from shared.settings import InboundSettings, get_settings
+
+log = logging.getLogger(__name__)
+
+DRAIN_LOCK = 2  # advisory lock class: answering one chat
+
+
+@dataclass
+class DrainResult:
+    outbox_ids: list[int] = field(default_factory=list)
+    answered: list[int] = field(default_factory=list)
+    dead_lettered: list[int] = field(default_factory=list)
+    unsettled: bool = False
+    more_pending: bool = False
+
+
+_assistants: dict[str, Assistant] = {}
+
+
+def assistant() -> Assistant:
+    """The configured assistant, made once per process."""
+    path = get_settings().assistant
+    if path not in _assistants:
+        _assistants[path] = load_assistant(path)
+    return _assistants[path]
+
+
+def merge_replies(texts: list[str]) -> str:
+    """One reply for a burst: every answer kept, in order, consecutive repeats said once."""
+    merged: list[str] = []
+    for text in texts:
+        if text and (not merged or merged[-1] != text):
+            merged.append(text)
+    return "\n\n".join(merged)
+
+
+def _pending(company_id: int, chat_id: str, conn: Connection) -> list[dict[str, Any]]:
+    return run(
+        "SELECT id, chat_seq, body, media, sent_at, received_at, attempts, error,"
+        " received_at > now() - make_interval(secs => %s) AS fresh"
+        " FROM messages WHERE company_id = %s AND chat_id = %s AND status = 'pending'"
+        " ORDER BY sent_at, chat_seq",
+        (get_settings().inbound.burst_window_seconds, company_id, chat_id),
+        table="messages",
+        operation="select",
+        conn=conn,
+    )
+
+
+def _dead_letter_exhausted(company_id: int, chat_id: str, rows: list[dict[str, Any]], conn: Connection) -> list[int]:
+    ids = [row["id"] for row in rows]
+    run(
+        "UPDATE messages SET status = 'failed' WHERE id = ANY(%s)",
+        (ids,),
+        table="messages",
+        operation="update",
+        conn=conn,
+    )
+    for row in rows:
+        record_dead_letter(
+            "inbound.answer",
+            f"answering failed {row['attempts']} times: {row['error'] or 'worker lost'}",
+            {"message_id": row["id"], "chat_id": chat_id, "chat_seq": row["chat_seq"], "text": row["body"]},
+            error_type="AnswerFailed",
+            company_id=company_id,
+            reference=f"message:{row['id']}",
+            conn=conn,
+        )
+    return ids
+
+
+def _answer(company_id: int, chat_id: str, batch: list[dict[str, Any]], conn: Connection, now: datetime) -> int:
+    """Client, context, assistant, new context, outbox row and message statuses: one transaction."""
+    company = CompanyRepository().get({"id": company_id}, conn=conn)
+    client = ClientRepository().find_or_create_by_phone(company_id, chat_id, conn=conn)
+    contexts = DialogContextRepository()
+    context = contexts.load(company_id, chat_id, conn=conn) or {"state": "idle", "data": {}}
+    tools = SalonTools(company, client, now)
+    state, data = context["state"], context["data"]
+    texts = []
+    for message in batch:
+        turn = Turn(company, client, message["body"], message["media"], state, data, now)
+        reply: Reply = assistant().reply(turn, tools)
+        state, data = reply.state, reply.data
+        texts.append(reply.text)
+    ids = [message["id"] for message in batch]
+    outbox = OutboxRepository().upsert(
+        {
+            "company_id": company_id,
+            "chat_id": chat_id,
+            "idempotency_key": f"reply:{company_id}:{ids[0]}-{ids[-1]}",
+            "body": merge_replies(texts) or "…",
+            "message_ids": ids,
+        },
+        update=[],
+        conn=conn,
+    )
+    contexts.save(
+        {
+            "company_id": company_id,
+            "chat_id": chat_id,
+            "client_id": client["id"],
+            "state": state,
+            "data": data,
+            "answered_seq": max(message["chat_seq"] for message in batch),
+        },
+        conn=conn,
+    )
+    run(
+        "UPDATE messages SET status = CASE WHEN id = %(last)s THEN 'answered' ELSE 'merged' END,"
+        " answered_at = now(), outbox_id = %(outbox)s, error = NULL WHERE id = ANY(%(ids)s)",
+        {"last": ids[-1], "outbox": outbox["id"], "ids": ids},
+        table="messages",
+        operation="update",
+        conn=conn,
+    )
+    return outbox["id"]
+
+
+def record_failure(message_ids: list[int], error: BaseException, conn: Connection) -> None:
+    """Keep why the last attempt failed, for the dead letter; the message itself stays pending."""
+    run(
+        "UPDATE messages SET error = %s WHERE id = ANY(%s) AND status = 'pending'",
+        (f"{type(error).__name__}: {str(error)[:500]}", message_ids),
+        table="messages",
+        operation="update",
+        conn=conn,
+    )
+
+
+def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: datetime | None = None) -> DrainResult:
+    """Answer the chat's settled pending messages; `isolate` answers only the oldest (to find a bad one)."""
+    settings: InboundSettings = get_settings().inbound
+    result = DrainResult()
+    key = chat_key(company_id, chat_id)
+    with get_pool().connection() as conn:
+        with transaction(conn):
+            run(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}", table=None, operation="set", conn=conn)
+            run(
+                "SELECT pg_advisory_lock(%s, hashtext(%s))",
+                (DRAIN_LOCK, key),
+                table="messages",
+                operation="lock",
+                conn=conn,
+            )
+        try:
+            with transaction(conn):
+                pending = _pending(company_id, chat_id, conn)
+                if pending and any(row["fresh"] for row in pending):
+                    result.unsettled = True  # a newer message's own drain answers the burst
+                    return result
+                exhausted = [row for row in pending if row["attempts"] >= settings.max_attempts]
+                if exhausted:
+                    result.dead_lettered = _dead_letter_exhausted(company_id, chat_id, exhausted, conn)
+                batch = [row for row in pending if row["attempts"] < settings.max_attempts]
+                if isolate:
+                    batch = batch[:1]
+                if not batch:
+                    return result
+                run(
+                    "UPDATE messages SET attempts = attempts + 1 WHERE id = ANY(%s)",
+                    ([row["id"] for row in batch],),
+                    table="messages",
+                    operation="update",
+                    conn=conn,
+                )
+            result.more_pending = len(batch) < len(pending) - len(exhausted)
+            try:
+                with transaction(conn):
+                    moment = now or run("SELECT now() AS now", table=None, operation="select", conn=conn)[0]["now"]
+                    result.outbox_ids.append(_answer(company_id, chat_id, batch, conn, moment))
+            except Exception as exc:
+                record_failure([row["id"] for row in batch], exc, conn)
+                exc.batch_size = len(batch)  # type: ignore[attr-defined]  (the task isolates a failing burst)
+                raise
+            result.answered = [row["id"] for row in batch]
+            return result
+        finally:
+            run(
+                "SELECT pg_advisory_unlock(%s, hashtext(%s))",
+                (DRAIN_LOCK, key),
+                table="messages",
+                operation="unlock",
+                conn=conn,
+            )
+            conn.commit()
+
+
+def chats_needing_a_drain(grace_seconds: float, limit: int = 500) -> list[tuple[int, str]]:
+    """Chats whose pending messages are older than the grace period: their drain was lost or failed."""
+    rows = run(
+        "SELECT DISTINCT company_id, chat_id FROM messages WHERE status = 'pending'"
+        " AND received_at < now() - make_interval(secs => %s) LIMIT %s",
+        (grace_seconds, limit),
+        table="messages",
+        operation="select",
+    )
+    return [(row["company_id"], row["chat_id"]) for row in rows]

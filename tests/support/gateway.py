@@ -1,0 +1,77 @@
+"""A local WhatsApp gateway stand-in: accepts POST {phone, message, id} like the real send endpoint."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+@dataclass(frozen=True)
+class Delivery:
+    phone: str
+    message: str
+    id: str
+    at: float
+
+
+@dataclass
+class GatewayStandIn:
+    url: str = ""
+    deliveries: list[Delivery] = field(default_factory=list)  # first arrival of each id, in arrival order
+    repeats: int = 0  # requests whose id was already delivered (dropped, as the real gateway does)
+    failures_left: int = 0
+    failure_status: int = 503
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def fail_next(self, count: int, status: int = 503) -> None:
+        with self.lock:
+            self.failures_left, self.failure_status = count, status
+
+    def to(self, phone: str) -> list[Delivery]:
+        with self.lock:
+            return [d for d in self.deliveries if d.phone == phone]
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.deliveries)
+
+
+@contextmanager
+def gateway_stand_in() -> Iterator[GatewayStandIn]:
+    state = GatewayStandIn()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            with state.lock:
+                if state.failures_left > 0:
+                    state.failures_left -= 1
+                    status = state.failure_status
+                else:
+                    status = 200
+                    if any(d.id == body["id"] for d in state.deliveries):
+                        state.repeats += 1
+                    else:
+                        state.deliveries.append(Delivery(body["phone"], body["message"], body["id"], time.time()))
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(b'{"ok": true}' if status == 200 else b'{"error": "unavailable"}')
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/send"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

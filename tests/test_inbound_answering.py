@@ -1,0 +1,224 @@
+"""Storing and answering chat messages in-process: dedupe, order, bursts, the booking conversation."""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+
+import psycopg
+import pytest
+
+from shared.inbound.drain import drain_chat, merge_replies
+from shared.inbound.payload import InboundPayload
+from shared.inbound.store import UnknownCompanyError, store_message
+from shared.outbox import split_message
+from shared.pool import close_process_pool, open_process_pool
+from shared.repositories.calendar import BookingRepository, StaffScheduleRepository
+from shared.settings import get_settings
+from tests.support.seed import COMPANY, seed_salon
+
+CHAT = "+79112345678"
+NOW = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)  # 09:00 in Moscow
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def salon(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    open_process_pool(role="test", max_size=3, wait=True)
+    seed_salon()
+    StaffScheduleRepository().bulk_upsert(
+        [
+            {
+                "company_id": COMPANY,
+                "staff_id": staff,
+                "date": date(2026, 12, 1) + timedelta(days=n),
+                "slots": [{"from": "10:00", "to": "13:00"}, {"from": "14:00", "to": "18:00"}],
+            }
+            for staff in (1, 2)
+            for n in range(7)
+        ]
+    )
+    inbound = get_settings().inbound
+    window = inbound.burst_window_seconds
+    inbound.burst_window_seconds = 0
+    yield db
+    inbound.burst_window_seconds = window
+    close_process_pool()
+
+
+def message(text: str, chat: str = CHAT, **extra: object) -> InboundPayload:
+    n = next(_ids)
+    return InboundPayload(
+        company_id=COMPANY,
+        chat_id=chat,
+        gateway_message_id=f"wamid.{n}",
+        text=text,
+        sent_at=NOW + timedelta(seconds=n),
+        **extra,
+    )
+
+
+def say(text: str, chat: str = CHAT) -> str:
+    """One client message, answered; returns the reply the client would get."""
+    store_message(message(text, chat))
+    result = drain_chat(COMPANY, chat, now=NOW)
+    assert len(result.outbox_ids) == 1, result
+    return reply_body(result.outbox_ids[0])
+
+
+def reply_body(outbox_id: int) -> str:
+    from shared.repositories.conversations import OutboxRepository
+
+    return OutboxRepository().get({"id": outbox_id})["body"]
+
+
+def number_of(option: str, reply: str) -> str:
+    match = re.search(rf"^(\d+)\. {re.escape(option)}", reply, re.MULTILINE)
+    assert match, f"{option!r} not offered in:\n{reply}"
+    return match.group(1)
+
+
+@pytest.mark.usefixtures("salon")
+def test_a_redelivered_message_is_stored_once_and_answered_once(salon: psycopg.Connection) -> None:
+    payload = message("Привет")
+    first, again = store_message(payload), store_message(payload)
+    assert (first.duplicate, again.duplicate) == (False, True)
+    assert first.id == again.id
+    assert len(drain_chat(COMPANY, CHAT, now=NOW).outbox_ids) == 1
+    assert drain_chat(COMPANY, CHAT, now=NOW).outbox_ids == []
+    assert salon.execute("SELECT count(*) FROM outbox").fetchone()[0] == 1
+
+
+@pytest.mark.usefixtures("salon")
+def test_each_chat_gets_its_own_sequence() -> None:
+    seqs = [store_message(message("a", chat)).chat_seq for chat in (CHAT, CHAT, "+79110000001", CHAT)]
+    assert seqs == [1, 2, 1, 3]
+
+
+@pytest.mark.usefixtures("salon")
+def test_unknown_company_is_refused() -> None:
+    with pytest.raises(UnknownCompanyError):
+        store_message(InboundPayload(company_id=1, chat_id=CHAT, gateway_message_id="x", text="hi", sent_at=NOW))
+
+
+def test_a_burst_is_answered_together_in_order(salon: psycopg.Connection) -> None:
+    for text in ("Привет", "1", "5"):
+        store_message(message(text))
+    result = drain_chat(COMPANY, CHAT, now=NOW)
+    assert len(result.outbox_ids) == 1
+    body = reply_body(result.outbox_ids[0])
+    greeting, services, staff = body.index("Здравствуйте"), body.index("Наши услуги"), body.index("Наши мастера")
+    assert greeting < services < staff
+    statuses = salon.execute("SELECT status FROM messages ORDER BY chat_seq").fetchall()
+    assert [row[0] for row in statuses] == ["merged", "merged", "answered"]
+
+
+def test_an_unsettled_chat_waits_for_its_burst_window(salon: psycopg.Connection) -> None:
+    get_settings().inbound.burst_window_seconds = 60
+    store_message(message("Привет"))
+    result = drain_chat(COMPANY, CHAT, now=NOW)
+    assert result.unsettled
+    assert result.outbox_ids == []
+    assert salon.execute("SELECT status FROM messages").fetchone()[0] == "pending"
+
+
+def test_a_full_booking_conversation(salon: psycopg.Connection) -> None:
+    assert "Я помощник салона «Лиса»" in say("Здравствуйте")
+    prices = say("услуги")
+    assert "Женская стрижка — 1 500 ₽–2 500 ₽, 60 мин" in prices
+    assert "Архивная услуга" not in prices
+    choose = say("2")
+    slots = say(number_of("Женская стрижка", choose))
+    first_slot = "01.12 в 10:00 — Анна"
+    assert f"1. {first_slot}" in slots
+    booked = say("1")
+    assert "Готово! Вы записаны: Женская стрижка, 01.12 в 10:00, мастер Анна" in booked
+    row = salon.execute("SELECT staff_id, starts_at, source, status FROM bookings").fetchone()
+    assert row == (1, datetime(2026, 12, 1, 7, 0, tzinfo=UTC), "assistant", "confirmed")
+    # The slot is no longer offered, to this client or anyone else.
+    again = say(number_of("Женская стрижка", say("2")))
+    assert "01.12 в 10:00 — Анна" not in again
+    assert "01.12 в 11:00 — Анна" in again
+    other = say("2", chat="+79110000002")
+    assert "01.12 в 10:00 — Анна" not in say(number_of("Женская стрижка", other), chat="+79110000002")
+    say("меню")
+    assert "01.12 в 10:00 — Женская стрижка" in say("3")
+    cancel = say("4")
+    assert "1. 01.12 в 10:00 — Женская стрижка" in cancel
+    assert "отменена" in say("1")
+    assert salon.execute("SELECT status FROM bookings").fetchone()[0] == "cancelled"
+
+
+def test_booking_a_slot_taken_meanwhile_gets_a_clear_answer(salon: psycopg.Connection) -> None:
+    slots = say(number_of("Женская стрижка", say("2")))
+    assert "1. 01.12 в 10:00 — Анна" in slots
+    BookingRepository().create(
+        {
+            "company_id": COMPANY,
+            "staff_id": 1,
+            "starts_at": NOW + timedelta(hours=1),
+            "ends_at": NOW + timedelta(hours=2),
+        }
+    )
+    answer = say("1")
+    assert answer.startswith("Это время только что заняли.")
+    assert "01.12 в 10:00 — Анна" not in answer
+    assert salon.execute("SELECT count(*) FROM bookings WHERE source = 'assistant'").fetchone()[0] == 0
+
+
+@pytest.mark.usefixtures("salon")
+def test_out_of_range_choice_and_nonsense_are_answered_politely() -> None:
+    say("2")
+    assert say("42").startswith("Пожалуйста, выберите номер от 1 до")
+    assert say("абракадабра").startswith("Извините, я не понял")
+
+
+def test_media_without_text_gets_an_answer(salon: psycopg.Connection) -> None:
+    store_message(message("", media={"type": "image", "description": "фото ногтей"}))
+    result = drain_chat(COMPANY, CHAT, now=NOW)
+    assert "понимаю только текст" in reply_body(result.outbox_ids[0])
+
+
+def test_merge_keeps_every_answer_and_drops_repeats() -> None:
+    assert merge_replies(["a", "a", "b", "", "a"]) == "a\n\nb\n\na"
+
+
+def test_long_replies_split_at_paragraphs_within_the_limit() -> None:
+    paragraphs = [f"Абзац {n}: " + "слово " * 60 for n in range(40)]
+    parts = split_message("\n\n".join(paragraphs), 4096)
+    assert len(parts) > 1
+    assert all(len(part) <= 4096 for part in parts)
+    assert "\n\n".join(parts) == "\n\n".join(paragraphs)
+    assert all(part.startswith("Абзац") for part in parts)
+    assert split_message("x" * 9000, 4096) == ["x" * 4096, "x" * 4096, "x" * 808]
+
+
+def test_a_message_that_keeps_failing_is_dead_lettered_and_the_chat_moves_on(salon: psycopg.Connection) -> None:
+    settings = get_settings()
+    settings.assistant = "tests.support.failing_assistant:FailingAssistant"
+    try:
+        store_message(message("💥 сломай всё"))
+        store_message(message("Привет"))
+        isolate, failures, answered = False, 0, []
+        for _ in range(10):  # what the drain task's retries do
+            try:
+                result = drain_chat(COMPANY, CHAT, isolate=isolate, now=NOW)
+            except RuntimeError as exc:
+                failures += 1
+                isolate = isolate or exc.batch_size > 1
+                continue
+            answered += result.outbox_ids
+            if not result.more_pending and result.outbox_ids:
+                break
+    finally:
+        settings.assistant = "shared.assistant.rules:RuleBasedAssistant"
+    assert failures == settings.inbound.max_attempts
+    statuses = salon.execute("SELECT body, status, attempts FROM messages ORDER BY chat_seq").fetchall()
+    # The greeting shared the first (failed) attempt of the burst, then the bad message was tried alone.
+    assert statuses == [("💥 сломай всё", "failed", 3), ("Привет", "answered", 2)]
+    letter = salon.execute("SELECT source, reason, reference FROM dead_letters").fetchone()
+    assert letter[0] == "inbound.answer"
+    assert "answering failed 3 times: RuntimeError" in letter[1]
+    assert "Здравствуйте" in reply_body(answered[-1])
