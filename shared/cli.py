@@ -115,6 +115,72 @@ def cmd_ping(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if failures else 0
 
 
+def _read_jsonl(path: str) -> list[tuple[int, object]]:
+    """(line number, parsed value or the parse error text) for every non-empty line."""
+    import json
+
+    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115
+    items: list[tuple[int, object]] = []
+    with stream:
+        for number, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                items.append((number, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                items.append((number, ValueError(f"not JSON: {exc.msg} at column {exc.colno}")))
+    return items
+
+
+def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
+    """Enqueue one message from the flags, or many from a JSON-lines file; rejected lines become dead letters."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from shared.dead_letters import record_dead_letter
+    from shared.errors import ValidationFailedError
+    from workers.producer import enqueue_message
+
+    if args.file is None:
+        if args.company is None or args.chat is None or args.text is None:
+            print("fleet enqueue: give --company, --chat and --text, or --file", file=sys.stderr)
+            return 2
+        payload = {
+            "company_id": args.company,
+            "chat_id": args.chat,
+            "gateway_message_id": args.message_id or f"cli-{uuid.uuid4()}",
+            "text": args.text,
+            "sent_at": datetime.now(UTC).isoformat(),
+        }
+        try:
+            print(f"enqueued {enqueue_message(payload)}")
+        except ValidationFailedError as exc:
+            print(f"fleet enqueue: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    enqueued = rejected = 0
+    for number, item in _read_jsonl(args.file):
+        try:
+            if isinstance(item, ValueError):
+                raise ValidationFailedError("inbound message", [("line", str(item))])
+            if not isinstance(item, dict):
+                raise ValidationFailedError("inbound message", [("line", "not a JSON object")])
+            enqueue_message(item)
+            enqueued += 1
+        except ValidationFailedError as exc:
+            rejected += 1
+            print(f"line {number}: {exc}", file=sys.stderr)
+            record_dead_letter(
+                "producer.cli",
+                str(exc),
+                item if not isinstance(item, ValueError) else None,
+                error_type="InvalidPayload",
+                reference=f"{args.file}:{number}",
+            )
+    print(f"enqueued {enqueued}, rejected {rejected} (recorded as dead letters)")
+    return 1 if rejected else 0
+
+
 def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
     """Where the fleet expects PostgreSQL and Redis (read by ops/services.sh), without credentials."""
     from urllib.parse import urlsplit
@@ -149,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     beat = add("beat", cmd_beat, "run the scheduler (exactly one per fleet)")
     beat.add_argument("--loglevel", default="INFO")
     add("flower", cmd_flower, "run the Flower dashboard")
+    enqueue = add("enqueue", cmd_enqueue, "enqueue inbound chat messages (one from flags, or a JSON-lines file)")
+    enqueue.add_argument("--company", type=int, help="YClients company id")
+    enqueue.add_argument("--chat", help="the client's phone")
+    enqueue.add_argument("--text", help="the message text")
+    enqueue.add_argument("--message-id", help="gateway message id (default: a new unique id)")
+    enqueue.add_argument("--file", help="JSON lines, one payload per line ('-' reads standard input)")
     add("services", cmd_services, "print where PostgreSQL and Redis are expected (host, port)")
     ping = add("ping", cmd_ping, "send a ping through every queue and report the answers")
     ping.add_argument("--timeout", type=float, default=10.0)

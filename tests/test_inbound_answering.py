@@ -222,3 +222,45 @@ def test_a_message_that_keeps_failing_is_dead_lettered_and_the_chat_moves_on(sal
     assert letter[0] == "inbound.answer"
     assert "answering failed 3 times: RuntimeError" in letter[1]
     assert "Здравствуйте" in reply_body(answered[-1])
+
+
+def test_the_readme_carries_the_current_payload_schema() -> None:
+    import json
+    from pathlib import Path
+
+    from shared.inbound.payload import payload_json_schema
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert json.dumps(payload_json_schema(), indent=2, ensure_ascii=False) in readme
+
+
+def test_fleet_enqueue_file_mode_enqueues_valid_lines_and_dead_letters_the_rest(
+    salon: psycopg.Connection, fleet_env: dict[str, str], tmp_path
+) -> None:
+    import json
+    import subprocess
+    import sys
+
+    import redis
+
+    from tests.support.processes import ROOT
+
+    lines = [
+        json.dumps(message("Привет").model_dump(mode="json")),
+        "{not json",
+        json.dumps({"company_id": COMPANY, "chat_id": "12", "gateway_message_id": "a", "text": "x",
+                    "sent_at": NOW.isoformat()}),
+        "",
+        json.dumps(message("Второе").model_dump(mode="json")),
+    ]
+    path = tmp_path / "messages.jsonl"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "shared.cli", "enqueue", "--file", str(path)], cwd=ROOT,
+                            env=fleet_env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "enqueued 2, rejected 2" in result.stdout
+    assert "line 2: invalid inbound message: line: not JSON" in result.stderr
+    assert "line 3: invalid inbound message: chat_id" in result.stderr
+    assert redis.Redis.from_url(fleet_env["REDIS_URL"]).llen("inbound") == 2
+    references = [row[0] for row in salon.execute("SELECT reference FROM dead_letters ORDER BY id").fetchall()]
+    assert references == [f"{path}:2", f"{path}:3"]

@@ -1,0 +1,183 @@
+"""The inbound worker for real: Redis, PostgreSQL, Celery processes and a local gateway stand-in."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from shared.inbound.payload import TASK_NAME
+from shared.pool import close_process_pool, open_process_pool
+from tests.support.gateway import GatewayStandIn, gateway_stand_in
+from tests.support.processes import running_worker, wait_until
+from tests.support.seed import COMPANY, seed_salon
+from workers.app import app
+from workers.producer import enqueue_message
+
+pytestmark = pytest.mark.slow
+_ids = itertools.count(1)
+
+
+@pytest.fixture
+def gateway() -> Iterator[GatewayStandIn]:
+    with gateway_stand_in() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def inbound_env(db: psycopg.Connection, fleet_env: dict[str, str], gateway: GatewayStandIn) -> dict:
+    open_process_pool(role="test", max_size=2, wait=True)
+    seed_salon()
+    close_process_pool()
+    return {
+        **fleet_env,
+        "FLEET_GATEWAY__SEND_URL": gateway.url,
+        "FLEET_GATEWAY__RETRY_BASE_SECONDS": "0.2",
+        "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0.1",
+    }
+
+
+def payload(text: str, chat: str = "+79112345678", **extra: object) -> dict:
+    n = next(_ids)
+    return {
+        "company_id": COMPANY,
+        "chat_id": chat,
+        "gateway_message_id": f"wamid.e2e.{n}.{time.time()}",
+        "text": text,
+        "sent_at": (datetime.now(UTC) + timedelta(milliseconds=n)).isoformat(),
+        **extra,
+    }
+
+
+def test_a_message_is_answered_end_to_end(inbound_env: dict, gateway: GatewayStandIn, tmp_path: Path) -> None:
+    with running_worker("inbound", inbound_env, tmp_path, concurrency=2):
+        enqueue_message(payload("Сколько стоит стрижка?", chat="8 (911) 234-56-78"))
+        wait_until(lambda: gateway.count() == 1, 30, "the reply at the gateway")
+    reply = gateway.deliveries[0]
+    assert reply.phone == "+79112345678"
+    assert "Женская стрижка — 1 500 ₽–2 500 ₽" in reply.message
+
+
+def test_the_same_message_delivered_twice_is_answered_once(
+    inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    message = payload("Привет")
+    with running_worker("inbound", inbound_env, tmp_path, concurrency=2):
+        enqueue_message(message)
+        enqueue_message(message)
+        wait_until(lambda: gateway.count() == 1, 30, "the reply")
+        time.sleep(1.5)  # room for a second, wrong reply to show up
+    assert gateway.count() == 1
+    assert gateway.repeats == 0
+    assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
+    assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 1
+
+
+def test_twenty_messages_in_one_chat_are_answered_in_order_by_two_processes(
+    inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    chat = "+79110000020"
+    with running_worker("inbound", inbound_env, tmp_path, concurrency=2):
+        for n in range(20):
+            enqueue_message(payload(f"вопрос {n}", chat=chat))
+            time.sleep(0.15)
+        wait_until(
+            lambda: (
+                db.execute("SELECT count(*) FROM messages WHERE status IN ('answered', 'merged')").fetchone()[0] == 20
+            ),
+            60,
+            "all 20 answered",
+        )
+        wait_until(lambda: db.execute("SELECT bool_and(status = 'sent') FROM outbox").fetchone()[0], 30, "sent")
+    sent_order = [row[0] for row in db.execute("SELECT id FROM messages ORDER BY sent_at").fetchall()]
+    outbox = db.execute("SELECT idempotency_key, message_ids FROM outbox ORDER BY id").fetchall()
+    answered_order = [message_id for _, ids in outbox for message_id in ids]
+    assert answered_order == sent_order, "every message answered once, in the order it was sent"
+    assert [d.id for d in gateway.to(chat)] == [key for key, _ in outbox], "replies reached the gateway in order"
+    assert gateway.repeats == 0
+
+
+def test_a_burst_is_answered_once(
+    inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    env = {**inbound_env, "FLEET_INBOUND__BURST_WINDOW_SECONDS": "1.5"}
+    with running_worker("inbound", env, tmp_path, concurrency=2):
+        for text in ("Здравствуйте", "1", "5", "меню", "2"):
+            enqueue_message(payload(text))
+        wait_until(lambda: gateway.count() == 1, 30, "one merged reply")
+        time.sleep(2)
+    assert gateway.count() == 1
+    body = gateway.deliveries[0].message
+    assert body.index("Наши услуги") < body.index("Наши мастера") < body.index("Выберите услугу")
+    assert db.execute("SELECT array_length(message_ids, 1) FROM outbox").fetchone()[0] == 5
+
+
+def test_malformed_payloads_become_dead_letters_while_valid_messages_flow(
+    inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    good = payload("Привет", chat="+79110000077")
+    bad = {
+        "missing": {"company_id": COMPANY, "text": "нет chat_id"},
+        "types": {**payload("x"), "company_id": "много", "sent_at": 5},
+        "huge": payload("я" * 20_000),
+        "company": {**payload("привет"), "company_id": 1},
+        "shape": "not an object",
+        "phone": payload("привет", chat="12"),
+    }
+    with running_worker("inbound", inbound_env, tmp_path, concurrency=2):
+        for value in bad.values():
+            app.send_task(TASK_NAME, kwargs={"payload": value})
+        app.send_task(TASK_NAME, kwargs={"payload": good, "priority_boost": True})
+        enqueue_message(good)
+        wait_until(lambda: gateway.count() == 1, 30, "the valid message's reply")
+        wait_until(lambda: db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 7, 30, "7 dead letters")
+    reasons = [row[0] for row in db.execute("SELECT reason FROM dead_letters ORDER BY id").fetchall()]
+    joined = "\n".join(reasons)
+    assert "chat_id: Field required" in joined
+    assert "company_id: Input should be a valid integer" in joined
+    assert "text: String should have at most 16384 characters" in joined
+    assert "company 1 is not served" in joined
+    assert "chat_id: Value error, phone has an invalid length" in joined
+    assert "unexpected task arguments: ['priority_boost']" in joined
+    huge = db.execute("SELECT payload->>'text' FROM dead_letters WHERE reason LIKE 'invalid payload: text%'").fetchone()
+    assert len(huge[0]) == 20_000, "the rejected message is kept whole"
+    assert gateway.to("+79110000077")[0].message.startswith("Здравствуйте")
+
+
+def test_a_worker_killed_mid_message_answers_it_exactly_once_after_restart(
+    inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    marker = tmp_path / "slow-assistant.pid"
+    env = {
+        **inbound_env,
+        "FLEET_ASSISTANT": "tests.support.slow_assistant:SlowAssistant",
+        "SLOW_ASSISTANT_MARKER": str(marker),
+    }
+    with running_worker("inbound", env, tmp_path, concurrency=1) as worker:
+        enqueue_message(payload("Привет", chat="+79110000099"))
+        wait_until(marker.exists, 30, "the assistant to start answering")
+        time.sleep(0.3)
+        os.kill(int(marker.read_text()), signal.SIGKILL)  # the child dies inside the answering transaction
+        wait_until(lambda: gateway.count() == 1, 60, f"the reply after the restart\n{worker.output()}")
+        time.sleep(1.5)
+    assert gateway.count() == 1
+    assert gateway.repeats == 0
+    assert db.execute("SELECT status, attempts FROM messages").fetchone() == ("answered", 2)
+    assert db.execute("SELECT count(*) FROM outbox").fetchone()[0] == 1
+
+
+def test_a_gateway_outage_is_retried_until_the_reply_is_delivered(
+    inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    gateway.fail_next(3)
+    with running_worker("inbound", inbound_env, tmp_path, concurrency=1):
+        enqueue_message(payload("Привет"))
+        wait_until(lambda: gateway.count() == 1, 60, "the reply after the outage")
+    assert db.execute("SELECT status, attempts FROM outbox").fetchone() == ("sent", 4)
