@@ -248,15 +248,22 @@ def test_fleet_enqueue_file_mode_enqueues_valid_lines_and_dead_letters_the_rest(
     lines = [
         json.dumps(message("Привет").model_dump(mode="json")),
         "{not json",
-        json.dumps({"company_id": COMPANY, "chat_id": "12", "gateway_message_id": "a", "text": "x",
-                    "sent_at": NOW.isoformat()}),
+        json.dumps(
+            {"company_id": COMPANY, "chat_id": "12", "gateway_message_id": "a", "text": "x", "sent_at": NOW.isoformat()}
+        ),
         "",
         json.dumps(message("Второе").model_dump(mode="json")),
     ]
     path = tmp_path / "messages.jsonl"
     path.write_text("\n".join(lines), encoding="utf-8")
-    result = subprocess.run([sys.executable, "-m", "shared.cli", "enqueue", "--file", str(path)], cwd=ROOT,
-                            env=fleet_env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "enqueue", "--file", str(path)],
+        cwd=ROOT,
+        env=fleet_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "enqueued 2, rejected 2" in result.stdout
     assert "line 2: invalid inbound message: line: not JSON" in result.stderr
