@@ -13,10 +13,29 @@ from celery.schedules import crontab
 
 from shared.settings import Settings
 
+HOUR = 3600
+
+
+def _sync(entity: str, schedule: crontab, expires: int) -> dict[str, Any]:
+    return {
+        "task": "workers.yclients.sync_all",
+        "schedule": schedule,
+        "args": (entity,),
+        "options": {"expires": expires},
+    }
+
 
 def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     heartbeat = timedelta(seconds=settings.heartbeat_seconds)
     return {
+        # YClients sync for every configured company (the original system's times, which the salons know).
+        "yclients-company-weekly": _sync("company", crontab(minute=30, hour=0, day_of_week="mon"), HOUR),
+        "yclients-services": _sync("services", crontab(minute=0, hour=1), HOUR),
+        "yclients-staff": _sync("staff", crontab(minute=0, hour=2), HOUR),
+        "yclients-clients": _sync("clients", crontab(minute=0, hour=3), HOUR),
+        "yclients-schedules": _sync("schedules", crontab(minute=0, hour=5), HOUR),
+        "yclients-schedules-today": _sync("schedules_today", crontab(minute=0, hour="8-23"), 50 * 60),
+        "yclients-records": _sync("records", crontab(minute="*/15"), 10 * 60),
         # beat -> Redis -> maintenance worker -> PostgreSQL, end to end; its row's age is the fleet's pulse.
         "health-heartbeat": {
             "task": "workers.health.heartbeat",

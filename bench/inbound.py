@@ -26,9 +26,9 @@ os.environ["FLEET_ENVIRONMENT"] = "test"
 import psycopg  # noqa: E402
 import redis  # noqa: E402
 
+from ops.standins.gateway import gateway_stand_in  # noqa: E402
 from shared.migrate import upgrade  # noqa: E402
 from shared.pool import close_process_pool, open_process_pool  # noqa: E402
-from tests.support.gateway import gateway_stand_in  # noqa: E402
 from tests.support.processes import FleetProcess, wait_until  # noqa: E402
 from tests.support.seed import COMPANY, seed_salon  # noqa: E402
 

@@ -181,6 +181,27 @@ def cmd_enqueue(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if rejected else 0
 
 
+def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one YClients sync here and now, and print what it did."""
+    from shared.yclients.client import YClientsError, make_client
+    from shared.yclients.sync import SyncFailedError, sync_entity
+
+    try:
+        client = make_client(settings)
+    except YClientsError as exc:
+        print(f"fleet sync: {exc}", file=sys.stderr)
+        return 2
+    try:
+        summary = sync_entity(client, settings.yclients, args.company, args.entity)
+    except SyncFailedError as exc:
+        print(exc.summary.render(), file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    print(summary.render())
+    return 0
+
+
 def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
     """Where the fleet expects PostgreSQL and Redis (read by ops/services.sh), without credentials."""
     from urllib.parse import urlsplit
@@ -221,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--text", help="the message text")
     enqueue.add_argument("--message-id", help="gateway message id (default: a new unique id)")
     enqueue.add_argument("--file", help="JSON lines, one payload per line ('-' reads standard input)")
+    from shared.yclients.sync import ENTITIES
+
+    sync = add("sync", cmd_sync, "run one YClients sync now and print its figures")
+    sync.add_argument("entity", choices=ENTITIES)
+    sync.add_argument("--company", type=int, required=True, help="YClients company id")
     add("services", cmd_services, "print where PostgreSQL and Redis are expected (host, port)")
     ping = add("ping", cmd_ping, "send a ping through every queue and report the answers")
     ping.add_argument("--timeout", type=float, default=10.0)

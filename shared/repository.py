@@ -21,6 +21,14 @@ from shared.db import Connection, run
 from shared.errors import NotFoundError, UnknownIdentifierError, ValidationFailedError
 
 Row = dict[str, Any]
+
+
+class UpsertResult(list[Row]):
+    """Every upserted row, plus how many of them were inserted or changed (the rest were already current)."""
+
+    changed: int = 0
+
+
 Rejection = tuple[int, list[tuple[str, str]]]  # (input index, [(field, problem)])
 MAX_BATCH = 500
 
@@ -207,7 +215,7 @@ class Repository:
         conflict: Sequence[str] | None = None,
         update: Sequence[str] | None = None,
         conn: Connection | None = None,
-    ) -> list[Row]:
+    ) -> UpsertResult:
         """Upsert any number of rows, one statement per batch of at most 500; returns every row.
 
         Rows are validated first (nothing is written if any is invalid). Within the input the last row for
@@ -215,8 +223,9 @@ class Repository:
         """
         conflict_cols = tuple(conflict or self.key)
         valid = [self.validate(row) for row in rows]
+        result = UpsertResult()
         if not valid:
-            return []
+            return result
         for name in {name for row in valid for name in row} | set(conflict_cols):
             self._column(name)
         missing = [name for name in conflict_cols if any(name not in row for row in valid)]
@@ -230,7 +239,6 @@ class Repository:
         groups: dict[tuple[str, ...], list[Row]] = {}
         for row in deduped:
             groups.setdefault(tuple(row), []).append(row)
-        result: list[Row] = []
         for names, group in groups.items():
             update_cols = [c for c in (update if update is not None else names) if c not in conflict_cols]
             for name in update_cols:
@@ -239,7 +247,9 @@ class Repository:
             for start in range(0, len(group), MAX_BATCH):
                 batch = group[start : start + MAX_BATCH]
                 payload = Jsonb([{name: row[name] for name in names} for row in batch], dumps=_dumps)
-                result.extend(run(statement, {"rows": payload}, table=self.table, operation="upsert", conn=conn))
+                for row in run(statement, {"rows": payload}, table=self.table, operation="upsert", conn=conn):
+                    result.changed += int(row.pop("_changed"))
+                    result.append(row)
         return result
 
     def _upsert_statement(
@@ -269,9 +279,10 @@ class Repository:
             "WITH i AS (SELECT {cols} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s)),"
             " u AS (INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM i ON CONFLICT ({keys}) {action}"
             " RETURNING t.*)"
-            " SELECT * FROM u"
+            " SELECT u.*, true AS _changed FROM u"
             " UNION ALL"
-            " SELECT t.* FROM {table} t JOIN i ON {join_on} WHERE NOT EXISTS (SELECT 1 FROM u WHERE {key_match})"
+            " SELECT t.*, false AS _changed FROM {table} t JOIN i ON {join_on}"
+            " WHERE NOT EXISTS (SELECT 1 FROM u WHERE {key_match})"
         ).format(cols=cols, table=table, keys=keys, action=action, join_on=join_on, key_match=key_match)
 
     def delete(self, filters: Mapping[str, Any], *, conn: Connection | None = None) -> int:

@@ -149,10 +149,24 @@ class GatewaySettings(BaseModel):
 
 
 class YClientsSettings(BaseModel):
+    """The YClients API and how the sync uses it (limits are the API's documented ones, per IP)."""
+
     base_url: str = "https://api.yclients.com/api/v1"
     partner_token: SecretStr | None = None
     user_token: SecretStr | None = None
     company_ids: list[int] = Field(default_factory=list, description="companies the sync keeps current")
+    requests_per_second: int = Field(default=5, ge=1)
+    requests_per_minute: int = Field(default=200, ge=1)
+    timeout_seconds: float = Field(default=30.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1, description="tries per request (rate limits, 5xx, network)")
+    retry_initial_seconds: float = Field(default=1.0, gt=0, description="first backoff; doubles, with jitter")
+    retry_max_wait_seconds: float = Field(default=30.0, gt=0)
+    page_size: int = Field(default=200, ge=1, le=200, description="the API's maximum for clients is 200")
+    schedule_days_ahead: int = Field(default=14, ge=1, le=90)
+    records_days_back: int = Field(default=30, ge=0)
+    records_days_ahead: int = Field(default=90, ge=1)
+    incremental_overlap_minutes: int = Field(default=10, ge=0, description="re-read records changed this early")
+    stale_after_hours: float = Field(default=36.0, gt=0, description="a sync older than this is stale")
 
 
 class BackupSettings(BaseModel):

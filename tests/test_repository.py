@@ -140,6 +140,7 @@ def test_bulk_upsert_of_1200_rows_runs_in_batches_of_500(salon: psycopg.Connecti
     returned = clients.bulk_upsert(rows)
     assert _statements("upsert") == before + 3
     assert len(returned) == 1200
+    assert returned.changed == 1200
     assert _count(salon, "clients") == 1200
     # Half change, half stay: every row comes back, only the changed ones are rewritten.
     for row in rows[:600]:
@@ -147,6 +148,7 @@ def test_bulk_upsert_of_1200_rows_runs_in_batches_of_500(salon: psycopg.Connecti
     versions = dict(salon.execute("SELECT yclients_id, xmin::text FROM clients").fetchall())
     again = clients.bulk_upsert(rows)
     assert len(again) == 1200
+    assert again.changed == 600
     after = dict(salon.execute("SELECT yclients_id, xmin::text FROM clients").fetchall())
     rewritten = {key for key in after if after[key] != versions[key]}
     assert rewritten == set(range(1, 601))

@@ -1,7 +1,74 @@
-"""Tasks of the yclients worker type (queue routed in workers/queues.py)."""
+"""Tasks of the YClients worker type: one entity of one company per task, fanned out by beat."""
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
+import redis
+from celery import Task
+
+from shared.errors import TransientError
+from shared.settings import get_settings
+from shared.yclients.client import YClientsClient, YClientsError, make_client
+from shared.yclients.sync import ENTITIES, SyncFailedError, sync_entity
+from workers.app import app
 from workers.ping import define_ping
 
+log = logging.getLogger(__name__)
 ping = define_ping(__name__)
+
+_client: YClientsClient | None = None
+
+
+def yclients_client() -> YClientsClient:
+    """One API client per worker child, made after fork on first use."""
+    global _client
+    if _client is None:
+        _client = make_client(get_settings())
+    return _client
+
+
+def _retryable(error: BaseException | None) -> bool:
+    return isinstance(error, TransientError) or (isinstance(error, YClientsError) and error.retryable)
+
+
+@app.task(name="workers.yclients.sync_entity", bind=True, max_retries=3, reject_on_worker_lost=True)
+def sync_entity_task(self: Task, entity: str, company_id: int) -> dict[str, Any]:
+    """Sync one entity of one company; a run already going for the same pair is not started twice."""
+    settings = get_settings()
+    lock = redis.Redis.from_url(settings.redis_url.get_secret_value()).lock(
+        f"fleet:sync:{company_id}:{entity}", timeout=settings.workers.yclients.time_limit, blocking=False
+    )
+    if not lock.acquire():
+        log.info("sync %s for company %s is already running; skipped", entity, company_id)
+        return {"status": "skipped"}
+    try:
+        summary = sync_entity(yclients_client(), settings.yclients, company_id, entity)
+    except SyncFailedError as exc:
+        if _retryable(exc.__cause__) and self.request.retries < self.max_retries:
+            raise self.retry(countdown=60 * 2**self.request.retries) from exc  # resumes after the last saved page
+        raise
+    finally:
+        lock.release()
+    c = summary.counters
+    return {
+        "status": summary.status,
+        "run_id": summary.run_id,
+        "pages": c.pages,
+        "fetched": c.fetched,
+        "upserted": c.upserted,
+        "marked_deleted": c.marked_deleted,
+        "rejected": c.rejected,
+    }
+
+
+@app.task(name="workers.yclients.sync_all")
+def sync_all(entity: str) -> int:
+    """Beat's entry point: one sync task per configured company."""
+    if entity not in ENTITIES:
+        raise ValueError(f"unknown entity {entity!r}")
+    companies = get_settings().yclients.company_ids
+    for company_id in companies:
+        sync_entity_task.delay(entity, company_id)
+    return len(companies)

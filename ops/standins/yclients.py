@@ -1,0 +1,416 @@
+"""A local YClients API stand-in that speaks the real wire format, serving a generated salon.
+
+Envelope `{success, data, meta}`, the documented headers and token check, pages with `total_count`,
+numbers sent as strings, phones as numbers, three date formats, both rate-limit answers (HTTP 429 and
+HTTP 200 with success:false), and injected 5xx on request. Tests drive it in-process; the demo runs it with
+
+    python -m ops.standins.yclients --port 8081 --company 962302 --clients 5000 --records 3000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+from zoneinfo import ZoneInfo
+
+ACCEPT = "application/vnd.yclients.v2+json"
+LIMIT_MESSAGE = "Превышен лимит запросов"
+MOSCOW = ZoneInfo("Europe/Moscow")
+MOBILE_PREFIXES = [901, 903, 905, 911, 915, 916, 921, 925, 926, 977, 985, 999]
+FIRST_NAMES = ["Анна", "Мария", "Елена", "Ольга", "Ирина", "Наталья", "Светлана", "Татьяна", "Юлия", "Дарья"]
+LAST_NAMES = ["Иванова", "Смирнова", "Кузнецова", "Попова", "Соколова", "Лебедева", "Козлова", "Новикова"]
+SERVICES = [
+    ("Стрижки", ["Женская стрижка", "Мужская стрижка", "Детская стрижка", "Укладка"]),
+    ("Окрашивание", ["Окрашивание в один тон", "Мелирование", "Тонирование"]),
+    ("Маникюр", ["Маникюр классический", "Маникюр с покрытием", "Снятие покрытия"]),
+    ("Педикюр", ["Педикюр", "Педикюр с покрытием"]),
+    ("Брови и ресницы", ["Коррекция бровей", "Окрашивание ресниц"]),
+]
+
+
+Answer = tuple[int, dict[str, Any]]
+Override = Callable[[str, str, dict[str, list[str]], dict[str, Any]], Answer | None]
+
+
+def _format_datetime(moment: datetime, style: int) -> str:
+    """The three formats the API has been seen to send."""
+    local = moment.astimezone(MOSCOW)
+    if style == 0:
+        return local.isoformat(timespec="seconds")  # 2019-01-16T16:00:00+03:00
+    if style == 1:
+        return local.strftime("%Y-%m-%dT%H:%M:%S%z")  # 2019-01-16T20:35:11+0300
+    return local.strftime("%Y-%m-%d %H:%M:%S")  # 2019-01-16 16:00:00 (salon time)
+
+
+def _maybe_string(value: Any, n: int) -> Any:
+    return str(value) if n % 2 else value
+
+
+@dataclass
+class Salon:
+    """A generated salon; tests may edit the dicts to change what the API returns."""
+
+    company: dict[str, Any]
+    categories: list[dict[str, Any]]
+    services: list[dict[str, Any]]
+    staff: list[dict[str, Any]]
+    clients: dict[int, dict[str, Any]]
+    records: dict[int, dict[str, Any]]
+    today: date
+
+    @property
+    def id(self) -> int:
+        return int(self.company["id"])
+
+
+def generate_salon(
+    company_id: int = 962302, clients: int = 500, records: int = 300, seed: int = 7, today: date | None = None
+) -> Salon:
+    rng = random.Random(seed)
+    today = today or datetime.now(MOSCOW).date()
+    company = {
+        "id": company_id,
+        "title": "Салон «Лиса»",
+        "city": "Москва",
+        "timezone_name": "Europe/Moscow",
+        "address": "ул. Пушкина, 10",
+        "phone": "+74950000000",
+        "active": 1,
+    }
+    categories, services = [], []
+    service_id = 1000
+    for position, (title, names) in enumerate(SERVICES, 1):
+        category_id = 100 + position
+        categories.append({"id": category_id, "title": title, "api_id": "", "weight": position, "staff": []})
+        for name in names:
+            service_id += 1
+            low = rng.choice([900, 1300, 1500, 2000, 2500])
+            services.append(
+                {
+                    "id": _maybe_string(service_id, service_id),
+                    "title": name,
+                    "category_id": category_id,
+                    "price_min": f"{low}.00",
+                    "price_max": f"{low + rng.choice([0, 500, 1000])}.00",
+                    "discount": 0,
+                    "comment": "",
+                    "weight": 0,
+                    "active": "1" if service_id % 7 else 1,
+                    "staff": [{"id": 1 + (service_id % 8), "seance_length": rng.choice([1800, 3600, 5400])}],
+                }
+            )
+    staff = [
+        {
+            "id": _maybe_string(n, n),
+            "name": f"{FIRST_NAMES[n % 10]} {LAST_NAMES[n % 8]}",
+            "company_id": company_id,
+            "specialization": "мастер",
+            "position": {"id": 1, "title": "Мастер"},
+            "avatar": "",
+            "fired": 0,
+            "hidden": "0",
+            "status": 0,
+            "services_links": [{"service_id": int(s["id"])} for s in services if int(s["id"]) % 8 == n % 8],
+        }
+        for n in range(1, 9)
+    ]
+    client_rows: dict[int, dict[str, Any]] = {}
+    for n in range(1, clients + 1):
+        client_id = 5_000_000 + n
+        digits = f"7{rng.choice(MOBILE_PREFIXES)}{rng.randrange(10**7):07d}"
+        phone: Any = [int(digits), f"+7 ({digits[1:4]}) {digits[4:7]}-{digits[7:9]}-{digits[9:]}", "8" + digits[1:]][
+            n % 3
+        ]
+        first = datetime(2023, 1, 1, tzinfo=UTC) + timedelta(days=rng.randrange(700), hours=rng.randrange(9, 20))
+        client_rows[client_id] = {
+            "id": _maybe_string(client_id, n),
+            "name": f"{FIRST_NAMES[n % 10]} {LAST_NAMES[(n // 10) % 8]}",
+            "phone": phone,
+            "email": f"client{n}@example.ru" if n % 4 == 0 else "",
+            "discount": rng.choice([0, 5, 10]),
+            "first_visit_date": _format_datetime(first, n % 3),
+            "last_visit_date": _format_datetime(first + timedelta(days=rng.randrange(200)), (n + 1) % 3),
+            "sold_amount": f"{rng.randrange(0, 50000)}.00",
+            "visits_count": _maybe_string(rng.randrange(30), n),
+        }
+    record_rows: dict[int, dict[str, Any]] = {}
+    slot_hours = list(range(10, 20))
+    client_ids = list(client_rows)
+    changed = datetime.now(UTC) - timedelta(days=2)
+    for n in range(records):
+        staff_member = staff[n % 8]
+        per_staff = n // 8
+        day = today - timedelta(days=20) + timedelta(days=per_staff // len(slot_hours))
+        hour = slot_hours[per_staff % len(slot_hours)]
+        start = datetime(day.year, day.month, day.day, hour, tzinfo=MOSCOW)
+        service = services[n % len(services)]
+        client_id = client_ids[n % len(client_ids)] if client_ids else None
+        record_id = 9_000_000 + n
+        record_rows[record_id] = {
+            "id": _maybe_string(record_id, n),
+            "company_id": company_id,
+            "staff_id": staff_member["id"],
+            "services": [{"id": service["id"], "title": service["title"], "cost": service["price_min"]}],
+            "client": (
+                {"id": client_id, "name": client_rows[client_id]["name"], "phone": client_rows[client_id]["phone"]}
+                if client_id
+                else None
+            ),
+            "datetime": _format_datetime(start, n % 3),
+            "seance_length": _maybe_string(3600, n),
+            "deleted": n % 50 == 49,
+            "attendance": [2, 1, 0, -1][n % 4] if day < today else 0,
+            "last_change_date": _format_datetime(changed, 0),
+            "comment": "",
+        }
+    return Salon(company, categories, services, staff, client_rows, record_rows, today)
+
+
+@dataclass
+class YClientsStandIn:
+    salons: dict[int, Salon]
+    partner_token: str = "partner-token"
+    user_token: str = "user-token"
+    per_second: int = 5
+    per_minute: int = 200
+    max_page_size: int = 200
+    url: str = ""
+    requests: list[tuple[float, str, int]] = field(default_factory=list)  # (time, path, status)
+    injected: deque[Any] = field(default_factory=deque)
+    # Called with (method, path, query, body) before routing; an answer it returns is sent instead.
+    override: Override | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _limited: int = 0
+
+    def inject(self, *answers: Any) -> None:
+        """Answer the next requests with these: an HTTP status (503, 429) or "limit" (200 + success:false)."""
+        with self.lock:
+            self.injected.extend(answers)
+
+    def max_in_window(self, seconds: float, *, accepted_only: bool = True) -> int:
+        """The most requests that arrived within any window of this length."""
+        with self.lock:
+            times = [t for t, _, status in self.requests if not accepted_only or status == 200]
+        best, start = 0, 0
+        for end in range(len(times)):
+            while times[end] - times[start] >= seconds:
+                start += 1
+            best = max(best, end - start + 1)
+        return best
+
+    def count(self, status: int | None = None) -> int:
+        with self.lock:
+            return sum(1 for _, _, s in self.requests if status is None or s == status)
+
+    # ---- handling -------------------------------------------------------------------------------
+    def handle(
+        self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: dict[str, Any] | None
+    ) -> tuple[int, dict[str, Any]]:
+        now = time.time()
+        with self.lock:
+            recent = [t for t, _, s in self.requests if s == 200]
+            over = (
+                sum(1 for t in recent if now - t < 1.0) >= self.per_second
+                or sum(1 for t in recent if now - t < 60.0) >= self.per_minute
+            )
+            injected = self.injected.popleft() if self.injected and not over else None
+            if over:
+                self._limited += 1
+        if over:
+            return (429, _error("Too Many Requests")) if self._limited % 2 else (200, _error(LIMIT_MESSAGE))
+        if injected == "limit":
+            return 200, _error(LIMIT_MESSAGE)
+        if isinstance(injected, int):
+            return injected, _error(f"injected {injected}")
+        if self.override is not None:
+            answer = self.override(method, path, query, body or {})
+            if answer is not None:
+                return answer
+        if headers.get("Accept") != ACCEPT:
+            return 400, _error("Accept header must be " + ACCEPT)
+        if headers.get("Authorization") != f"Bearer {self.partner_token}, User {self.user_token}":
+            return 401, {
+                "errors": {"code": 401, "message": "Необходима авторизация"},
+                "meta": {"message": "Необходима авторизация"},
+            }
+        return self._route(method, path.strip("/").split("/"), query, body or {})
+
+    def _route(
+        self, method: str, parts: list[str], query: dict[str, list[str]], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        if len(parts) >= 2 and parts[0] in ("company", "records"):
+            salon = self.salons.get(int(parts[1])) if parts[1].isdigit() else None
+            if salon is None:
+                return 404, _error("Компания не найдена")
+        else:
+            return 404, _error("Not found")
+        tail = parts[2:]
+        if parts[0] == "records" and method == "GET" and not tail:
+            return self._records(salon, query)
+        if method == "GET" and not tail:
+            return 200, _ok(salon.company)
+        if method == "GET" and tail == ["service_categories"]:
+            return 200, _ok(salon.categories, {"total_count": len(salon.categories)})
+        if method == "GET" and tail == ["services"]:
+            return 200, _ok(salon.services, {"total_count": len(salon.services)})
+        if method == "GET" and tail == ["staff"]:
+            return 200, _ok(salon.staff, [])
+        if method == "GET" and tail == ["staff", "schedule"]:
+            return self._schedule(salon, query)
+        if method == "POST" and tail == ["clients", "search"]:
+            return self._clients(salon, body)
+        return 404, _error("Not found")
+
+    def _clients(self, salon: Salon, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        page, size = int(body.get("page", 1)), int(body.get("page_size", 25))
+        if size > self.max_page_size:
+            return 400, _error(f"page_size must not exceed {self.max_page_size}")
+        fields = body.get("fields") or ["id"]
+        rows = list(salon.clients.values())
+        chunk = rows[(page - 1) * size : page * size]
+        return 200, _ok([{k: row.get(k) for k in fields} for row in chunk], {"total_count": len(rows)})
+
+    def _records(self, salon: Salon, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        page = int(query.get("page", ["1"])[0])
+        size = int(query.get("count", ["50"])[0])
+        if size > self.max_page_size:
+            return 400, _error(f"count must not exceed {self.max_page_size}")
+        start = query.get("start_date", [None])[0]
+        end = query.get("end_date", [None])[0]
+        changed_after = query.get("changed_after", [None])[0]
+        with_deleted = query.get("with_deleted", ["0"])[0] == "1"
+        rows = []
+        for row in salon.records.values():
+            day = _parse_any(row["datetime"]).date().isoformat()
+            if (start and day < start) or (end and day > end) or (row["deleted"] and not with_deleted):
+                continue
+            if changed_after and _parse_any(row["last_change_date"]) <= _parse_any(changed_after):
+                continue
+            rows.append(row)
+        chunk = rows[(page - 1) * size : page * size]
+        return 200, _ok(chunk, {"page": page, "total_count": len(rows)})
+
+    def _schedule(self, salon: Salon, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
+        first = date.fromisoformat(query["start_date"][0])
+        last = date.fromisoformat(query["end_date"][0])
+        wanted = {int(v) for v in query.get("staff_ids[]", [])} or {int(s["id"]) for s in salon.staff}
+        rows = []
+        day = first
+        while day <= last:
+            for member in salon.staff:
+                staff_id = int(member["id"])
+                if staff_id not in wanted:
+                    continue
+                off = (day.toordinal() + staff_id) % 7 == 0
+                rows.append(
+                    {
+                        "staff_id": staff_id,
+                        "date": day.isoformat(),
+                        "slots": [] if off else [{"from": "10:00", "to": "14:00"}, {"from": "15:00", "to": "20:00"}],
+                        "busy_intervals": [],
+                        "off_day_type": 1 if off else None,
+                    }
+                )
+            day += timedelta(days=1)
+        return 200, _ok(rows, {"total_count": len(rows)})
+
+
+def _ok(data: Any, meta: Any = None) -> dict[str, Any]:
+    return {"success": True, "data": data, "meta": meta if meta is not None else []}
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"success": False, "data": None, "meta": {"message": message}}
+
+
+def _parse_any(text: str) -> datetime:
+    text = text.strip()
+    if len(text) == 19 and text[10] in " T" and "+" not in text[10:]:
+        return datetime.fromisoformat(text.replace(" ", "T")).replace(tzinfo=MOSCOW)
+    if text[-5] in "+-" and text[-3] != ":":
+        text = text[:-2] + ":" + text[-2:]
+    return datetime.fromisoformat(text)
+
+
+def make_handler(state: YClientsStandIn) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self, method: str) -> None:
+            split = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                body = json.loads(raw) if raw else None
+            except ValueError:
+                body = None
+            path = split.path.removeprefix("/api/v1")
+            status, payload = state.handle(method, path, parse_qs(split.query), self.headers, body)
+            accepted = status == 200 and payload.get("success", True) is not False
+            with state.lock:
+                state.requests.append((time.time(), path, 200 if accepted else (status if status != 200 else 299)))
+            encoded = json.dumps(payload, ensure_ascii=False).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", str(len(encoded)))
+            self.end_headers()
+            self.wfile.write(encoded)
+
+        def do_GET(self) -> None:
+            self._serve("GET")
+
+        def do_POST(self) -> None:
+            self._serve("POST")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return Handler
+
+
+@contextmanager
+def yclients_stand_in(*salons: Salon, port: int = 0, **options: Any) -> Iterator[YClientsStandIn]:
+    """Serve the salons on a local port (a free one by default) for the duration of the block."""
+    state = YClientsStandIn({salon.id: salon for salon in salons}, **options)
+    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(state))
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/api/v1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, default=8081)
+    parser.add_argument("--company", type=int, action="append", help="company id (repeat for several)")
+    parser.add_argument("--clients", type=int, default=5000)
+    parser.add_argument("--records", type=int, default=3000)
+    parser.add_argument("--partner-token", default="partner-token")
+    parser.add_argument("--user-token", default="user-token")
+    args = parser.parse_args()
+    salons = [generate_salon(c, args.clients, args.records, seed=c) for c in args.company or [962302]]
+    state = YClientsStandIn({s.id: s for s in salons}, args.partner_token, args.user_token)
+    server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(state))
+    print(
+        f"YClients stand-in on http://127.0.0.1:{args.port}/api/v1 for companies {[s.id for s in salons]}", flush=True
+    )
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    main()
