@@ -213,6 +213,7 @@ def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
     redis_url = urlsplit(settings.redis_url.get_secret_value())
     print(f"postgres {host} {db.get('port') or 5432} {db.get('dbname', '')}")
     print(f"redis {redis_url.hostname or '127.0.0.1'} {redis_url.port or 6379}")
+    print(f"yclients {'configured' if settings.yclients.partner_token else 'standin'}")
     return 0
 
 

@@ -8,7 +8,7 @@ savepoint: an inner failure rolls back the inner block only.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -70,6 +70,59 @@ def _statement_text(query: Query, conn: Connection) -> str:
     return query if isinstance(query, str) else query.as_string(conn)
 
 
+@contextmanager
+def _measured(statement: Query, operation: str, conn: Connection) -> Iterator[None]:
+    started = time.perf_counter()
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        query_metrics().record(operation, elapsed_ms, _statement_text(statement, conn), failed=failed)
+
+
+def execute(
+    query: Query,
+    params: Sequence[Any] | dict[str, Any] | None = None,
+    *,
+    table: str | None,
+    operation: str,
+    conn: Connection | None = None,
+) -> int:
+    """Execute one statement and return how many rows it affected; timed, and errors typed."""
+    with (
+        connection(conn) as active,
+        translated_errors(table=table, operation=operation),
+        _measured(query, operation, active),
+        active.cursor() as cur,
+    ):
+        cur.execute(query, params)
+        return cur.rowcount
+
+
+def copy_rows(
+    statement: Query,
+    rows: Iterable[Sequence[Any]],
+    *,
+    table: str | None,
+    types: Sequence[int] | None = None,
+    conn: Connection | None = None,
+) -> None:
+    """Stream rows through COPY ... FROM STDIN (binary when `types`, the columns' OIDs, are given)."""
+    with (
+        connection(conn) as active,
+        translated_errors(table=table, operation="copy"),
+        _measured(statement, "copy", active),
+        active.cursor() as cur,
+        cur.copy(statement) as copy,
+    ):
+        if types is not None:
+            copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
+
+
 def run(
     query: Query,
     params: Sequence[Any] | dict[str, Any] | None = None,
@@ -79,15 +132,11 @@ def run(
     conn: Connection | None = None,
 ) -> list[dict[str, Any]]:
     """Execute one statement and return its rows as dicts; timed, and errors typed."""
-    with connection(conn) as active, translated_errors(table=table, operation=operation):
-        started = time.perf_counter()
-        failed = True
-        try:
-            with active.cursor(row_factory=dict_row) as cur:
-                cur.execute(query, params)
-                rows = cur.fetchall() if cur.description is not None else []
-            failed = False
-            return rows
-        finally:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            query_metrics().record(operation, elapsed_ms, _statement_text(query, active), failed=failed)
+    with (
+        connection(conn) as active,
+        translated_errors(table=table, operation=operation),
+        _measured(query, operation, active),
+        active.cursor(row_factory=dict_row) as cur,
+    ):
+        cur.execute(query, params)
+        return cur.fetchall() if cur.description is not None else []

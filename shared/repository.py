@@ -7,7 +7,7 @@ always parameters. A filter is `column` (equality) or `column__op`, e.g. `{"pric
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -17,7 +17,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from shared.db import Connection, run
+from shared.db import Connection, copy_rows, execute, run, transaction
 from shared.errors import NotFoundError, UnknownIdentifierError, ValidationFailedError
 
 Row = dict[str, Any]
@@ -50,7 +50,10 @@ def _dumps(value: Any) -> str:
 
 def pydantic_errors(exc: PydanticValidationError) -> list[tuple[str, str]]:
     """(field, problem) pairs from pydantic, without echoing the rejected input."""
-    return [(".".join(str(part) for part in err["loc"]) or "row", err["msg"]) for err in exc.errors()]
+    return [
+        (".".join(str(part) for part in err["loc"]) or "row", err["msg"].removeprefix("Value error, "))
+        for err in exc.errors()
+    ]
 
 
 class Repository:
@@ -215,6 +218,7 @@ class Repository:
         conflict: Sequence[str] | None = None,
         update: Sequence[str] | None = None,
         conn: Connection | None = None,
+        validated: bool = False,
     ) -> UpsertResult:
         """Upsert any number of rows, one statement per batch of at most 500; returns every row.
 
@@ -222,7 +226,7 @@ class Repository:
         a key wins. Unchanged rows are not rewritten, so a repeated sync leaves the table untouched.
         """
         conflict_cols = tuple(conflict or self.key)
-        valid = [self.validate(row) for row in rows]
+        valid = [dict(row) for row in rows] if validated else [self.validate(row) for row in rows]
         result = UpsertResult()
         if not valid:
             return result
@@ -252,6 +256,118 @@ class Repository:
                     result.append(row)
         return result
 
+    def copy_upsert(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        conflict: Sequence[str] | None = None,
+        update: Sequence[str] | None = None,
+        conn: Connection | None = None,
+        validated: bool = False,
+    ) -> int:
+        """The bulk path for large inputs: COPY into a temporary table, then one merge; returns rows changed.
+
+        Same rules as `bulk_upsert` (validated first, last row per key wins, unchanged rows not rewritten,
+        a column a row leaves out is kept), without returning the rows. `validated=True` says the caller
+        already passed every row through `validate`/`validate_many`, so it is not done twice.
+        """
+        conflict_cols = tuple(conflict or self.key)
+        valid = [dict(row) for row in rows] if validated else [self.validate(row) for row in rows]
+        deduped = list({tuple(row.get(c) for c in conflict_cols): row for row in valid}.values())
+        groups: dict[tuple[str, ...], list[Row]] = {}
+        for row in deduped:
+            groups.setdefault(tuple(row), []).append(row)
+        changed = 0
+        for names, group in groups.items():
+            for name in (*names, *conflict_cols):
+                self._column(name)
+            update_cols = [c for c in (update if update is not None else names) if c not in conflict_cols]
+            changed += self._copy_merge(names, conflict_cols, update_cols, group, conn)
+        return changed
+
+    def _copy_merge(
+        self,
+        names: Sequence[str],
+        conflict_cols: Sequence[str],
+        update_cols: Sequence[str],
+        rows: list[Row],
+        conn: Connection | None,
+    ) -> int:
+        staging = sql.Identifier(f"incoming_{self.table}")
+        cols = sql.SQL(", ").join(map(sql.Identifier, names))
+        with transaction(conn) as tx:
+            run(
+                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                    staging, cols, sql.Identifier(self.table)
+                ),
+                table=self.table,
+                operation="create",
+                conn=tx,
+            )
+            types = self._column_oids(tx)
+            copy_rows(
+                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(staging, cols),
+                self._copy_values(rows, names),
+                table=self.table,
+                types=[types[name] for name in names],
+                conn=tx,
+            )
+            merge = self._merge_statement(staging, names, conflict_cols, update_cols)
+            changed = execute(merge, table=self.table, operation="upsert", conn=tx)
+            run(sql.SQL("DROP TABLE {}").format(staging), table=self.table, operation="drop", conn=tx)
+        return changed
+
+    def _copy_values(self, rows: list[Row], names: Sequence[str]) -> Iterator[list[Any]]:
+        json_names = [name for name in names if name in self.json_columns]
+        for row in rows:
+            values = [row[name] for name in names]
+            for name in json_names:
+                index = names.index(name)
+                if values[index] is not None:
+                    values[index] = Jsonb(values[index])
+            yield values
+
+    _oids: ClassVar[dict[str, dict[str, int]]] = {}
+
+    def _column_oids(self, conn: Connection) -> dict[str, int]:
+        """Each column's type OID, read once per process, so COPY can send binary rows."""
+        if self.table not in Repository._oids:
+            rows = run(
+                "SELECT attname, atttypid::int AS oid FROM pg_attribute"
+                " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (self.table,),
+                table=self.table,
+                operation="select",
+                conn=conn,
+            )
+            Repository._oids[self.table] = {row["attname"]: row["oid"] for row in rows}
+        return Repository._oids[self.table]
+
+    def _merge_statement(
+        self, staging: sql.Identifier, names: Sequence[str], conflict_cols: Sequence[str], update_cols: Sequence[str]
+    ) -> sql.Composable:
+        cols = sql.SQL(", ").join(map(sql.Identifier, names))
+        keys = sql.SQL(", ").join(map(sql.Identifier, conflict_cols))
+        return sql.SQL(
+            "INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM {staging} ON CONFLICT ({keys}) {action}"
+        ).format(
+            table=sql.Identifier(self.table),
+            cols=cols,
+            staging=staging,
+            keys=keys,
+            action=self._conflict_action(update_cols),
+        )
+
+    def _conflict_action(self, update_cols: Sequence[str]) -> sql.Composable:
+        if not update_cols:
+            return sql.SQL("DO NOTHING")
+        sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in update_cols)
+        changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in update_cols),
+            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in update_cols),
+        )
+        return sql.SQL("DO UPDATE SET {} WHERE {}").format(sets, changed)
+
     def _upsert_statement(
         self, names: Sequence[str], conflict_cols: Sequence[str], update_cols: Sequence[str]
     ) -> sql.Composable:
@@ -264,15 +380,7 @@ class Repository:
         table = sql.Identifier(self.table)
         cols = sql.SQL(", ").join(map(sql.Identifier, names))
         keys = sql.SQL(", ").join(map(sql.Identifier, conflict_cols))
-        if update_cols:
-            sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in update_cols)
-            changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
-                sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in update_cols),
-                sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in update_cols),
-            )
-            action = sql.SQL("DO UPDATE SET {} WHERE {}").format(sets, changed)
-        else:
-            action = sql.SQL("DO NOTHING")
+        action = self._conflict_action(update_cols)
         key_match = sql.SQL(" AND ").join(sql.SQL("u.{0} = i.{0}").format(sql.Identifier(c)) for c in conflict_cols)
         join_on = sql.SQL(" AND ").join(sql.SQL("t.{0} = i.{0}").format(sql.Identifier(c)) for c in conflict_cols)
         return sql.SQL(

@@ -331,3 +331,45 @@ def test_pool_exhaustion_is_a_transient_error_within_the_timeout(db: psycopg.Con
             assert caught.value.retryable
     finally:
         close_process_pool()
+
+
+def test_copy_upsert_merges_like_bulk_upsert_and_counts_changes(salon: psycopg.Connection) -> None:
+    rows = [
+        {"company_id": COMPANY, "yclients_id": n, "name": f"Клиент {n}", "phone": f"+7911{n:07d}"}
+        for n in range(1, 1201)
+    ]
+    before = _statements("copy")
+    assert clients.copy_upsert(rows) == 1200
+    assert _statements("copy") == before + 1
+    for row in rows[:600]:
+        row["name"] += " (изм.)"
+    versions = dict(salon.execute("SELECT yclients_id, xmin::text FROM clients").fetchall())
+    assert clients.copy_upsert(rows) == 600
+    after = dict(salon.execute("SELECT yclients_id, xmin::text FROM clients").fetchall())
+    assert {key for key in after if after[key] != versions[key]} == set(range(1, 601))
+    assert salon.execute("SELECT name FROM clients WHERE yclients_id = 1").fetchone()[0] == "Клиент 1 (изм.)"
+
+
+def test_copy_upsert_carries_json_and_array_columns(salon: psycopg.Connection) -> None:
+    from datetime import date
+
+    from shared.repositories.calendar import StaffScheduleRepository
+
+    schedules = StaffScheduleRepository()
+    changed = schedules.copy_upsert(
+        [
+            {
+                "company_id": COMPANY,
+                "staff_id": 1,
+                "date": date(2026, 12, n),
+                "slots": [{"from": "10:00", "to": "18:00"}],
+            }
+            for n in range(1, 4)
+        ]
+    )
+    assert changed == 3
+    assert salon.execute("SELECT slots FROM staff_schedules WHERE date = '2026-12-02'").fetchone()[0] == [
+        {"from": "10:00", "to": "18:00"}
+    ]
+    assert StaffRepository().copy_upsert([{"company_id": COMPANY, "id": 1, "name": "Анна", "service_ids": [102]}]) == 1
+    assert salon.execute("SELECT service_ids FROM staff WHERE id = 1").fetchone()[0] == [102]

@@ -42,7 +42,7 @@ class GatewayStandIn:
 
 
 @contextmanager
-def gateway_stand_in() -> Iterator[GatewayStandIn]:
+def gateway_stand_in(port: int = 0) -> Iterator[GatewayStandIn]:
     state = GatewayStandIn()
 
     class Handler(BaseHTTPRequestHandler):
@@ -66,7 +66,7 @@ def gateway_stand_in() -> Iterator[GatewayStandIn]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}/send"
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -75,3 +75,26 @@ def gateway_stand_in() -> Iterator[GatewayStandIn]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def main() -> None:
+    """Run the stand-in on its own, printing each reply, for the demo fleet (`ops/run-fleet`)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="local WhatsApp gateway stand-in")
+    parser.add_argument("--port", type=int, default=3000)
+    args = parser.parse_args()
+    with gateway_stand_in(port=args.port) as state:
+        print(f"gateway stand-in on {state.url}", flush=True)
+        shown = 0
+        while True:
+            time.sleep(0.5)
+            with state.lock:
+                fresh = state.deliveries[shown:]
+            for delivery in fresh:
+                print(f"reply {delivery.id} ({len(delivery.message)} characters)", flush=True)
+            shown += len(fresh)
+
+
+if __name__ == "__main__":
+    main()

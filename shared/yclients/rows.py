@@ -175,7 +175,7 @@ def client(company_id: int, row: dict[str, Any], zone: ZoneInfo) -> dict[str, An
         "company_id": company_id,
         "yclients_id": as_int(row, "id"),
         "name": text(row, "name"),
-        "phone": as_phone(row.get("phone")),
+        "phone": None if row.get("phone") in (None, "", 0) else str(row.get("phone")).strip(),  # the model normalises
         "email": text(row, "email"),
         "discount": as_money(row, "discount"),
         "first_visit_at": as_datetime(row.get("first_visit_date"), zone, "first_visit_date"),

@@ -159,38 +159,49 @@ def _convert_rows(
     return out
 
 
-def _save(repo: Repository, rows: list[Row], c: RunCounters, *, conflict: tuple[str, ...] | None = None) -> list[Row]:
-    """Validate and upsert a page; rows the model or the database refuse are reported, the rest saved."""
+def _save(
+    repo: Repository,
+    rows: list[Row],
+    c: RunCounters,
+    *,
+    conflict: tuple[str, ...] | None = None,
+    returning: bool = False,
+) -> list[Row]:
+    """Validate and upsert a page; rows the model or the database refuse are reported, the rest saved.
+
+    Without `returning`, the page goes through COPY and one merge (the fast path for clients and records).
+    """
     valid, rejected = repo.validate_many(rows)
     for index, errors in rejected:
-        c.reject(
-            index, "; ".join(f"{f}: {p}" for f, p in errors), rows[index].get("id") or rows[index].get("yclients_id")
-        )
+        reference = rows[index].get("id") or rows[index].get("yclients_id")
+        c.reject(index, "; ".join(f"{name}: {problem}" for name, problem in errors), reference)
     if not valid:
         return []
     try:
         with transaction():
-            saved = repo.bulk_upsert(valid, conflict=conflict)
-        c.upserted += saved.changed
-        return list(saved)
+            if returning:
+                saved = repo.bulk_upsert(valid, conflict=conflict, validated=True)
+                c.upserted += saved.changed
+                return list(saved)
+            c.upserted += repo.copy_upsert(valid, conflict=conflict, validated=True)
+            return []
     except (ConflictError, ForeignKeyError, ConstraintError):
         pass  # one row spoils the batch: save them one by one to find it
     saved_rows: list[Row] = []
     for row in valid:
+        reference = row.get("yclients_id") or row.get("id")
         try:
             with transaction():
-                result = repo.bulk_upsert([row], conflict=conflict)
+                result = repo.bulk_upsert([row], conflict=conflict, validated=True)
             c.upserted += result.changed
             saved_rows.extend(result)
         except ConflictError as exc:
-            c.reject(-1, f"conflicts with a stored row ({exc.constraint})", row.get("yclients_id") or row.get("id"))
+            c.reject(-1, f"conflicts with a stored row ({exc.constraint})", reference)
         except ForeignKeyError as exc:
-            c.reject(
-                -1, f"refers to a row that is not synced ({exc.constraint})", row.get("yclients_id") or row.get("id")
-            )
+            c.reject(-1, f"refers to a row that is not synced ({exc.constraint})", reference)
         except ConstraintError as exc:
-            c.reject(-1, f"refused by the database ({exc.constraint})", row.get("yclients_id") or row.get("id"))
-    return saved_rows
+            c.reject(-1, f"refused by the database ({exc.constraint})", reference)
+    return saved_rows if returning else []
 
 
 def _raw_ids(raw_rows: Iterable[Any], field: str = "id") -> list[int]:
@@ -273,6 +284,7 @@ class EntitySync:
             ServiceCategoryRepository(),
             _convert_rows(categories, lambda r: convert.category(self.company_id, r), c, 0),
             c,
+            returning=True,
         )
         known = {row["id"] for row in saved_categories}
         converted = _convert_rows(services, lambda r: convert.service(self.company_id, r), c, 0)
@@ -307,7 +319,7 @@ class EntitySync:
                 converted.append(row)
             else:
                 c.reject(index, "staff_id: not a bookable staff member", row["staff_id"])
-        saved = _save(StaffScheduleRepository(), converted, c)
+        saved = _save(StaffScheduleRepository(), converted, c, returning=True)
         c.marked_deleted += self._mark_schedules_deleted(saved, staff_ids, today, last)
 
     def _sync_schedules_today(self, run_id: int, c: RunCounters, mode: str) -> None:
@@ -411,7 +423,11 @@ class EntitySync:
         local = {}
         if clients:
             saved = _save(
-                ClientRepository(), list(clients.values()), RunCounters(), conflict=("company_id", "yclients_id")
+                ClientRepository(),
+                list(clients.values()),
+                RunCounters(),
+                conflict=("company_id", "yclients_id"),
+                returning=True,
             )
             local = {row["yclients_id"]: row["id"] for row in saved}
         for booking in bookings:

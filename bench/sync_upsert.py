@@ -1,0 +1,147 @@
+"""The sync's write path against the best known upsert path and against COPY alone, in one run.
+
+    .venv/bin/python -m bench.sync_upsert --existing 1000000 --incoming 100000 --updates 0.8
+
+Table: `clients` of the fleet_bench database, holding `--existing` rows of one company. Incoming rows are
+`--updates` updates (a changed name) and the rest inserts. Each path starts from the same table state.
+  sync write:      what a sync does with a page: validate every row, then ClientRepository.copy_upsert
+                   (COPY into a temporary table, one merge that skips unchanged rows)
+  sync write, pre-validated rows: the same without the validation (the database part alone)
+  bulk_upsert:     the general repository path (JSON batches of 500 rows, every row returned)
+  copy+merge:      binary COPY into a temporary table, then one INSERT ... SELECT ... ON CONFLICT DO UPDATE
+  copy alone:      binary COPY of the same rows into an empty table (the ceiling)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from collections.abc import Callable
+from decimal import Decimal
+
+os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/fleet_bench")
+os.environ["FLEET_ENVIRONMENT"] = "test"
+
+import psycopg
+
+from shared.db import transaction
+from shared.migrate import upgrade
+from shared.pool import close_process_pool, open_process_pool
+from shared.repositories.people import ClientRepository
+
+COMPANY = 1
+COLUMNS = ("company_id", "yclients_id", "name", "phone", "email", "discount", "visits_count")
+MERGE_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS[2:])
+MERGE_CHANGED = (
+    f"({', '.join('t.' + c for c in COLUMNS[2:])}) IS DISTINCT FROM ({', '.join('EXCLUDED.' + c for c in COLUMNS[2:])})"
+)
+
+
+def prepare(conn: psycopg.Connection, existing: int) -> None:
+    conn.execute("INSERT INTO companies (id, title) VALUES (%s, 'bench') ON CONFLICT DO NOTHING", (COMPANY,))
+    conn.execute("DELETE FROM clients WHERE company_id = %s", (COMPANY,))
+    conn.execute(
+        "INSERT INTO clients (company_id, yclients_id, name, phone, visits_count)"
+        " SELECT %s, n, 'Клиент ' || n, '+7911' || lpad(n::text, 7, '0'), n %% 30 FROM generate_series(1, %s) n",
+        (COMPANY, existing),
+    )
+    conn.execute("VACUUM ANALYZE clients")
+
+
+def incoming(existing: int, count: int, updates: float) -> list[dict]:
+    n_updates = int(count * updates)
+    ids = list(range(1, n_updates + 1)) + list(range(existing + 1, existing + 1 + count - n_updates))
+    return [
+        {
+            "company_id": COMPANY,
+            "yclients_id": i,
+            "name": f"Клиент {i} (изм.)",
+            "phone": f"+7911{i % 10**7:07d}",
+            "email": None,
+            "discount": Decimal(0),
+            "visits_count": i % 30,
+        }
+        for i in ids
+    ]
+
+
+def sync_write(conn: psycopg.Connection, rows: list[dict]) -> None:
+    repo = ClientRepository()
+    valid, rejected = repo.validate_many(rows)
+    assert not rejected
+    with transaction():
+        repo.copy_upsert(valid, conflict=("company_id", "yclients_id"), validated=True)
+
+
+def sync_write_prevalidated(conn: psycopg.Connection, rows: list[dict]) -> None:
+    with transaction():
+        ClientRepository().copy_upsert(rows, conflict=("company_id", "yclients_id"), validated=True)
+
+
+def bulk_upsert(conn: psycopg.Connection, rows: list[dict]) -> None:
+    with transaction():
+        ClientRepository().bulk_upsert(rows, conflict=("company_id", "yclients_id"))
+
+
+def copy_and_merge(conn: psycopg.Connection, rows: list[dict]) -> None:
+    with conn.transaction():
+        conn.execute("CREATE TEMP TABLE incoming (LIKE clients INCLUDING DEFAULTS) ON COMMIT DROP")
+        with conn.cursor().copy(f"COPY incoming ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["bigint", "bigint", "text", "text", "text", "numeric", "integer"])
+            for row in rows:
+                copy.write_row([row[c] for c in COLUMNS])
+        conn.execute(
+            f"INSERT INTO clients AS t ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM incoming"
+            f" ON CONFLICT (company_id, yclients_id) DO UPDATE SET {MERGE_SET} WHERE {MERGE_CHANGED}"
+        )
+
+
+def copy_alone(conn: psycopg.Connection, rows: list[dict]) -> None:
+    with conn.transaction():
+        conn.execute("CREATE TEMP TABLE ceiling (LIKE clients INCLUDING DEFAULTS) ON COMMIT DROP")
+        with conn.cursor().copy(f"COPY ceiling ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(["bigint", "bigint", "text", "text", "text", "numeric", "integer"])
+            for row in rows:
+                copy.write_row([row[c] for c in COLUMNS])
+
+
+def timed(conn: psycopg.Connection, existing: int, rows: list[dict], path: Callable) -> float:
+    prepare(conn, existing)
+    started = time.perf_counter()
+    path(conn, rows)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--existing", type=int, default=1_000_000)
+    parser.add_argument("--incoming", type=int, default=100_000)
+    parser.add_argument("--updates", type=float, default=0.8)
+    args = parser.parse_args()
+    upgrade(os.environ["DATABASE_URL"])
+    rows = incoming(args.existing, args.incoming, args.updates)
+    open_process_pool(role="bench", max_size=1, wait=True)
+    results = {}
+    with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as admin:
+        paths = (
+            ("copy alone", copy_alone),
+            ("copy+merge", copy_and_merge),
+            ("sync write", sync_write),
+            ("sync write, pre-validated", sync_write_prevalidated),
+            ("bulk_upsert", bulk_upsert),
+        )
+        for name, path in paths:
+            seconds = timed(admin, args.existing, rows, path)
+            results[name] = len(rows) / seconds
+            print(f"{name:<26} {seconds:7.2f} s  {results[name]:>10,.0f} rows/s")
+    close_process_pool()
+    merge, ceiling = results["copy+merge"], results["copy alone"]
+    print(f"{args.existing:,} existing rows, {args.incoming:,} incoming ({args.updates:.0%} updates); ratios:")
+    for name in ("sync write", "sync write, pre-validated", "bulk_upsert"):
+        print(f"  {name:<26} / copy+merge {results[name] / merge:.2f}   / copy alone {results[name] / ceiling:.2f}")
+    print(f"  {'copy+merge':<26} / copy alone {merge / ceiling:.2f}")
+
+
+if __name__ == "__main__":
+    main()
