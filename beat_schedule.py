@@ -42,6 +42,17 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": heartbeat,
             "options": {"expires": heartbeat.total_seconds()},
         },
+        # WhatsApp key store: prune by policy at night, watch every session all day.
+        "keys-cleanup": {
+            "task": "workers.keys.cleanup",
+            "schedule": crontab(minute=0, hour=3),
+            "options": {"expires": HOUR},
+        },
+        "keys-session-health": {
+            "task": "workers.keys.check_sessions",
+            "schedule": crontab(minute="*/15"),
+            "options": {"expires": 10 * 60},
+        },
         # Chats whose drain was lost and replies still pending are driven again.
         "inbound-sweep": {
             "task": "workers.inbound.sweep",

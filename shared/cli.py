@@ -202,6 +202,25 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    """WhatsApp key store: `cleanup [--dry-run]` or `health`."""
+    if args.action == "cleanup":
+        from shared.whatsapp.cleanup import cleanup_keys
+
+        report = cleanup_keys(settings.keys, dry_run=args.dry_run, time_budget=settings.keys.time_budget_seconds)
+        print(report.render())
+        return 0
+    from shared.whatsapp.health import check_sessions
+
+    results = check_sessions(settings.keys)
+    if not results:
+        print("no WhatsApp sessions stored")
+    for health in results:
+        counts = health.details.get("total", 0)
+        print(f"{health.company_id:<24} {health.status:<9} {counts:>6} keys  {'; '.join(health.problems) or 'ok'}")
+    return 1 if any(h.status == "unhealthy" for h in results) else 0
+
+
 def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
     """Where the fleet expects PostgreSQL and Redis (read by ops/services.sh), without credentials."""
     from urllib.parse import urlsplit
@@ -248,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     sync = add("sync", cmd_sync, "run one YClients sync now and print its figures")
     sync.add_argument("entity", choices=ENTITIES)
     sync.add_argument("--company", type=int, required=True, help="YClients company id")
+    keys = add("keys", cmd_keys, "WhatsApp key store: cleanup by policy, or session health")
+    keys.add_argument("action", choices=["cleanup", "health"])
+    keys.add_argument("--dry-run", action="store_true", help="cleanup: report what would be deleted, delete nothing")
     add("services", cmd_services, "print where PostgreSQL and Redis are expected (host, port)")
     ping = add("ping", cmd_ping, "send a ping through every queue and report the answers")
     ping.add_argument("--timeout", type=float, default=10.0)

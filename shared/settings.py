@@ -148,6 +148,21 @@ class GatewaySettings(BaseModel):
     retry_base_seconds: float = Field(default=5.0, gt=0, description="first retry delay; doubles, capped at 300")
 
 
+class KeysSettings(BaseModel):
+    """WhatsApp key maintenance and session health."""
+
+    idle_days: dict[str, int] = Field(
+        default_factory=lambda: {"session": 30, "sender-key": 30, "lid-mapping": 30, "identity-key": 60},
+        description="days without an update before an idle-only key type may be deleted",
+    )
+    batch_size: int = Field(default=5000, ge=1, le=100_000)
+    time_budget_seconds: float | None = Field(default=None, gt=0, description="default: soft time limit - 30 s")
+    warning_after_hours: float = Field(default=24.0, gt=0)
+    unhealthy_after_hours: float = Field(default=48.0, gt=0)
+    expired_share_unhealthy: float = Field(default=0.5, gt=0, le=1)
+    bloat_threshold: int = Field(default=5000, ge=1, description="keys per company above which it is bloated")
+
+
 class YClientsSettings(BaseModel):
     """The YClients API and how the sync uses it (limits are the API's documented ones, per IP)."""
 
@@ -215,6 +230,7 @@ class Settings(BaseSettings):
         default="shared.assistant.rules:RuleBasedAssistant", description="module:Class of the chat assistant"
     )
     yclients: YClientsSettings = YClientsSettings()
+    keys: KeysSettings = KeysSettings()
     backup: BackupSettings = BackupSettings()
 
     flower_user: str | None = None

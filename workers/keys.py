@@ -1,7 +1,29 @@
-"""Tasks of the keys worker type (queue routed in workers/queues.py)."""
+"""Tasks of the WhatsApp key maintenance worker type: prune the key store, watch session health."""
 
 from __future__ import annotations
 
+from typing import Any
+
+from shared.settings import get_settings
+from shared.whatsapp.cleanup import cleanup_keys
+from shared.whatsapp.health import check_sessions
+from workers.app import app
 from workers.ping import define_ping
 
 ping = define_ping(__name__)
+BUDGET_MARGIN_SECONDS = 30
+
+
+@app.task(name="workers.keys.cleanup")
+def cleanup(dry_run: bool = False) -> dict[str, Any]:
+    """Delete what the policy allows, stopping well before the soft time limit; the next run continues."""
+    settings = get_settings()
+    budget = settings.keys.time_budget_seconds or max(settings.workers.keys.soft_time_limit - BUDGET_MARGIN_SECONDS, 10)
+    report = cleanup_keys(settings.keys, dry_run=dry_run, time_budget=budget)
+    return {"run_id": report.run_id, "status": report.status, "deleted": dict(report.deleted)}
+
+
+@app.task(name="workers.keys.check_sessions")
+def check_sessions_task() -> dict[str, str]:
+    """Store every company's session health; alert once per change of status."""
+    return {health.company_id: health.status for health in check_sessions(get_settings().keys)}

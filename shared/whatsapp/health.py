@@ -1,0 +1,143 @@
+"""Per-company WhatsApp session health, stored with its time, alerting once per change of status."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import sentry_sdk
+from psycopg.types.json import Jsonb
+
+from shared.db import run, transaction
+from shared.settings import KeysSettings
+
+log = logging.getLogger(__name__)
+
+CHECK = "whatsapp_session"
+SEVERITY = {"healthy": 0, "warning": 1, "unhealthy": 2}
+
+
+@dataclass
+class SessionHealth:
+    company_id: str
+    status: str
+    problems: list[str] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    previous: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return (self.previous is not None and self.previous != self.status) or (
+            self.previous is None and self.status != "healthy"
+        )
+
+
+def _worst(statuses: list[str]) -> str:
+    return max(statuses, key=SEVERITY.__getitem__, default="healthy")
+
+
+def assess(company_id: str, stats: dict[str, Any], settings: KeysSettings) -> SessionHealth:
+    """Turn one company's key statistics into a status with readable reasons."""
+    found: list[tuple[str, str]] = []
+    if not stats["has_auth"]:
+        found.append(("unhealthy", "no creds row in whatsapp_auth: the phone must be paired again"))
+    total = stats["total"]
+    age = stats["hours_since_update"]
+    if total == 0:
+        found.append(("unhealthy", "no keys stored"))
+    elif age is not None and age > settings.unhealthy_after_hours:
+        found.append(("unhealthy", f"no key updated for {age:.0f} h"))
+    elif age is not None and age > settings.warning_after_hours:
+        found.append(("warning", f"no key updated for {age:.0f} h"))
+    if total and stats["expired"] / total > settings.expired_share_unhealthy:
+        found.append(("unhealthy", f"{stats['expired'] / total:.0%} of keys expired"))
+    if total > settings.bloat_threshold:
+        found.append(("warning", f"{total} keys, over the {settings.bloat_threshold} expected (bloat)"))
+    details = {**stats, "problems": [reason for _, reason in found]}
+    return SessionHealth(company_id, _worst([status for status, _ in found]), details["problems"], details)
+
+
+def company_stats() -> dict[str, dict[str, Any]]:
+    rows = run(
+        """
+        WITH companies AS (
+            SELECT company_id FROM whatsapp_auth UNION SELECT DISTINCT company_id FROM whatsapp_keys
+        ), counts AS (
+            SELECT company_id, key_type, count(*) AS n, count(*) FILTER (WHERE expires_at < now()) AS expired,
+                   max(updated_at) AS last_update
+              FROM whatsapp_keys GROUP BY company_id, key_type
+        )
+        SELECT c.company_id,
+               EXISTS (SELECT 1 FROM whatsapp_auth a WHERE a.company_id = c.company_id) AS has_auth,
+               coalesce(jsonb_object_agg(k.key_type, k.n) FILTER (WHERE k.key_type IS NOT NULL), '{}') AS by_type,
+               coalesce(sum(k.n), 0)::bigint AS total,
+               coalesce(sum(k.expired), 0)::bigint AS expired,
+               extract(epoch FROM now() - max(k.last_update)) / 3600 AS hours_since_update
+          FROM companies c LEFT JOIN counts k USING (company_id)
+         GROUP BY c.company_id
+        """,
+        table="whatsapp_keys",
+        operation="select",
+    )
+    return {
+        row["company_id"]: {
+            "has_auth": row["has_auth"],
+            "by_type": row["by_type"],
+            "total": int(row["total"]),
+            "expired": int(row["expired"]),
+            "hours_since_update": None if row["hours_since_update"] is None else float(row["hours_since_update"]),
+        }
+        for row in rows
+    }
+
+
+def _previous_status(company_id: str) -> str | None:
+    rows = run(
+        "SELECT status FROM health_checks WHERE check_name = %s AND subject = %s ORDER BY checked_at DESC, id DESC"
+        " LIMIT 1",
+        (CHECK, company_id),
+        table="health_checks",
+        operation="select",
+    )
+    return rows[0]["status"] if rows else None
+
+
+def _alert(health: SessionHealth) -> None:
+    """One Sentry event per change: worse (warning or error), or recovered (info)."""
+    recovered = SEVERITY[health.status] < SEVERITY.get(health.previous or "healthy", 0)
+    level = "info" if recovered else ("error" if health.status == "unhealthy" else "warning")
+    verb = "recovered to" if recovered else "is"
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("check", CHECK)
+        scope.set_tag("company", health.company_id)
+        scope.set_tag("status", health.status)
+        scope.set_extra("problems", health.problems)
+        sentry_sdk.capture_message(f"WhatsApp session {verb} {health.status}", level=level)
+    log.log(
+        logging.WARNING if level != "info" else logging.INFO,
+        "WhatsApp session of %s %s %s: %s",
+        health.company_id,
+        verb,
+        health.status,
+        "; ".join(health.problems) or "ok",
+    )
+
+
+def check_sessions(settings: KeysSettings) -> list[SessionHealth]:
+    """Assess every company, store each result, alert on each change of status."""
+    results = []
+    for company_id, stats in sorted(company_stats().items()):
+        health = assess(company_id, stats, settings)
+        with transaction():
+            health.previous = _previous_status(company_id)
+            run(
+                "INSERT INTO health_checks (check_name, subject, status, details) VALUES (%s, %s, %s, %s)",
+                (CHECK, company_id, health.status, Jsonb(health.details)),
+                table="health_checks",
+                operation="insert",
+            )
+        if health.changed:
+            _alert(health)
+        results.append(health)
+    return results

@@ -1,0 +1,208 @@
+"""WhatsApp key maintenance on a realistic key store: prune by policy in batches, watch session health."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+import pytest
+import sentry_sdk
+
+from shared.pool import close_process_pool, open_process_pool
+from shared.settings import KeysSettings
+from shared.whatsapp.cleanup import cleanup_keys
+from shared.whatsapp.health import check_sessions
+
+NOW = datetime.now(UTC)
+A, B = "company_962302", "company_1"
+
+# (company, key type, how many, days since update, expires in days (None: no expiry), deletable)
+STORE: list[tuple[str, str, int, float, float | None, bool]] = [
+    (A, "pre-key", 850, 60, None, False),  # old but needed: never deleted
+    (A, "app-state-sync-key", 6, 90, None, False),
+    (A, "app-state-sync-version", 5, 90, None, False),
+    (A, "session", 40, 1, None, False),
+    (A, "session", 12, 45, None, True),
+    (A, "sender-key-memory", 20, 10, -1, True),
+    (A, "sender-key-memory", 5, 1, 5, False),
+    (A, "device-list", 10, 10, -2, True),
+    (A, "tctoken", 10, 10, -1, True),
+    (A, "lid-mapping", 5, 40, None, True),
+    (A, "lid-mapping", 5, 2, None, False),
+    (A, "identity-key", 5, 90, None, True),
+    (A, "identity-key", 5, 10, None, False),
+    (A, "mystery-type", 3, 400, -300, False),  # not in the policy: kept and reported
+    (B, "pre-key", 20, 120, None, False),
+    (B, "session", 30, 100, None, True),
+    (B, "sender-key", 3, 100, None, True),
+    (B, "app-state-sync-key", 2, 100, -50, False),  # expired, still never deleted
+]
+
+
+def seed_store(conn: psycopg.Connection) -> Counter[tuple[str, str]]:
+    """Insert the store above (plus a tctoken __index that expired long ago); returns the deletable counts."""
+    deletable: Counter[tuple[str, str]] = Counter()
+    conn.execute("INSERT INTO whatsapp_auth (company_id, creds) VALUES (%s, '{}'), (%s, '{}')", (A, B))
+    with conn.cursor() as cur:
+        for group, (company, key_type, count, age, expires, delete) in enumerate(STORE):
+            updated = NOW - timedelta(days=age)
+            expiry = None if expires is None else NOW + timedelta(days=expires)
+            cur.executemany(
+                "INSERT INTO whatsapp_keys (company_id, key_type, key_id, value, created_at, updated_at, expires_at)"
+                " VALUES (%s, %s, %s, '{\"k\": 1}', %s, %s, %s)",
+                [(company, key_type, f"{group}.{n}", updated, updated, expiry) for n in range(count)],
+            )
+            if delete:
+                deletable[(company, key_type)] += count
+        cur.execute(
+            "INSERT INTO whatsapp_keys (company_id, key_type, key_id, value, updated_at, expires_at)"
+            " VALUES (%s, 'tctoken', '__index', '{}', %s, %s)",
+            (A, NOW - timedelta(days=30), NOW - timedelta(days=20)),
+        )
+    return deletable
+
+
+@pytest.fixture
+def store(db: psycopg.Connection) -> Iterator[Counter[tuple[str, str]]]:
+    open_process_pool(role="test", max_size=2, wait=True)
+    yield seed_store(db)
+    close_process_pool()
+
+
+def remaining(db: psycopg.Connection) -> Counter[tuple[str, str]]:
+    rows = db.execute("SELECT company_id, key_type, count(*) FROM whatsapp_keys GROUP BY 1, 2").fetchall()
+    return Counter({(company, key_type): n for company, key_type, n in rows})
+
+
+def test_cleanup_deletes_exactly_the_deletable_keys_in_batches(
+    db: psycopg.Connection, store: Counter[tuple[str, str]]
+) -> None:
+    before = remaining(db)
+    report = cleanup_keys(KeysSettings(batch_size=7))
+    assert report.status == "succeeded"
+    deleted = Counter({(c, t): n for c, counts in report.by_company.items() for t, n in counts.items()})
+    assert deleted == store
+    assert remaining(db) == before - store
+    assert report.batches >= sum(-(-n // 7) for n in Counter(t for (_, t) in store.elements()).values())
+    # Never a protected key: pre-keys, app-state keys and the tctoken index all survive.
+    kept = remaining(db)
+    assert kept[(A, "pre-key")] == 850
+    assert kept[(B, "app-state-sync-key")] == 2
+    assert db.execute("SELECT count(*) FROM whatsapp_keys WHERE key_id = '__index'").fetchone()[0] == 1
+    assert report.unknown_types == {"mystery-type": 3}
+    assert db.execute("SELECT count(*) FROM whatsapp_auth").fetchone()[0] == 2
+    journal = db.execute("SELECT status, deleted, unknown_types FROM key_cleanup_runs").fetchone()
+    assert journal[0] == "succeeded"
+    assert sum(journal[1].values()) == sum(store.values())
+    assert journal[2] == {"mystery-type": 3}
+
+
+def test_a_dry_run_reports_by_company_and_type_and_changes_nothing(
+    db: psycopg.Connection, store: Counter[tuple[str, str]]
+) -> None:
+    before = remaining(db)
+    report = cleanup_keys(KeysSettings(), dry_run=True)
+    assert remaining(db) == before
+    assert Counter({(c, t): n for c, counts in report.by_company.items() for t, n in counts.items()}) == store
+    assert f"would delete {sum(store.values())} keys" in report.render()
+    assert f"  {B}: sender-key 3, session 30" in report.render()
+
+
+def test_an_interrupted_run_loses_nothing_and_the_next_run_completes(
+    db: psycopg.Connection, store: Counter[tuple[str, str]]
+) -> None:
+    before = remaining(db)
+    first = cleanup_keys(KeysSettings(batch_size=5), max_batches=3)
+    assert first.status == "partial"
+    assert sum(first.deleted.values()) == 15
+    assert sum((before - remaining(db)).values()) == 15, "what the partial run deleted is all it reported"
+    second = cleanup_keys(KeysSettings(batch_size=5))
+    assert second.status == "succeeded"
+    assert remaining(db) == before - store
+    statuses = [row[0] for row in db.execute("SELECT status FROM key_cleanup_runs ORDER BY id").fetchall()]
+    assert statuses == ["partial", "succeeded"]
+
+
+def _age_all(db: psycopg.Connection, company: str, hours: float) -> None:
+    db.execute(
+        "UPDATE whatsapp_keys SET updated_at = now() - make_interval(hours => %s) WHERE company_id = %s",
+        (hours, company),
+    )
+
+
+def test_health_moves_healthy_warning_unhealthy_with_one_alert_per_change(
+    db: psycopg.Connection, store: Counter[tuple[str, str]], recorded_events: list[dict[str, Any]]
+) -> None:
+    db.execute("DELETE FROM whatsapp_keys WHERE company_id = %s", (B,))
+    db.execute("DELETE FROM whatsapp_auth WHERE company_id = %s", (B,))
+    db.execute("UPDATE whatsapp_keys SET expires_at = NULL WHERE company_id = %s", (A,))
+    settings = KeysSettings()
+    timeline = []
+    for hours in (1, 1, 30, 30, 50, 50, 0):
+        _age_all(db, A, hours)
+        [health] = check_sessions(settings)
+        timeline.append(health.status)
+    sentry_sdk.flush()
+    assert timeline == ["healthy", "healthy", "warning", "warning", "unhealthy", "unhealthy", "healthy"]
+    messages = [
+        (event["level"], event["message"] if "message" in event else event["logentry"]["message"])
+        for event in recorded_events
+    ]
+    assert messages == [
+        ("warning", "WhatsApp session is warning"),
+        ("error", "WhatsApp session is unhealthy"),
+        ("info", "WhatsApp session recovered to healthy"),
+    ]
+    assert all(event["tags"]["company"] == A for event in recorded_events)
+    stored = db.execute("SELECT count(*) FROM health_checks WHERE check_name = 'whatsapp_session'").fetchone()[0]
+    assert stored == 7
+
+
+def test_health_flags_missing_creds_expired_keys_and_bloat(
+    db: psycopg.Connection, store: Counter[tuple[str, str]]
+) -> None:
+    db.execute("DELETE FROM whatsapp_auth WHERE company_id = %s", (B,))
+    db.execute("UPDATE whatsapp_keys SET updated_at = now()")
+    results = {h.company_id: h for h in check_sessions(KeysSettings(bloat_threshold=900))}
+    assert results[B].status == "unhealthy"
+    assert any("no creds row" in problem for problem in results[B].problems)
+    assert results[A].status == "warning"
+    assert any("bloat" in problem for problem in results[A].problems)
+    db.execute("UPDATE whatsapp_keys SET expires_at = now() - interval '1 day' WHERE company_id = %s", (A,))
+    results = {h.company_id: h for h in check_sessions(KeysSettings(bloat_threshold=900))}
+    assert results[A].status == "unhealthy"
+    assert any("expired" in problem for problem in results[A].problems)
+
+
+def test_fleet_keys_commands(
+    db: psycopg.Connection, store: Counter[tuple[str, str]], fleet_env: dict[str, str]
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.processes import ROOT
+
+    def fleet(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "shared.cli", "keys", *args],
+            cwd=ROOT,
+            env=fleet_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    before = remaining(db)
+    dry = fleet("cleanup", "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert f"  {B}: sender-key 3, session 30" in dry.stdout
+    assert remaining(db) == before
+    health = fleet("health")
+    assert health.returncode == 1, "company_1's sessions have not been updated for 100 days"
+    assert f"{B:<24} unhealthy" in health.stdout
+    done = fleet("cleanup")
+    assert done.returncode == 0
+    assert f"deleted {sum(store.values())} keys" in done.stdout
