@@ -53,6 +53,17 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": crontab(minute="*/15"),
             "options": {"expires": 10 * 60},
         },
+        # Backups: nightly (then pruning), and a weekly drill that restores one into a scratch database.
+        "backup-nightly": {
+            "task": "workers.backups.backup",
+            "schedule": crontab(minute=0, hour=4),
+            "options": {"expires": 2 * HOUR},
+        },
+        "backup-restore-drill": {
+            "task": "workers.backups.drill",
+            "schedule": crontab(minute=0, hour=6, day_of_week="sun"),
+            "options": {"expires": 2 * HOUR},
+        },
         # Chats whose drain was lost and replies still pending are driven again.
         "inbound-sweep": {
             "task": "workers.inbound.sweep",

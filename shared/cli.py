@@ -221,6 +221,50 @@ def cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if any(h.status == "unhealthy" for h in results) else 0
 
 
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
+    """Take a backup now (then prune), list backups, restore one, or run the drill."""
+    from zoneinfo import ZoneInfo
+
+    from shared.backups.engine import take_backup
+    from shared.backups.restore import drill, restore_backup
+    from shared.backups.retention import prune
+    from shared.backups.tools import BackupError
+
+    try:
+        if args.command == "backup":
+            result = take_backup(settings.backup, settings.database_conninfo)
+            print(result.render())
+            pruned = prune(settings.backup, ZoneInfo(settings.timezone))
+            print(f"pruned backups: {pruned or 'none'}")
+        elif args.command == "restore":
+            backup = restore_backup(
+                settings.backup, settings.database_conninfo, args.to, backup_id=args.backup, force=args.force
+            )
+            print(f"backup {backup['id']} ({backup['finished_at']:%Y-%m-%d %H:%M}) restored into {args.to}")
+        elif args.command == "drill":
+            result = drill(settings.backup, settings.database_conninfo)
+            print(result.render())
+            return 0 if result.passed else 1
+        else:
+            from shared.db import run
+
+            for row in run(
+                "SELECT id, status, finished_at, size_bytes, path, error FROM backups ORDER BY id DESC LIMIT %s",
+                (args.limit,),
+                table="backups",
+                operation="select",
+            ):
+                when = f"{row['finished_at']:%Y-%m-%d %H:%M}" if row["finished_at"] else "-"
+                print(
+                    f"{row['id']:>5} {row['status']:<9} {when:<16} {row['size_bytes'] or 0:>12,}"
+                    f"  {row['path'] or row['error'] or ''}"
+                )
+    except BackupError as exc:
+        print(f"fleet {args.command}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
     """Where the fleet expects PostgreSQL and Redis (read by ops/services.sh), without credentials."""
     from urllib.parse import urlsplit
@@ -270,6 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     keys = add("keys", cmd_keys, "WhatsApp key store: cleanup by policy, or session health")
     keys.add_argument("action", choices=["cleanup", "health"])
     keys.add_argument("--dry-run", action="store_true", help="cleanup: report what would be deleted, delete nothing")
+    add("backup", cmd_backup, "take a verified backup now (then prune by retention)")
+    listing = add("backups", cmd_backup, "list the latest backups")
+    listing.add_argument("--limit", type=int, default=20)
+    restore = add("restore", cmd_backup, "restore a verified backup (default: the newest) into a database")
+    restore.add_argument("--backup", type=int, help="backup id (default: the newest verified)")
+    restore.add_argument("--to", required=True, help="target database name")
+    restore.add_argument("--force", action="store_true", help="replace a non-empty target database")
+    add("drill", cmd_backup, "restore the newest verified backup into a scratch database and compare row counts")
     add("services", cmd_services, "print where PostgreSQL and Redis are expected (host, port)")
     ping = add("ping", cmd_ping, "send a ping through every queue and report the answers")
     ping.add_argument("--timeout", type=float, default=10.0)

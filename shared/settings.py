@@ -185,11 +185,19 @@ class YClientsSettings(BaseModel):
 
 
 class BackupSettings(BaseModel):
+    """Where backups go, how long they are kept, and which PostgreSQL client tools make them."""
+
     directory: Path = Path(".run/backups")
-    offsite_directory: Path | None = None
+    offsite_directory: Path | None = Field(default=None, description="a mounted remote disk for a second copy")
     keep_daily: int = Field(default=7, ge=1)
     keep_weekly: int = Field(default=4, ge=0)
     keep_monthly: int = Field(default=6, ge=0)
+    pg_bin_dir: Path | None = Field(default=None, description="directory of pg_dump/pg_restore; default: PATH")
+    compression: str = Field(
+        default="auto", description="pg_dump -Z value; auto: zstd:1 where pg_dump supports it, else gzip 1"
+    )
+    min_archive_bytes: int = Field(default=2048, ge=0, description="a smaller archive is implausible: failed")
+    dump_timeout_seconds: float = Field(default=3000.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -1,7 +1,35 @@
-"""Tasks of the backups worker type (queue routed in workers/queues.py)."""
+"""Tasks of the backups worker type: the nightly backup (then pruning) and the weekly restore drill."""
 
 from __future__ import annotations
 
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from shared.backups.engine import take_backup
+from shared.backups.restore import drill
+from shared.backups.retention import prune
+from shared.backups.tools import BackupError
+from shared.settings import get_settings
+from workers.app import app
 from workers.ping import define_ping
 
 ping = define_ping(__name__)
+
+
+@app.task(name="workers.backups.backup")
+def backup() -> dict[str, Any]:
+    """Back up, verify, copy off-site; prune only now that a new verified backup exists. Failures raise."""
+    settings = get_settings()
+    result = take_backup(settings.backup, settings.database_conninfo)
+    pruned = prune(settings.backup, ZoneInfo(settings.timezone))
+    return {"backup_id": result.id, "size_bytes": result.size_bytes, "pruned": pruned}
+
+
+@app.task(name="workers.backups.drill")
+def drill_task() -> dict[str, Any]:
+    """Restore the newest verified backup into a scratch database and compare; a failed drill raises."""
+    settings = get_settings()
+    result = drill(settings.backup, settings.database_conninfo)
+    if not result.passed:
+        raise BackupError(result.render())
+    return {"backup_id": result.backup_id, "passed": True}

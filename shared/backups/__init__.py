@@ -1,0 +1,1 @@
+"""Backups that are proven restorable: dump, verify, copy off-site, prune with care, restore, drill."""

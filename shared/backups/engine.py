@@ -1,0 +1,221 @@
+"""Take a backup of the whole database and prove it readable before it counts.
+
+The row counts recorded with a backup are taken in the very snapshot pg_dump dumps (an exported snapshot),
+so a restore drill can compare them exactly. The archive is written under a temporary name and renamed
+only after pg_dump succeeded; a failure leaves no half file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import sentry_sdk
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from shared.backups.tools import BackupError, PgTools, sha256_of
+from shared.db import run
+from shared.settings import BackupSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BackupResult:
+    id: int
+    path: Path
+    size_bytes: int
+    sha256: str
+    table_counts: dict[str, int]
+    offsite_path: Path | None
+
+    def render(self) -> str:
+        where = f", off-site copy {self.offsite_path}" if self.offsite_path else ""
+        return (
+            f"backup {self.id} verified: {self.path} ({self.size_bytes:,} bytes, sha256 {self.sha256[:12]}…,"
+            f" {len(self.table_counts)} tables, {sum(self.table_counts.values()):,} rows){where}"
+        )
+
+
+def server_major(conn: psycopg.Connection) -> tuple[int, str]:
+    row = conn.execute("SELECT current_setting('server_version_num')::int, current_setting('server_version')")
+    number, text = row.fetchone()  # type: ignore[misc]
+    return number // 10000, text
+
+
+def require_client_not_older(tools: PgTools, program: str, server: int) -> str:
+    """Old pg_dump clients have written near-empty archives that were reported as success: refuse them."""
+    major, minor = tools.version(program)
+    if major < server:
+        raise BackupError(
+            f"{program} {major}.{minor} is older than the server ({server}); install the PostgreSQL {server} client"
+            " tools (Debian: postgresql-client-{server}) or set FLEET_BACKUP__PG_BIN_DIR"
+        )
+    return f"{major}.{minor}"
+
+
+def _count_rows(conn: psycopg.Connection) -> dict[str, int]:
+    tables = [
+        row[0]
+        for row in conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
+        ).fetchall()
+    ]
+    counts = {}
+    for table in tables:
+        counts[table] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
+    return counts
+
+
+def verify_archive(tools: PgTools, path: Path, sha256: str, expected_tables: list[str], min_bytes: int) -> None:
+    """Checksum, size, and a full read of the archive's table of contents naming every expected table."""
+    if not path.exists():
+        raise BackupError(f"archive {path} is missing")
+    size = path.stat().st_size
+    if size < min_bytes:
+        raise BackupError(f"archive {path.name} is implausibly small ({size} bytes)")
+    actual = sha256_of(path)
+    if actual != sha256:
+        raise BackupError(f"archive {path.name} does not match its checksum (corrupted or changed)")
+    listing = tools.run("pg_restore", "--list", str(path)).stdout.decode(errors="replace")
+    present = {
+        line.split()[-2] for line in listing.splitlines() if " TABLE DATA public " in line and len(line.split()) >= 2
+    }
+    missing = sorted(set(expected_tables) - present)
+    if missing:
+        raise BackupError(f"archive {path.name} lacks table data for: {', '.join(missing)}")
+
+
+def _write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
+    target = path.with_name(path.name + ".manifest.json")
+    temporary = target.with_name(target.name + ".tmp")
+    temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+    os.replace(temporary, target)
+    return target
+
+
+def _copy_verified(source: Path, directory: Path, sha256: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    target = directory / source.name
+    temporary = target.with_name(target.name + ".tmp")
+    shutil.copyfile(source, temporary)
+    if sha256_of(temporary) != sha256:
+        temporary.unlink(missing_ok=True)
+        raise BackupError(f"off-site copy of {source.name} does not match the checksum")
+    os.replace(temporary, target)
+    return target
+
+
+def _dump_globals(tools: PgTools, path: Path) -> Path | None:
+    """Roles and other globals, where this user may read them; their absence is noted, not fatal."""
+    target = path.with_name(path.name.removesuffix(".dump") + ".globals.sql")
+    try:
+        with target.open("wb") as out:
+            tools.run("pg_dumpall", "--globals-only", "--no-role-passwords", stdout=out.fileno())
+    except BackupError as exc:
+        target.unlink(missing_ok=True)
+        log.warning("globals not dumped: %s", exc)
+        return None
+    return target
+
+
+def take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
+    """Dump, verify, copy off-site, record; raises BackupError (with the row marked failed) on any failure."""
+    tools = PgTools(settings, conninfo)
+    directory = settings.directory.resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    backup_id = run(
+        "INSERT INTO backups (status) VALUES ('running') RETURNING id", table="backups", operation="insert"
+    )[0]["id"]
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    final = directory / f"fleet-{stamp}-{backup_id}.dump"
+    temporary = final.with_name(final.name + ".tmp")
+    try:
+        with psycopg.connect(conninfo) as snapshot_conn:
+            # One repeatable-read transaction: its exported snapshot is what pg_dump dumps and what we count.
+            snapshot_conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            snapshot_conn.read_only = True
+            server, server_text = server_major(snapshot_conn)
+            client = require_client_not_older(tools, "pg_dump", server)
+            require_client_not_older(tools, "pg_restore", server)
+            snapshot = snapshot_conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
+            counts = _count_rows(snapshot_conn)
+            tools.run(
+                "pg_dump",
+                "--format=custom",
+                f"--compress={tools.compression(int(client.split('.')[0]))}",
+                f"--snapshot={snapshot}",
+                f"--file={temporary}",
+                "--no-sync",
+            )
+            snapshot_conn.rollback()
+        with temporary.open("rb") as stream:
+            os.fsync(stream.fileno())
+        os.replace(temporary, final)
+        size, digest = final.stat().st_size, sha256_of(final)
+        verify_archive(tools, final, digest, list(counts), settings.min_archive_bytes)
+        manifest = {
+            "id": backup_id,
+            "file": final.name,
+            "size_bytes": size,
+            "sha256": digest,
+            "created_at": datetime.now(UTC).isoformat(),
+            "pg_dump_version": client,
+            "server_version": server_text,
+            "table_counts": counts,
+        }
+        manifest_path = _write_manifest(final, manifest)
+        globals_path = _dump_globals(tools, final)
+        offsite = _offsite(settings, final, digest, manifest_path, globals_path, backup_id)
+    except Exception as exc:
+        temporary.unlink(missing_ok=True)
+        error = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
+        run(
+            "UPDATE backups SET status = 'failed', finished_at = now(), error = %s WHERE id = %s",
+            (error[:2000], backup_id),
+            table="backups",
+            operation="update",
+        )
+        if final.exists():
+            final.unlink()
+        raise BackupError(f"backup {backup_id} failed: {error}") from exc
+    run(
+        "UPDATE backups SET status = 'verified', finished_at = now(), verified_at = now(), path = %s,"
+        " offsite_path = %s, size_bytes = %s, sha256 = %s, pg_dump_version = %s, server_version = %s,"
+        " table_counts = %s WHERE id = %s",
+        (str(final), str(offsite) if offsite else None, size, digest, client, server_text, Jsonb(counts), backup_id),
+        table="backups",
+        operation="update",
+    )
+    log.info("backup %s verified: %s bytes", backup_id, size)
+    return BackupResult(backup_id, final, size, digest, counts, offsite)
+
+
+def _offsite(
+    settings: BackupSettings, final: Path, digest: str, manifest: Path, globals_path: Path | None, backup_id: int
+) -> Path | None:
+    """The second copy; a failure here is reported loudly but does not undo the verified local backup."""
+    if settings.offsite_directory is None:
+        return None
+    try:
+        copy = _copy_verified(final, settings.offsite_directory, digest)
+        shutil.copyfile(manifest, settings.offsite_directory / manifest.name)
+        if globals_path is not None:
+            shutil.copyfile(globals_path, settings.offsite_directory / globals_path.name)
+        return copy
+    except (OSError, BackupError) as exc:
+        log.error("backup %s: off-site copy failed: %s", backup_id, exc)
+        with sentry_sdk.new_scope() as scope:
+            scope.set_tag("operation", "backup.offsite")
+            sentry_sdk.capture_message(
+                f"off-site copy of backup {backup_id} failed: {type(exc).__name__}", level="error"
+            )
+        return None

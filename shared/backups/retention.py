@@ -1,0 +1,77 @@
+"""Which backups to keep: the newest of each of the last N days, N weeks and N months, and always the newest
+verified one. Pruning runs only right after a new verified backup, and only verified backups count."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from shared.db import run
+from shared.settings import BackupSettings
+
+log = logging.getLogger(__name__)
+
+
+def backups_to_keep(backups: Iterable[tuple[int, datetime]], settings: BackupSettings, zone: ZoneInfo) -> set[int]:
+    """Ids to keep among verified (id, finished_at) backups."""
+    ordered = sorted(backups, key=lambda item: item[1], reverse=True)
+    if not ordered:
+        return set()
+    keep = {ordered[0][0]}
+    buckets: list[tuple[int, object]] = [
+        (settings.keep_daily, lambda moment: moment.date()),
+        (settings.keep_weekly, lambda moment: tuple(moment.isocalendar())[:2]),
+        (settings.keep_monthly, lambda moment: (moment.year, moment.month)),
+    ]
+    for count, period_of in buckets:
+        seen: list[object] = []
+        for backup_id, finished in ordered:
+            period = period_of(finished.astimezone(zone))  # type: ignore[operator]
+            if period in seen:
+                continue
+            if len(seen) >= count:
+                break
+            seen.append(period)
+            keep.add(backup_id)
+    return keep
+
+
+def _delete_files(path: str, offsite: str | None) -> None:
+    for location in (path, offsite):
+        if not location:
+            continue
+        archive = Path(location)
+        for extra in (
+            archive,
+            archive.with_name(archive.name + ".manifest.json"),
+            archive.with_name(archive.name.removesuffix(".dump") + ".globals.sql"),
+        ):
+            extra.unlink(missing_ok=True)
+
+
+def prune(settings: BackupSettings, zone: ZoneInfo) -> list[int]:
+    """Delete the archives of verified backups outside the retention set; returns the pruned ids."""
+    rows = run(
+        "SELECT id, finished_at, path, offsite_path FROM backups WHERE status = 'verified'",
+        table="backups",
+        operation="select",
+    )
+    keep = backups_to_keep([(row["id"], row["finished_at"]) for row in rows], settings, zone)
+    pruned = []
+    for row in rows:
+        if row["id"] in keep:
+            continue
+        _delete_files(row["path"], row["offsite_path"])
+        run(
+            "UPDATE backups SET status = 'pruned' WHERE id = %s AND status = 'verified'",
+            (row["id"],),
+            table="backups",
+            operation="update",
+        )
+        pruned.append(row["id"])
+    if pruned:
+        log.info("pruned %s backups, kept %s", len(pruned), len(keep))
+    return sorted(pruned)

@@ -1,0 +1,212 @@
+"""Backups with the real pg_dump and pg_restore: restorable, verified, pruned with care, drilled."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from shared.backups.engine import take_backup, verify_archive
+from shared.backups.restore import drill, restore_backup
+from shared.backups.retention import prune
+from shared.backups.tools import BackupError, PgTools
+from shared.inbound.payload import InboundPayload
+from shared.inbound.store import store_message
+from shared.pool import close_process_pool, open_process_pool
+from shared.settings import BackupSettings, Settings
+from tests.support.seed import COMPANY, seed_salon
+
+MOSCOW = ZoneInfo("Europe/Moscow")
+RESTORED = "fleet_restored_test"
+
+
+@pytest.fixture
+def salon(db: psycopg.Connection, settings: Settings) -> Iterator[psycopg.Connection]:
+    open_process_pool(role="test", max_size=2, wait=True)
+    seed_salon()
+    for n in range(25):
+        store_message(
+            InboundPayload(
+                company_id=COMPANY,
+                chat_id=f"+7911000{n:04d}",
+                gateway_message_id=f"w{n}",
+                text=f"сообщение {n}",
+                sent_at=datetime(2026, 11, 1, tzinfo=MOSCOW),
+            )
+        )
+    yield db
+    close_process_pool()
+    with psycopg.connect(make_conninfo(settings.database_conninfo, dbname="postgres"), autocommit=True) as admin:
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(RESTORED)))
+
+
+@pytest.fixture
+def backup_settings(tmp_path: Path) -> BackupSettings:
+    return BackupSettings(directory=tmp_path / "backups", offsite_directory=tmp_path / "offsite")
+
+
+def fingerprint(conninfo: str, dbname: str, skip: frozenset[str] = frozenset({"backups"})) -> dict[str, str]:
+    """Every table's full content as one hash."""
+    with psycopg.connect(make_conninfo(conninfo, dbname=dbname)) as conn:
+        tables = [r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        return {
+            table: conn.execute(
+                sql.SQL("SELECT md5(coalesce(string_agg(t::text, '|' ORDER BY t::text), '')) FROM {} t").format(
+                    sql.Identifier(table)
+                )
+            ).fetchone()[0]
+            for table in tables
+            if table not in skip
+        }
+
+
+def test_backup_then_restore_into_a_new_database_gives_the_same_rows(
+    salon: psycopg.Connection, settings: Settings, backup_settings: BackupSettings
+) -> None:
+    result = take_backup(backup_settings, settings.database_conninfo)
+    assert result.table_counts["messages"] == 25
+    assert result.path.exists()
+    assert (result.path.parent / (result.path.name + ".manifest.json")).exists()
+    assert result.offsite_path is not None
+    assert result.offsite_path.read_bytes() == result.path.read_bytes()
+    restore_backup(backup_settings, settings.database_conninfo, RESTORED)
+    assert fingerprint(settings.database_conninfo, RESTORED) == fingerprint(
+        settings.database_conninfo, settings.database_name
+    )
+    row = salon.execute("SELECT status, size_bytes, sha256, table_counts->>'clients' FROM backups").fetchone()
+    assert row[0] == "verified"
+    assert row[1] == result.size_bytes
+    assert row[2] == result.sha256
+    with pytest.raises(BackupError, match="not empty"):
+        restore_backup(backup_settings, settings.database_conninfo, RESTORED)
+
+
+def test_a_corrupted_archive_is_detected_and_retention_keeps_the_last_good_one(
+    salon: psycopg.Connection, settings: Settings, backup_settings: BackupSettings
+) -> None:
+    good = take_backup(backup_settings, settings.database_conninfo)
+    bad = take_backup(backup_settings, settings.database_conninfo)
+    data = bytearray(bad.path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte changed
+    bad.path.write_bytes(bytes(data))
+    result = drill(backup_settings, settings.database_conninfo)
+    assert not result.passed
+    assert "does not match its checksum" in (result.error or "")
+    assert salon.execute("SELECT status FROM backups WHERE id = %s", (bad.id,)).fetchone()[0] == "failed"
+    assert (
+        prune(BackupSettings(directory=backup_settings.directory, keep_daily=1, keep_weekly=0, keep_monthly=0), MOSCOW)
+        == []
+    )
+    assert good.path.exists()
+    assert drill(backup_settings, settings.database_conninfo).passed, "the drill falls back to the last good one"
+
+
+def _wrapper(directory: Path, program: str, body: str) -> None:
+    directory.mkdir(exist_ok=True)
+    script = directory / program
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+def _real(program: str) -> str:
+    return str(PgTools(BackupSettings(), "").path(program))
+
+
+def test_pg_dump_failing_is_reported_and_leaves_no_half_file(
+    salon: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    tools = tmp_path / "bin"
+    # The real pg_dump, connecting as a role that does not exist: it fails as bad credentials do.
+    real = _real("pg_dump")
+    _wrapper(
+        tools, "pg_dump", f'[ "$1" = --version ] && exec {real} --version\nexec {real} --username=no_such_role "$@"'
+    )
+    _wrapper(tools, "pg_restore", f'exec {_real("pg_restore")} "$@"')
+    backup_settings = BackupSettings(directory=tmp_path / "backups", pg_bin_dir=tools)
+    with pytest.raises(BackupError, match=r"pg_dump failed .*no_such_role"):
+        take_backup(backup_settings, settings.database_conninfo)
+    assert list((tmp_path / "backups").iterdir()) == []
+    assert salon.execute("SELECT status, error LIKE '%%pg_dump failed%%' FROM backups").fetchone() == ("failed", True)
+
+
+def test_an_older_pg_dump_is_refused(salon: psycopg.Connection, settings: Settings, tmp_path: Path) -> None:
+    tools = tmp_path / "bin"
+    _wrapper(tools, "pg_dump", 'echo "pg_dump (PostgreSQL) 11.2"')  # an old client, as some hosts still have
+    _wrapper(tools, "pg_restore", f'exec {_real("pg_restore")} "$@"')
+    with pytest.raises(BackupError, match=r"pg_dump 11.2 is older than the server \(15\)"):
+        take_backup(BackupSettings(directory=tmp_path / "backups", pg_bin_dir=tools), settings.database_conninfo)
+
+
+def test_an_archive_lacking_tables_or_too_small_is_not_good(
+    salon: psycopg.Connection, settings: Settings, backup_settings: BackupSettings
+) -> None:
+    result = take_backup(backup_settings, settings.database_conninfo)
+    tools = PgTools(backup_settings, settings.database_conninfo)
+    with pytest.raises(BackupError, match="lacks table data for: ghost_table"):
+        verify_archive(tools, result.path, result.sha256, [*result.table_counts, "ghost_table"], 0)
+    with pytest.raises(BackupError, match="implausibly small"):
+        verify_archive(tools, result.path, result.sha256, list(result.table_counts), 10**9)
+
+
+def test_retention_over_a_simulated_month_keeps_exactly_the_expected_set(
+    salon: psycopg.Connection, tmp_path: Path
+) -> None:
+    directory = tmp_path / "backups"
+    directory.mkdir()
+    ids: dict[str, int] = {}
+    moments = [(f"10-{day:02d}", datetime(2026, 10, day, 4, tzinfo=MOSCOW)) for day in range(1, 31)]
+    moments.append(("10-30 late", datetime(2026, 10, 30, 16, tzinfo=MOSCOW)))
+    for label, moment in moments:
+        path = directory / f"fleet-{label.replace(' ', '-')}.dump"
+        path.write_bytes(b"archive")
+        ids[label] = salon.execute(
+            "INSERT INTO backups (status, finished_at, path, sha256, size_bytes) VALUES ('verified', %s, %s, %s, 7)"
+            " RETURNING id",
+            (moment, str(path), "0" * 64),
+        ).fetchone()[0]
+    salon.execute("INSERT INTO backups (status, finished_at) VALUES ('failed', %s)", (moments[-1][1],))
+    pruned = prune(BackupSettings(directory=directory, keep_daily=7, keep_weekly=4, keep_monthly=6), MOSCOW)
+    # 7 days: Oct 24–30 (the later one on the 30th); 4 ISO weeks: also the 18th and the 11th; October: the 30th.
+    kept_labels = {"10-30 late", "10-29", "10-28", "10-27", "10-26", "10-25", "10-24", "10-18", "10-11"}
+    assert set(pruned) == {ids[label] for label in ids if label not in kept_labels}
+    kept = {row[0] for row in salon.execute("SELECT id FROM backups WHERE status = 'verified'").fetchall()}
+    assert kept == {ids[label] for label in kept_labels}
+    assert sorted(p.name for p in directory.iterdir()) == sorted(
+        f"fleet-{label.replace(' ', '-')}.dump" for label in kept_labels
+    )
+
+
+def test_the_drill_passes_on_a_good_backup_and_fails_on_a_bad_one(
+    salon: psycopg.Connection, settings: Settings, backup_settings: BackupSettings
+) -> None:
+    backup = take_backup(backup_settings, settings.database_conninfo)
+    good = drill(backup_settings, settings.database_conninfo)
+    assert good.passed
+    assert good.backup_id == backup.id
+    salon.execute(
+        "UPDATE backups SET table_counts = jsonb_set(table_counts, '{messages}', '26') WHERE id = %s", (backup.id,)
+    )
+    bad = drill(backup_settings, settings.database_conninfo)
+    assert not bad.passed
+    assert bad.differences == {"messages": (26, 25)}
+    checks = salon.execute("SELECT status FROM health_checks WHERE check_name = 'backup_drill' ORDER BY id")
+    assert [row[0] for row in checks.fetchall()] == ["healthy", "unhealthy"]
+    with psycopg.connect(make_conninfo(settings.database_conninfo, dbname="postgres")) as admin:
+        assert admin.execute("SELECT count(*) FROM pg_database WHERE datname LIKE '%%_drill'").fetchone()[0] == 0
+
+
+def test_restoring_over_the_live_database_needs_force(
+    salon: psycopg.Connection, settings: Settings, backup_settings: BackupSettings
+) -> None:
+    take_backup(backup_settings, settings.database_conninfo)
+    with pytest.raises(BackupError, match="live database"):
+        restore_backup(backup_settings, settings.database_conninfo, settings.database_name)
+    assert os.path.exists(backup_settings.directory)
