@@ -64,6 +64,20 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             "schedule": crontab(minute=0, hour=6, day_of_week="sun"),
             "options": {"expires": 2 * HOUR},
         },
+        # The fleet's health report (stored, alerted once per change), fed by every worker type's figures.
+        "health-collect": {
+            "task": "workers.health.collect",
+            "schedule": crontab(minute="*"),
+            "options": {"expires": 50},
+        },
+        **{
+            f"health-report-{module}": {
+                "task": f"workers.{module}.report_process",
+                "schedule": crontab(minute="*"),
+                "options": {"expires": 50},
+            }
+            for module in ("inbound", "yclients", "keys", "backups")
+        },
         # Chats whose drain was lost and replies still pending are driven again.
         "inbound-sweep": {
             "task": "workers.inbound.sweep",

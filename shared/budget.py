@@ -57,6 +57,7 @@ def connection_budget(settings: Settings) -> ConnectionBudget:
     lines += [
         BudgetLine("beat", 1, settings.budget.beat),
         BudgetLine("flower", 1, settings.budget.flower),
+        BudgetLine("health service", 1, settings.budget.health),
         BudgetLine("reserved", 1, settings.budget.reserved),
     ]
     return ConnectionBudget(tuple(lines), settings.budget.limit)

@@ -265,6 +265,37 @@ def cmd_backup(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the fleet's health (every part, with reasons); exit 1 when anything is unhealthy."""
+    from shared.health.report import build_report
+
+    report = build_report(settings)
+    if args.json:
+        import json
+
+        print(json.dumps(report, default=str, ensure_ascii=False, indent=2))
+    else:
+        print(f"fleet: {report['status']}")
+        for name, part in report["components"].items():
+            print(f"  {name:<10} {part['status']:<9} {'; '.join(part['problems']) or 'ok'}")
+    return 1 if report["status"] == "unhealthy" else 0
+
+
+def cmd_health_server(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve /health, /health/<part> and /metrics until stopped."""
+    from shared.health.server import make_server
+
+    server = make_server(settings)
+    print(f"health service on http://{settings.health.address}:{server.server_address[1]}/health", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def cmd_services(args: argparse.Namespace, settings: Settings) -> int:
     """Where the fleet expects PostgreSQL and Redis (read by ops/services.sh), without credentials."""
     from urllib.parse import urlsplit
@@ -322,6 +353,9 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--to", required=True, help="target database name")
     restore.add_argument("--force", action="store_true", help="replace a non-empty target database")
     add("drill", cmd_backup, "restore the newest verified backup into a scratch database and compare row counts")
+    health = add("health", cmd_health, "print the fleet's health; exit 1 when anything is unhealthy")
+    health.add_argument("--json", action="store_true")
+    add("health-server", cmd_health_server, "serve /health, /health/<part> and /metrics over HTTP")
     add("services", cmd_services, "print where PostgreSQL and Redis are expected (host, port)")
     ping = add("ping", cmd_ping, "send a ping through every queue and report the answers")
     ping.add_argument("--timeout", type=float, default=10.0)

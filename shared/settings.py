@@ -121,6 +121,7 @@ class BudgetSettings(BaseModel):
     limit: int = Field(default=25, ge=1, description="connections the fleet may hold at most")
     beat: int = Field(default=1, ge=0, description="pool max of the beat process")
     flower: int = Field(default=0, ge=0, description="Flower reads Redis only; raise if a plugin needs SQL")
+    health: int = Field(default=1, ge=0, description="pool max of the health service")
     reserved: int = Field(default=4, ge=0, description="for migrations, the CLI and an operator's psql")
 
 
@@ -184,6 +185,21 @@ class YClientsSettings(BaseModel):
     stale_after_hours: float = Field(default=36.0, gt=0, description="a sync older than this is stale")
 
 
+class HealthSettings(BaseModel):
+    """The health service and the thresholds it judges by."""
+
+    address: str = "127.0.0.1"
+    port: int = Field(default=8088, ge=1, le=65535)
+    queue_warning: int = Field(default=100, ge=1, description="messages waiting in one queue")
+    queue_unhealthy: int = Field(default=1000, ge=1)
+    heartbeat_unhealthy_seconds: float = Field(default=300.0, gt=0, description="beat or workers silent")
+    backup_warning_hours: float = Field(default=26.0, gt=0)
+    backup_unhealthy_hours: float = Field(default=50.0, gt=0)
+    outbox_stuck_minutes: float = Field(default=10.0, gt=0, description="a reply pending longer is stuck")
+    dead_letters_warning_per_day: int = Field(default=20, ge=1)
+    pool_report_ttl_seconds: int = Field(default=180, ge=10, description="a process's stats expire after this")
+
+
 class BackupSettings(BaseModel):
     """Where backups go, how long they are kept, and which PostgreSQL client tools make them."""
 
@@ -240,6 +256,7 @@ class Settings(BaseSettings):
     yclients: YClientsSettings = YClientsSettings()
     keys: KeysSettings = KeysSettings()
     backup: BackupSettings = BackupSettings()
+    health: HealthSettings = HealthSettings()
 
     flower_user: str | None = None
     flower_password: SecretStr | None = None

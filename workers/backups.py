@@ -11,9 +11,10 @@ from shared.backups.retention import prune
 from shared.backups.tools import BackupError
 from shared.settings import get_settings
 from workers.app import app
-from workers.ping import define_ping
+from workers.ping import define_ping, define_report
 
 ping = define_ping(__name__)
+report_process = define_report(__name__)
 
 
 @app.task(name="workers.backups.backup")

@@ -1,9 +1,12 @@
-"""Health jobs, run on the maintenance queue."""
+"""Health jobs, run on the maintenance queue: the heartbeat and the fleet's health report."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Task
 
+from shared.health.report import build_report, prune_history, redis_client, store_and_alert
 from shared.pool import get_pool
 from shared.probe import record_heartbeat
 from shared.settings import get_settings
@@ -15,3 +18,13 @@ def heartbeat(self: Task) -> str:
     """beat -> queue -> worker -> PostgreSQL; the stored time is what the health service watches."""
     checked_at = record_heartbeat(get_pool(), self.request.hostname or "unknown", get_settings().worker_type)
     return checked_at.isoformat()
+
+
+@app.task(name="workers.health.collect")
+def collect() -> dict[str, Any]:
+    """Build the health report, store each part with its time, alert once per change of status."""
+    settings = get_settings()
+    report = build_report(settings, redis_client(settings))
+    changed = store_and_alert(report)
+    prune_history()
+    return {"status": report["status"], "changed": changed}

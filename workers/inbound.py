@@ -18,10 +18,11 @@ from shared.outbox import backoff_seconds, deliver, due_outbox_ids, next_in_chat
 from shared.repository import pydantic_errors
 from shared.settings import get_settings
 from workers.app import app
-from workers.ping import define_ping
+from workers.ping import define_ping, define_report
 
 log = logging.getLogger(__name__)
 ping = define_ping(__name__)
+report_process = define_report(__name__)
 
 _gateway: GatewayClient | None = None
 

@@ -8,9 +8,10 @@ from shared.settings import get_settings
 from shared.whatsapp.cleanup import cleanup_keys
 from shared.whatsapp.health import check_sessions
 from workers.app import app
-from workers.ping import define_ping
+from workers.ping import define_ping, define_report
 
 ping = define_ping(__name__)
+report_process = define_report(__name__)
 BUDGET_MARGIN_SECONDS = 30
 
 

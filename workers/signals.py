@@ -10,6 +10,7 @@ from celery import Task
 from celery.signals import (
     beat_init,
     celeryd_init,
+    task_postrun,
     task_prerun,
     worker_process_init,
     worker_process_shutdown,
@@ -48,6 +49,21 @@ def _open_child_pool(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _close_child_pool(**_: Any) -> None:
     close_process_pool()
+
+
+@task_postrun.connect
+def _publish_process_stats(**_: Any) -> None:
+    """Every child reports its pool and query figures (at most every 15 s) for the health service."""
+    import redis
+
+    from shared.health.process_stats import publish
+
+    settings = get_settings()
+    try:
+        client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2)
+        publish(client, worker_role(), settings.health.pool_report_ttl_seconds)
+    except redis.RedisError as exc:  # monitoring must never fail a task
+        log.warning("could not publish process stats: %s", type(exc).__name__)
 
 
 @task_prerun.connect

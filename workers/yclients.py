@@ -13,10 +13,11 @@ from shared.settings import get_settings
 from shared.yclients.client import YClientsClient, YClientsError, make_client
 from shared.yclients.sync import ENTITIES, SyncFailedError, sync_entity
 from workers.app import app
-from workers.ping import define_ping
+from workers.ping import define_ping, define_report
 
 log = logging.getLogger(__name__)
 ping = define_ping(__name__)
+report_process = define_report(__name__)
 
 _client: YClientsClient | None = None
 

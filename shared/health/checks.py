@@ -1,0 +1,267 @@
+"""One check per part of the fleet, each returning a status and the figures behind it (no personal data)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from shared.budget import connection_budget
+from shared.db import run
+from shared.errors import DataLayerError
+from shared.health.process_stats import read_all
+from shared.settings import Settings
+from shared.yclients.sync import ENTITIES
+from workers.queues import QUEUE_OF_WORKER, Queue
+
+SEVERITY = {"healthy": 0, "warning": 1, "unhealthy": 2}
+PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's Redis priority lists
+# How often each entity is synced (hours); stale after 2.5 such periods, warning after 1.5.
+SYNC_PERIOD_HOURS = {
+    "company": 7 * 24,
+    "services": 24,
+    "staff": 24,
+    "clients": 24,
+    "schedules": 24,
+    "schedules_today": 1,
+    "records": 0.25,
+}
+
+
+def worst(statuses: list[str]) -> str:
+    return max(statuses, key=SEVERITY.__getitem__, default="healthy")
+
+
+@dataclass
+class Component:
+    name: str
+    status: str = "healthy"
+    details: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def flag(self, status: str, problem: str) -> None:
+        self.status = worst([self.status, status])
+        self.problems.append(problem)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"status": self.status, "problems": self.problems, **self.details}
+
+
+def _hours(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds / 3600, 2)
+
+
+def check_heartbeat(settings: Settings) -> Component:
+    component = Component("heartbeat")
+    row = run(
+        "SELECT extract(epoch FROM now() - max(checked_at)) AS age FROM health_checks WHERE check_name = 'heartbeat'",
+        table="health_checks",
+        operation="select",
+    )[0]
+    age = None if row["age"] is None else float(row["age"])
+    component.details["seconds_since_heartbeat"] = None if age is None else round(age, 1)
+    if age is None:
+        component.flag("unhealthy", "no heartbeat recorded yet: is beat running?")
+    elif age > settings.health.heartbeat_unhealthy_seconds:
+        component.flag("unhealthy", f"no heartbeat for {age:.0f} s: beat or the maintenance worker is down")
+    return component
+
+
+def check_database(settings: Settings, client: redis.Redis) -> Component:
+    component = Component("database")
+    rows = run(
+        "SELECT application_name, count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'fleet-%%'"
+        " GROUP BY application_name ORDER BY 1",
+        table="pg_stat_activity",
+        operation="select",
+    )
+    by_role = {row["application_name"]: row["n"] for row in rows}
+    budget = connection_budget(settings)
+    in_use = sum(by_role.values())
+    component.details.update(
+        {"connections": by_role, "connections_total": in_use, "budget": budget.total, "limit": budget.limit}
+    )
+    if in_use > budget.limit:
+        component.flag("unhealthy", f"{in_use} fleet connections exceed the limit {budget.limit}")
+    processes = []
+    for stats in read_all(client):
+        pool = stats.get("pool") or {}
+        processes.append(
+            {
+                "role": stats["role"],
+                "host": stats["host"],
+                "pid": stats["pid"],
+                **{
+                    k: pool.get(k)
+                    for k in ("size", "idle", "in_use", "waiting", "max", "utilisation_percent", "status")
+                },
+            }
+        )
+        if pool.get("status") == "at capacity":
+            component.flag("unhealthy", f"pool of {stats['role']} pid {stats['pid']} is at capacity")
+        elif pool.get("status") == "high":
+            component.flag("warning", f"pool of {stats['role']} pid {stats['pid']} is over 80% in use")
+    component.details["pools"] = processes
+    return component
+
+
+def query_metrics_report(client: redis.Redis) -> dict[str, Any]:
+    return {f"{s['role']}@{s['host']}:{s['pid']}": s["queries"] for s in read_all(client)}
+
+
+def queue_depths(client: redis.Redis) -> dict[str, dict[str, int]]:
+    depths = {}
+    for worker_type, queue in QUEUE_OF_WORKER.items():
+        waiting = sum(client.llen(queue.value + suffix) for suffix in PRIORITY_SUFFIXES)
+        depths[queue.value] = {
+            "waiting": int(waiting),
+            "unacked": int(client.hlen(f"unacked:{queue.value}")),
+            "worker_type": worker_type.value,
+        }
+    return depths
+
+
+def check_queues(settings: Settings, client: redis.Redis) -> Component:
+    component = Component("queues")
+    depths = queue_depths(client)
+    component.details["queues"] = depths
+    for queue in Queue:
+        waiting = depths[queue.value]["waiting"]
+        if waiting >= settings.health.queue_unhealthy:
+            component.flag("unhealthy", f"{waiting} messages waiting in {queue.value}")
+        elif waiting >= settings.health.queue_warning:
+            component.flag("warning", f"{waiting} messages waiting in {queue.value}")
+    return component
+
+
+def check_whatsapp() -> Component:
+    component = Component("whatsapp")
+    rows = run(
+        "SELECT DISTINCT ON (subject) subject, status, checked_at, details->'problems' AS problems FROM health_checks"
+        " WHERE check_name = 'whatsapp_session' ORDER BY subject, checked_at DESC, id DESC",
+        table="health_checks",
+        operation="select",
+    )
+    component.details["sessions"] = {
+        row["subject"]: {"status": row["status"], "checked_at": row["checked_at"], "problems": row["problems"]}
+        for row in rows
+    }
+    for row in rows:
+        if row["status"] != "healthy":
+            component.flag(row["status"], f"session of {row['subject']} is {row['status']}")
+    return component
+
+
+def check_backups(settings: Settings) -> Component:
+    component = Component("backups")
+    row = run(
+        "SELECT id, extract(epoch FROM now() - finished_at) AS age, size_bytes FROM backups WHERE status = 'verified'"
+        " ORDER BY finished_at DESC LIMIT 1",
+        table="backups",
+        operation="select",
+    )
+    drill = run(
+        "SELECT status, checked_at FROM health_checks WHERE check_name = 'backup_drill'"
+        " ORDER BY checked_at DESC, id DESC LIMIT 1",
+        table="health_checks",
+        operation="select",
+    )
+    failed = run(
+        "SELECT count(*) AS n FROM backups WHERE status = 'failed' AND started_at > now() - interval '7 days'",
+        table="backups",
+        operation="select",
+    )[0]["n"]
+    age = float(row[0]["age"]) if row else None
+    component.details.update(
+        {
+            "newest_verified_id": row[0]["id"] if row else None,
+            "newest_verified_hours": _hours(age),
+            "newest_verified_bytes": row[0]["size_bytes"] if row else None,
+            "failed_last_7_days": failed,
+            "last_drill": drill[0]["status"] if drill else None,
+        }
+    )
+    if age is None:
+        component.flag("unhealthy", "no verified backup exists")
+    elif age > settings.health.backup_unhealthy_hours * 3600:
+        component.flag("unhealthy", f"the newest verified backup is {age / 3600:.0f} h old")
+    elif age > settings.health.backup_warning_hours * 3600:
+        component.flag("warning", f"the newest verified backup is {age / 3600:.0f} h old")
+    if drill and drill[0]["status"] != "healthy":
+        component.flag("unhealthy", "the last restore drill failed")
+    return component
+
+
+def check_sync(settings: Settings) -> Component:
+    component = Component("sync")
+    rows = run(
+        "SELECT company_id, entity, extract(epoch FROM now() - max(finished_at)) AS age FROM sync_runs"
+        " WHERE status = 'succeeded' GROUP BY company_id, entity",
+        table="sync_runs",
+        operation="select",
+    )
+    ages = {(row["company_id"], row["entity"]): float(row["age"]) for row in rows}
+    companies = sorted(set(settings.yclients.company_ids) | {company for company, _ in ages})
+    report: dict[str, dict[str, float | None]] = {}
+    for company in companies:
+        report[str(company)] = {}
+        for entity in ENTITIES:
+            age = ages.get((company, entity))
+            report[str(company)][entity] = _hours(age)
+            period = SYNC_PERIOD_HOURS[entity] * 3600
+            if age is None:
+                if company in settings.yclients.company_ids:
+                    component.flag("unhealthy", f"{entity} of company {company} has never synced")
+            elif age > 2.5 * period:
+                component.flag("unhealthy", f"{entity} of company {company} is stale ({age / 3600:.1f} h)")
+            elif age > 1.5 * period:
+                component.flag("warning", f"{entity} of company {company} is late ({age / 3600:.1f} h)")
+    failing = run(
+        "SELECT count(*) AS n FROM sync_runs WHERE status = 'failed' AND started_at > now() - interval '1 day'",
+        table="sync_runs",
+        operation="select",
+    )[0]["n"]
+    component.details.update({"hours_since_success": report, "failed_runs_last_day": failing})
+    return component
+
+
+def check_outbox(settings: Settings) -> Component:
+    component = Component("outbox")
+    row = run(
+        "SELECT count(*) FILTER (WHERE status = 'pending') AS pending, count(*) FILTER (WHERE status = 'failed') AS"
+        " failed, extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')) AS oldest FROM outbox",
+        table="outbox",
+        operation="select",
+    )[0]
+    letters = run(
+        "SELECT count(*) AS total, count(*) FILTER (WHERE created_at > now() - interval '1 day') AS day"
+        " FROM dead_letters",
+        table="dead_letters",
+        operation="select",
+    )[0]
+    oldest = None if row["oldest"] is None else float(row["oldest"])
+    component.details.update(
+        {
+            "pending": row["pending"],
+            "failed": row["failed"],
+            "oldest_pending_seconds": None if oldest is None else round(oldest, 1),
+            "dead_letters_total": letters["total"],
+            "dead_letters_last_day": letters["day"],
+        }
+    )
+    if oldest is not None and oldest > settings.health.outbox_stuck_minutes * 60:
+        component.flag("unhealthy", f"a reply has waited {oldest / 60:.0f} min for delivery")
+    if letters["day"] >= settings.health.dead_letters_warning_per_day:
+        component.flag("warning", f"{letters['day']} dead letters in the last day")
+    return component
+
+
+def safely(name: str, check: Any, *args: Any) -> Component:
+    """A check that cannot run is itself unhealthy, with the reason; the others still report."""
+    try:
+        return check(*args)
+    except (DataLayerError, redis.RedisError, OSError) as exc:
+        component = Component(name)
+        component.flag("unhealthy", f"check failed: {type(exc).__name__}: {exc}"[:300])
+        return component

@@ -1,0 +1,66 @@
+"""The health report as Prometheus text (prometheus_client builds and escapes it)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+
+STATUS_VALUE = {"healthy": 0, "warning": 1, "unhealthy": 2}
+
+
+def render(report: dict[str, Any], metrics: dict[str, Any]) -> bytes:
+    registry = CollectorRegistry()
+    parts = report["components"]
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(name, doc, labels, registry=registry)
+
+    gauge("fleet_health_status", "0 healthy, 1 warning, 2 unhealthy").set(STATUS_VALUE[report["status"]])
+    component = gauge("fleet_component_status", "0 healthy, 1 warning, 2 unhealthy", ("component",))
+    for name, part in parts.items():
+        component.labels(name).set(STATUS_VALUE[part["status"]])
+    if "queues" in parts.get("queues", {}):
+        waiting = gauge("fleet_queue_waiting", "messages waiting in a queue", ("queue",))
+        unacked = gauge("fleet_queue_unacked", "messages taken but not yet acknowledged", ("queue",))
+        for queue, depth in parts["queues"]["queues"].items():
+            waiting.labels(queue).set(depth["waiting"])
+            unacked.labels(queue).set(depth["unacked"])
+    database = parts.get("database", {})
+    if "connections" in database:
+        connections = gauge("fleet_db_connections", "PostgreSQL connections by fleet role", ("role",))
+        for role, count in database["connections"].items():
+            connections.labels(role).set(count)
+        gauge("fleet_db_connection_limit", "the fleet's connection budget limit").set(database["limit"])
+        pool = gauge("fleet_pool_in_use", "connections in use in one process's pool", ("role", "host", "pid"))
+        pool_max = gauge("fleet_pool_max", "pool size limit of one process", ("role", "host", "pid"))
+        for process in database.get("pools", []):
+            labels = (process["role"], process["host"], str(process["pid"]))
+            pool.labels(*labels).set(process.get("in_use") or 0)
+            pool_max.labels(*labels).set(process.get("max") or 0)
+    statements = gauge("fleet_queries_total", "statements executed by one process, by type", ("process", "type"))
+    p95 = gauge("fleet_query_p95_ms", "95th percentile statement time over the last 1,000", ("process",))
+    for process, snapshot in metrics.items():
+        for kind, figures in snapshot.get("by_type", {}).items():
+            statements.labels(process, kind).set(figures["count"])
+        if snapshot.get("percentiles_ms", {}).get("p95") is not None:
+            p95.labels(process).set(snapshot["percentiles_ms"]["p95"])
+    outbox = parts.get("outbox", {})
+    if "pending" in outbox:
+        gauge("fleet_outbox_pending", "replies waiting for delivery").set(outbox["pending"])
+        gauge("fleet_dead_letters_last_day", "rejected inputs in the last day").set(outbox["dead_letters_last_day"])
+    backups = parts.get("backups", {})
+    if backups.get("newest_verified_hours") is not None:
+        gauge("fleet_backup_age_hours", "age of the newest verified backup").set(backups["newest_verified_hours"])
+    sync = gauge("fleet_sync_age_hours", "hours since the last successful sync", ("company", "entity"))
+    for company, entities in parts.get("sync", {}).get("hours_since_success", {}).items():
+        for entity, hours in entities.items():
+            if hours is not None:
+                sync.labels(company, entity).set(hours)
+    sessions = gauge("fleet_whatsapp_session_status", "0 healthy, 1 warning, 2 unhealthy", ("company",))
+    for company, session in parts.get("whatsapp", {}).get("sessions", {}).items():
+        sessions.labels(company).set(STATUS_VALUE[session["status"]])
+    heartbeat = parts.get("heartbeat", {}).get("seconds_since_heartbeat")
+    if heartbeat is not None:
+        gauge("fleet_heartbeat_age_seconds", "seconds since the last beat heartbeat reached PostgreSQL").set(heartbeat)
+    return generate_latest(registry)

@@ -1,0 +1,86 @@
+"""The health service: JSON answers per part of the fleet, HTTP 503 when unhealthy, and /metrics.
+
+No secrets and no personal data: figures, statuses, company ids and reasons only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from shared.health.checks import query_metrics_report
+from shared.health.prometheus import render
+from shared.health.report import build_report, redis_client
+from shared.pool import get_pool, pool_is_open
+from shared.pool_health import pool_health
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+COMPONENT_PATHS = {
+    "/health/database": "database",
+    "/health/whatsapp": "whatsapp",
+    "/health/queues": "queues",
+    "/health/backups": "backups",
+    "/health/sync": "sync",
+    "/health/outbox": "outbox",
+    "/health/heartbeat": "heartbeat",
+}
+
+
+def answer(settings: Settings, path: str) -> tuple[int, str, bytes]:
+    """(status code, content type, body) for one path."""
+    client = redis_client(settings)
+    if path == "/metrics":
+        body = render(build_report(settings, client), query_metrics_report(client))
+        return 200, "text/plain; version=0.0.4; charset=utf-8", body
+    if path == "/health/database/metrics":
+        return 200, "application/json", _json({"processes": query_metrics_report(client)})
+    if path == "/health":
+        report = build_report(settings, client)
+        return (503 if report["status"] == "unhealthy" else 200), "application/json", _json(report)
+    if path in COMPONENT_PATHS:
+        report = build_report(settings, client)
+        part: dict[str, Any] = report["components"][COMPONENT_PATHS[path]]
+        if path == "/health/database" and pool_is_open():
+            part = {**part, "health_service_pool": pool_health(get_pool())}
+        return (503 if part["status"] == "unhealthy" else 200), "application/json", _json(part)
+    return (
+        404,
+        "application/json",
+        _json(
+            {
+                "error": "not found",
+                "paths": ["/health", "/metrics", "/health/database/metrics", *sorted(COMPONENT_PATHS)],
+            }
+        ),
+    )
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, default=str, ensure_ascii=False, indent=2).encode()
+
+
+def make_server(settings: Settings, port: int | None = None) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            try:
+                status, content_type, body = answer(settings, self.path.split("?")[0].rstrip("/") or "/")
+            except Exception as exc:
+                log.exception("health request failed")
+                status, content_type = 503, "application/json"
+                body = _json({"status": "unhealthy", "error": type(exc).__name__})
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            log.debug("health %s", format % args)
+
+    get_pool(role="health", max_size=max(settings.budget.health, 1))
+    return ThreadingHTTPServer((settings.health.address, settings.health.port if port is None else port), Handler)

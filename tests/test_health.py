@@ -1,0 +1,198 @@
+"""The health service over real HTTP: every part healthy and unhealthy, /metrics, no personal data, alerts."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+import redis
+import sentry_sdk
+from prometheus_client.parser import text_string_to_metric_families
+
+from shared.health.process_stats import publish
+from shared.health.report import build_report, store_and_alert
+from shared.health.server import make_server
+from shared.pool import close_process_pool, open_process_pool
+from shared.repositories.people import ClientRepository
+from shared.settings import Settings, load_settings
+from shared.yclients.sync import ENTITIES
+from tests.support.seed import COMPANY, seed_salon
+
+PHONE, NAME, TEXT = "+79115550101", "Зинаида Тестова", "секретный текст сообщения"
+
+
+def make_healthy(db: psycopg.Connection) -> None:
+    db.execute("INSERT INTO health_checks (check_name, subject, status) VALUES ('heartbeat', 'keys@test', 'healthy')")
+    db.execute(
+        "INSERT INTO backups (status, finished_at, size_bytes, sha256, path) VALUES"
+        " ('verified', now() - interval '2 hours', 123456, repeat('a', 64), '/backups/fleet.dump')"
+    )
+    for entity in ENTITIES:
+        db.execute(
+            "INSERT INTO sync_runs (company_id, entity, status, finished_at) VALUES (%s, %s, 'succeeded', now())",
+            (COMPANY, entity),
+        )
+    db.execute(
+        "INSERT INTO health_checks (check_name, subject, status) VALUES"
+        " ('whatsapp_session', 'company_962302', 'healthy')"
+    )
+    ClientRepository().insert({"company_id": COMPANY, "phone": PHONE, "name": NAME})
+    db.execute(
+        "INSERT INTO dead_letters (source, reason, payload) VALUES ('inbound.receive', 'invalid payload: x', %s)",
+        (json.dumps({"chat_id": PHONE, "text": TEXT}),),
+    )
+
+
+@pytest.fixture
+def health_settings(fleet_env: dict[str, str]) -> Settings:
+    return load_settings(yclients={"company_ids": [COMPANY]})
+
+
+@pytest.fixture
+def service(db: psycopg.Connection, health_settings: Settings, clean_redis: str) -> Iterator[str]:
+    open_process_pool(role="test", max_size=2, wait=True)
+    seed_salon()
+    make_healthy(db)
+    server = make_server(health_settings, port=0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    close_process_pool()
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def no_personal_data(body: str) -> None:
+    for personal in (PHONE, PHONE[1:], NAME, TEXT):
+        assert personal not in body
+
+
+PATHS = [
+    "/health",
+    "/health/database",
+    "/health/database/metrics",
+    "/health/whatsapp",
+    "/health/queues",
+    "/health/backups",
+    "/health/sync",
+    "/metrics",
+]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_every_answer_is_healthy_on_a_healthy_fleet_and_holds_no_personal_data(service: str, path: str) -> None:
+    status, body = get(service + path)
+    assert status == 200, body
+    no_personal_data(body)
+    assert "postgresql://" not in body
+    assert "redis://" not in body
+
+
+def test_a_backed_up_queue_makes_queues_and_the_whole_fleet_unhealthy(service: str, clean_redis: str) -> None:
+    client = redis.Redis.from_url(clean_redis)
+    client.rpush("inbound", *[b"{}"] * 1000)
+    status, body = get(service + "/health/queues")
+    assert status == 503
+    assert json.loads(body)["queues"]["inbound"]["waiting"] == 1000
+    status, body = get(service + "/health")
+    assert status == 503
+    assert json.loads(body)["components"]["queues"]["problems"] == ["1000 messages waiting in inbound"]
+
+
+def test_a_stale_backup_is_unhealthy(service: str, db: psycopg.Connection) -> None:
+    db.execute("UPDATE backups SET finished_at = now() - interval '60 hours'")
+    status, body = get(service + "/health/backups")
+    assert status == 503
+    assert "the newest verified backup is 60 h old" in json.loads(body)["problems"]
+
+
+def test_a_stale_sync_is_unhealthy(service: str, db: psycopg.Connection) -> None:
+    db.execute("UPDATE sync_runs SET finished_at = now() - interval '2 hours' WHERE entity = 'records'")
+    status, body = get(service + "/health/sync")
+    assert status == 503
+    assert json.loads(body)["problems"] == [f"records of company {COMPANY} is stale (2.0 h)"]
+
+
+def test_a_pool_at_capacity_is_reported_by_its_process(
+    service: str, clean_redis: str, health_settings: Settings
+) -> None:
+    client = redis.Redis.from_url(clean_redis)
+    close_process_pool()
+    pool = open_process_pool(role="inbound", max_size=1, wait=True)
+    with pool.connection():
+        publish(client, "inbound", 60, force=True)
+    status, body = get(service + "/health/database")
+    assert status == 503
+    part = json.loads(body)
+    assert any("is at capacity" in problem for problem in part["problems"])
+    assert part["pools"][0]["in_use"] == 1
+
+
+def test_metrics_parse_as_prometheus_text(service: str, clean_redis: str) -> None:
+    redis.Redis.from_url(clean_redis).rpush("yclients", b"{}", b"{}")
+    status, body = get(service + "/metrics")
+    assert status == 200
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(body)
+        for s in family.samples
+    }
+    assert samples[("fleet_queue_waiting", (("queue", "yclients"),))] == 2
+    assert samples[("fleet_health_status", ())] == 0
+    assert samples[("fleet_sync_age_hours", (("company", str(COMPANY)), ("entity", "records")))] < 0.1
+    assert 1.9 < samples[("fleet_backup_age_hours", ())] < 2.1
+
+
+def test_alerts_are_raised_once_per_change_of_state(
+    service: str, db: psycopg.Connection, health_settings: Settings, recorded_events: list[dict[str, Any]]
+) -> None:
+    assert store_and_alert(build_report(health_settings)) == []
+    db.execute("UPDATE backups SET finished_at = now() - interval '60 hours'")
+    assert store_and_alert(build_report(health_settings)) == ["backups"]
+    assert store_and_alert(build_report(health_settings)) == []
+    db.execute("UPDATE backups SET finished_at = now()")
+    assert store_and_alert(build_report(health_settings)) == ["backups"]
+    sentry_sdk.flush()
+    messages = [(e["level"], e.get("message") or e["logentry"]["message"]) for e in recorded_events]
+    assert messages == [
+        ("error", "fleet health: backups is unhealthy"),
+        ("info", "fleet health: backups recovered to healthy"),
+    ]
+    stored = db.execute("SELECT count(*) FROM health_checks WHERE check_name = 'fleet:backups'").fetchone()[0]
+    assert stored == 4
+
+
+def test_fleet_health_exits_non_zero_when_unhealthy(
+    service: str, db: psycopg.Connection, fleet_env: dict[str, str]
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.processes import ROOT
+
+    env = {**fleet_env, "FLEET_YCLIENTS__COMPANY_IDS": f"[{COMPANY}]"}
+    healthy = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "health"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert healthy.returncode == 0, healthy.stdout + healthy.stderr
+    assert "fleet: healthy" in healthy.stdout
+    db.execute("DELETE FROM health_checks WHERE check_name = 'heartbeat'")
+    down = subprocess.run(
+        [sys.executable, "-m", "shared.cli", "health"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert down.returncode == 1
+    assert "heartbeat  unhealthy no heartbeat recorded yet" in down.stdout
