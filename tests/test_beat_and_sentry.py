@@ -82,7 +82,11 @@ def test_beat_heartbeat_reaches_postgres_and_is_monitored_as_a_cron(
             beat = FleetProcess(["beat", "--loglevel", "INFO"], env, tmp_path / "beat.log")
             try:
                 check_ins = wait_until(
-                    lambda: [c for c in recorded.of_type("check_in") if c.get("status") == "ok"],
+                    lambda: [
+                        c
+                        for c in recorded.of_type("check_in")
+                        if c.get("status") == "ok" and c.get("monitor_slug") == "health-heartbeat"
+                    ],
                     90,
                     "an ok cron check-in for the heartbeat",
                 )

@@ -63,7 +63,7 @@ def test_flower_sees_tasks_of_every_worker_type_and_requires_its_credentials(
             return {
                 task["name"].split(".")[1]
                 for task in tasks.values()
-                if task.get("state") == "SUCCESS" and task.get("name", "").endswith(".ping")
+                if task.get("state") == "SUCCESS" and (task.get("name") or "").endswith(".ping")
             }
 
         seen = wait_until(

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -64,6 +65,33 @@ class FleetProcess:
                 self.proc.wait(5)
         self._log.close()
         return self.proc.returncode
+
+
+class Supervised:
+    """Restarts a fleet process whenever it dies, as systemd (Restart=always) or honcho's operator would."""
+
+    def __init__(self, start: Callable[[int], FleetProcess]) -> None:
+        self._start = start
+        self.generation = 0
+        self.current = start(0)
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            if self.current.proc.poll() is not None:
+                self.generation += 1
+                self.restarts += 1
+                time.sleep(1.0)  # RestartSec
+                self.current = self._start(self.generation)
+            time.sleep(0.2)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self.current.stop()
 
 
 def worker_is_ready(redis_url: str, node: str) -> bool:
