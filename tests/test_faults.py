@@ -171,7 +171,7 @@ def test_the_fleet_survives_faults_under_load(db: psycopg.Connection, settings: 
                     db.execute("SELECT count(*) FROM messages WHERE status IN ('answered', 'merged')").fetchone()[0]
                     == sent
                 ),
-                150,
+                360,
                 f"all {sent} messages answered",
                 interval=0.5,
             )
@@ -221,7 +221,9 @@ def test_the_fleet_survives_faults_under_load(db: psycopg.Connection, settings: 
     # Within the budget all along.
     assert 0 < watch.peak <= connection_budget(load_settings()).total
     # Recovered without a person, and each fault left a trace.
-    assert inbound.restarts == 1
+    # The killed main process is restarted by the supervisor; a Redis restart can also make the worker exit
+    # ("Unrecoverable error" in kombu while closing its channel): the supervisor brings it back the same way.
+    assert inbound.restarts >= 1
     worker_logs = "".join(path.read_text(errors="replace") for path in logs.glob("inbound-*.log"))
     assert "exited with 'signal 9 (SIGKILL)'" in worker_logs
     assert "Connection to broker lost" in worker_logs or "Cannot connect to redis" in worker_logs

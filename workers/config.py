@@ -31,6 +31,8 @@ def transport_options(settings: Settings, worker_type: WorkerType | None) -> dic
         "unacked_key": f"unacked:{suffix}",
         "unacked_index_key": f"unacked_index:{suffix}",
         "unacked_mutex_key": f"unacked_mutex:{suffix}",
+        # The restore mutex is held for milliseconds; if its holder dies, do not block recovery for 5 minutes.
+        "unacked_mutex_expire": 60,
         "socket_keepalive": True,
         "health_check_interval": 25,
     }
