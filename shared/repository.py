@@ -226,27 +226,8 @@ class Repository:
         a key wins. Unchanged rows are not rewritten, so a repeated sync leaves the table untouched.
         """
         conflict_cols = tuple(conflict or self.key)
-        valid = [dict(row) for row in rows] if validated else [self.validate(row) for row in rows]
         result = UpsertResult()
-        if not valid:
-            return result
-        for name in {name for row in valid for name in row} | set(conflict_cols):
-            self._column(name)
-        missing = [name for name in conflict_cols if any(name not in row for row in valid)]
-        if missing:
-            raise ValidationFailedError(
-                self.table, [(name, "required for upsert") for name in missing], table=self.table, operation="upsert"
-            )
-        deduped = list({tuple(row[c] for c in conflict_cols): row for row in valid}.values())
-        # Rows that name different columns go in separate statements: a column a row leaves out keeps its
-        # stored value (or its default), it is never overwritten with NULL.
-        groups: dict[tuple[str, ...], list[Row]] = {}
-        for row in deduped:
-            groups.setdefault(tuple(row), []).append(row)
-        for names, group in groups.items():
-            update_cols = [c for c in (update if update is not None else names) if c not in conflict_cols]
-            for name in update_cols:
-                self._column(name)
+        for names, update_cols, group in self._upsert_groups(rows, conflict_cols, update, validated):
             statement = self._upsert_statement(names, conflict_cols, update_cols)
             for start in range(0, len(group), MAX_BATCH):
                 batch = group[start : start + MAX_BATCH]
@@ -255,6 +236,37 @@ class Repository:
                     result.changed += int(row.pop("_changed"))
                     result.append(row)
         return result
+
+    def _upsert_groups(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        conflict_cols: tuple[str, ...],
+        update: Sequence[str] | None,
+        validated: bool,
+    ) -> list[tuple[tuple[str, ...], list[str], list[Row]]]:
+        """Validated rows, last one per key, grouped by the columns they name: (names, update columns, rows).
+
+        Rows that name different columns go in separate statements: a column a row leaves out keeps its
+        stored value (or its default), it is never overwritten with NULL.
+        """
+        valid = [dict(row) for row in rows] if validated else [self.validate(row) for row in rows]
+        for name in {name for row in valid for name in row} | set(conflict_cols):
+            self._column(name)
+        missing = [name for name in conflict_cols if any(name not in row for row in valid)]
+        if missing:
+            raise ValidationFailedError(
+                self.table, [(name, "required for upsert") for name in missing], table=self.table, operation="upsert"
+            )
+        groups: dict[tuple[str, ...], list[Row]] = {}
+        for row in {tuple(row[c] for c in conflict_cols): row for row in valid}.values():
+            groups.setdefault(tuple(row), []).append(row)
+        prepared = []
+        for names, group in groups.items():
+            update_cols = [c for c in (update if update is not None else names) if c not in conflict_cols]
+            for name in update_cols:
+                self._column(name)
+            prepared.append((names, update_cols, group))
+        return prepared
 
     def copy_upsert(
         self,
@@ -272,18 +284,10 @@ class Repository:
         already passed every row through `validate`/`validate_many`, so it is not done twice.
         """
         conflict_cols = tuple(conflict or self.key)
-        valid = [dict(row) for row in rows] if validated else [self.validate(row) for row in rows]
-        deduped = list({tuple(row.get(c) for c in conflict_cols): row for row in valid}.values())
-        groups: dict[tuple[str, ...], list[Row]] = {}
-        for row in deduped:
-            groups.setdefault(tuple(row), []).append(row)
-        changed = 0
-        for names, group in groups.items():
-            for name in (*names, *conflict_cols):
-                self._column(name)
-            update_cols = [c for c in (update if update is not None else names) if c not in conflict_cols]
-            changed += self._copy_merge(names, conflict_cols, update_cols, group, conn)
-        return changed
+        return sum(
+            self._copy_merge(names, conflict_cols, update_cols, group, conn)
+            for names, update_cols, group in self._upsert_groups(rows, conflict_cols, update, validated)
+        )
 
     def _copy_merge(
         self,
