@@ -284,7 +284,9 @@ def cmd_health(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_health_server(args: argparse.Namespace, settings: Settings) -> int:
     """Serve /health, /health/<part> and /metrics until stopped."""
     from shared.health.server import make_server
+    from shared.sentry import init_sentry
 
+    init_sentry(settings, component="health")
     server = make_server(settings)
     print(f"health service on http://{settings.health.address}:{server.server_address[1]}/health", flush=True)
     try:
