@@ -234,4 +234,5 @@ def test_the_fleet_survives_faults_under_load(db: psycopg.Connection, settings: 
         + str(event.get("exception", ""))
         for event in events
     )
-    assert "SIGKILL" in messages or "WorkerLostError" in messages, "the killed child reached Sentry"
+    # Celery logs the lost child at ERROR ("Process %r pid:%r exited with %r"); Sentry's logging integration sends it.
+    assert "exited with" in messages or "WorkerLostError" in messages, "the killed child reached Sentry"
