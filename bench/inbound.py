@@ -36,6 +36,7 @@ from shared.budget import connection_budget
 from shared.migrate import upgrade
 from shared.pool import close_process_pool, open_process_pool
 from shared.settings import load_settings
+from tests.support.connections import ConnectionPeak
 from tests.support.processes import FleetProcess, wait_until
 from tests.support.seed import COMPANY, seed_salon
 
@@ -75,23 +76,6 @@ def paced(rate: float, seconds: float, chats: int, send: Any) -> float:
             n // chats + 1,
         )
     return started
-
-
-class ConnectionPeak(threading.Thread):
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.peak = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
-            while not self.stop.is_set():
-                row = conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'fleet-%%'"
-                    " AND application_name <> 'fleet-bench'"
-                ).fetchone()
-                self.peak = max(self.peak, row[0])
-                time.sleep(0.05)
 
 
 def bench_fleet(conn: psycopg.Connection, rate: float, seconds: float, chats: int, gateway: Any) -> dict[str, float]:
@@ -168,7 +152,7 @@ def run_benchmark(rates: list[float], seconds: float, chats: int, concurrency: i
         open_process_pool(role="bench", max_size=2, wait=True)
         seed_salon()
         close_process_pool()
-        peak = ConnectionPeak()
+        peak = ConnectionPeak(os.environ["DATABASE_URL"], own_role="bench")
         peak.start()
         with gateway_stand_in() as gateway:
             env = {

@@ -84,13 +84,18 @@ def bulk_upsert(conn: psycopg.Connection, rows: list[dict]) -> None:
         ClientRepository().bulk_upsert(rows, conflict=("company_id", "yclients_id"))
 
 
+def _copy_into_temp(conn: psycopg.Connection, table: str, rows: list[dict]) -> None:
+    """Binary COPY of the rows into a temporary copy of `clients`, dropped at commit."""
+    conn.execute(f"CREATE TEMP TABLE {table} (LIKE clients INCLUDING DEFAULTS) ON COMMIT DROP")
+    with conn.cursor().copy(f"COPY {table} ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(["bigint", "bigint", "text", "text", "text", "numeric", "integer"])
+        for row in rows:
+            copy.write_row([row[c] for c in COLUMNS])
+
+
 def copy_and_merge(conn: psycopg.Connection, rows: list[dict]) -> None:
     with conn.transaction():
-        conn.execute("CREATE TEMP TABLE incoming (LIKE clients INCLUDING DEFAULTS) ON COMMIT DROP")
-        with conn.cursor().copy(f"COPY incoming ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["bigint", "bigint", "text", "text", "text", "numeric", "integer"])
-            for row in rows:
-                copy.write_row([row[c] for c in COLUMNS])
+        _copy_into_temp(conn, "incoming", rows)
         conn.execute(
             f"INSERT INTO clients AS t ({', '.join(COLUMNS)}) SELECT {', '.join(COLUMNS)} FROM incoming"
             f" ON CONFLICT (company_id, yclients_id) DO UPDATE SET {MERGE_SET} WHERE {MERGE_CHANGED}"
@@ -99,11 +104,7 @@ def copy_and_merge(conn: psycopg.Connection, rows: list[dict]) -> None:
 
 def copy_alone(conn: psycopg.Connection, rows: list[dict]) -> None:
     with conn.transaction():
-        conn.execute("CREATE TEMP TABLE ceiling (LIKE clients INCLUDING DEFAULTS) ON COMMIT DROP")
-        with conn.cursor().copy(f"COPY ceiling ({', '.join(COLUMNS)}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(["bigint", "bigint", "text", "text", "text", "numeric", "integer"])
-            for row in rows:
-                copy.write_row([row[c] for c in COLUMNS])
+        _copy_into_temp(conn, "ceiling", rows)
 
 
 def timed(conn: psycopg.Connection, existing: int, rows: list[dict], path: Callable) -> float:

@@ -27,6 +27,7 @@ from shared.budget import connection_budget
 from shared.inbound.payload import TASK_NAME
 from shared.pool import close_process_pool, open_process_pool
 from shared.settings import Settings, load_settings
+from tests.support.connections import ConnectionPeak
 from tests.support.processes import FleetProcess, Supervised, wait_until
 from tests.support.redis_server import OwnRedis
 from tests.support.seed import COMPANY, seed_salon
@@ -70,28 +71,6 @@ class Producer(threading.Thread):
             time.sleep(1 / RATE)
 
 
-class ConnectionWatch(threading.Thread):
-    def __init__(self, conninfo: str) -> None:
-        super().__init__(daemon=True)
-        self.conninfo = conninfo
-        self.peak = 0
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.is_set():
-            try:
-                with psycopg.connect(self.conninfo, autocommit=True) as conn:
-                    while not self.stop.is_set():
-                        row = conn.execute(
-                            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE"
-                            " 'fleet-%%' AND application_name <> 'fleet-test'"
-                        ).fetchone()
-                        self.peak = max(self.peak, row[0])
-                        time.sleep(0.05)
-            except psycopg.Error:
-                time.sleep(0.2)  # our own connection was cut with the others
-
-
 def children_of(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True).stdout
     return [int(line) for line in out.split()]
@@ -132,7 +111,7 @@ def test_the_fleet_survives_faults_under_load(db: psycopg.Connection, settings: 
         )
         keys = FleetProcess(["worker", "keys", "--name", "keys@faults"], env, logs / "keys.log")
         beat = FleetProcess(["beat"], env, logs / "beat-0.log")
-        watch = ConnectionWatch(settings.database_conninfo)
+        watch = ConnectionPeak(settings.database_conninfo, own_role="test")
         producer = Producer(producer_app)
         try:
             wait_until(lambda: "ready." in inbound.current.output(), 30, "the inbound worker")

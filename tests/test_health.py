@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import redis
 import sentry_sdk
 from prometheus_client.parser import text_string_to_metric_families
 
+from ops.standins.serving import serving
 from shared.health.process_stats import publish
 from shared.health.report import build_report, store_and_alert
 from shared.health.server import make_server
@@ -59,12 +59,8 @@ def service(db: psycopg.Connection, health_settings: Settings, clean_redis: str)
     open_process_pool(role="test", max_size=2, wait=True)
     seed_salon()
     make_healthy(db)
-    server = make_server(health_settings, port=0)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with serving(make_server(health_settings, port=0)) as server:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     close_process_pool()
 
 

@@ -28,13 +28,12 @@ def define_report(module: str) -> Task:
     @app.task(name=f"{module}.report_process")
     def report_process() -> dict[str, Any]:
         """Publish this child's pool health and query metrics to Redis, where the health service reads them."""
-        import redis
-
         from shared.health.process_stats import publish
+        from shared.redis_clients import process_redis
 
         settings = get_settings()
         role = settings.worker_type.value if settings.worker_type else "worker"
-        client = redis.Redis.from_url(settings.redis_url.get_secret_value())
+        client = process_redis(settings.redis_url.get_secret_value())
         get_pool()  # a child that has run nothing yet still reports its (idle) pool
         return publish(client, role, settings.health.pool_report_ttl_seconds, force=True) or {}
 

@@ -57,11 +57,13 @@ def _publish_process_stats(**_: Any) -> None:
     import redis
 
     from shared.health.process_stats import publish
+    from shared.redis_clients import process_redis
 
     settings = get_settings()
     try:
-        client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=2)
-        publish(client, worker_role(), settings.health.pool_report_ttl_seconds)
+        publish(
+            process_redis(settings.redis_url.get_secret_value()), worker_role(), settings.health.pool_report_ttl_seconds
+        )
     except redis.RedisError as exc:  # monitoring must never fail a task
         log.warning("could not publish process stats: %s", type(exc).__name__)
 

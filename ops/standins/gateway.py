@@ -8,7 +8,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
+
+from ops.standins.serving import serving
 
 
 @dataclass(frozen=True)
@@ -66,15 +68,9 @@ def gateway_stand_in(port: int = 0) -> Iterator[GatewayStandIn]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/send"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler, port) as server:
+        state.url = f"http://127.0.0.1:{server.server_address[1]}/send"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def main() -> None:

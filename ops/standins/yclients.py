@@ -24,6 +24,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 from zoneinfo import ZoneInfo
 
+from ops.standins.serving import serving
+
 ACCEPT = "application/vnd.yclients.v2+json"
 LIMIT_MESSAGE = "Превышен лимит запросов"
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -383,15 +385,9 @@ def make_handler(state: YClientsStandIn) -> type[BaseHTTPRequestHandler]:
 def yclients_stand_in(*salons: Salon, port: int = 0, **options: Any) -> Iterator[YClientsStandIn]:
     """Serve the salons on a local port (a free one by default) for the duration of the block."""
     state = YClientsStandIn({salon.id: salon for salon in salons}, **options)
-    server = ThreadingHTTPServer(("127.0.0.1", port), make_handler(state))
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/api/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(make_handler(state), port) as server:
+        state.url = f"http://127.0.0.1:{server.server_address[1]}/api/v1"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def main() -> None:

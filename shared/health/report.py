@@ -13,6 +13,7 @@ from psycopg.types.json import Jsonb
 from shared.db import run, transaction
 from shared.health import checks
 from shared.health.checks import Component, safely, worst
+from shared.redis_clients import process_redis
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ CHECK_PREFIX = "fleet:"
 
 
 def redis_client(settings: Settings) -> redis.Redis:
-    return redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
+    return process_redis(settings.redis_url.get_secret_value())
 
 
 def components(settings: Settings, client: redis.Redis) -> dict[str, Component]:

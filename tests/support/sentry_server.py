@@ -8,8 +8,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from ops.standins.serving import serving
 
 
 @dataclass
@@ -58,11 +60,5 @@ def sentry_stand_in() -> Iterator[tuple[str, RecordedEnvelopes]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(Handler) as server:
         yield f"http://public@127.0.0.1:{server.server_address[1]}/1", recorded
-    finally:
-        server.shutdown()
-        server.server_close()
