@@ -47,6 +47,7 @@ def _aware(value: datetime) -> datetime:
 
 
 Phone = Annotated[str, AfterValidator(_phone)]
+E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]  # a stored chat id: checked, not re-parsed
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 
 

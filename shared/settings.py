@@ -130,6 +130,12 @@ class InboundSettings(BaseModel):
 
     burst_window_seconds: float = Field(default=2.0, ge=0, le=60, description="quiet time before answering")
     max_attempts: int = Field(default=3, ge=1, description="answering attempts before a dead letter")
+    sent_at_max_age_hours: float = Field(
+        default=48.0, gt=0, description="an older sent_at is replaced by the receive time (original kept)"
+    )
+    sent_at_max_ahead_seconds: float = Field(
+        default=300.0, ge=0, description="a sent_at further in the future is replaced by the receive time"
+    )
     max_text_chars: int = Field(default=16_384, ge=1)
     lock_timeout_ms: int = Field(default=10_000, ge=100, description="wait for another worker's drain")
     sweep_grace_seconds: float = Field(default=30.0, ge=1, description="age after which the sweep re-drives")
@@ -245,6 +251,9 @@ class Settings(BaseSettings):
     workers: WorkersSettings = WorkersSettings()
     pool: PoolSettings = PoolSettings()
     budget: BudgetSettings = BudgetSettings()
+    broker_max_message_bytes: int = Field(
+        default=1_048_576, ge=65_536, description="a larger queue entry is kept as a dead letter, never decoded"
+    )
     heartbeat_seconds: float = Field(default=60.0, gt=0)
     slow_query_ms: float = Field(default=1000.0, gt=0, description="statements slower than this are logged")
 

@@ -58,9 +58,9 @@ def merge_replies(texts: list[str]) -> str:
 
 
 def _pending(company_id: int, chat_id: str, conn: Connection) -> list[dict[str, Any]]:
+    """Only columns that always load (ids, counters, flags): the attempt is counted before any content is read."""
     return run(
-        "SELECT id, chat_seq, body, media, sent_at, received_at, attempts, error,"
-        " received_at > now() - make_interval(secs => %s) AS fresh"
+        "SELECT id, chat_seq, attempts, error, received_at > now() - make_interval(secs => %s) AS fresh"
         " FROM messages WHERE company_id = %s AND chat_id = %s AND status = 'pending'"
         " ORDER BY sent_at, chat_seq",
         (get_settings().inbound.burst_window_seconds, company_id, chat_id),
@@ -70,20 +70,41 @@ def _pending(company_id: int, chat_id: str, conn: Connection) -> list[dict[str, 
     )
 
 
+def _contents(ids: list[int], conn: Connection) -> dict[int, dict[str, Any]]:
+    rows = run(
+        "SELECT id, body, media FROM messages WHERE id = ANY(%s)",
+        (ids,),
+        table="messages",
+        operation="select",
+        conn=conn,
+    )
+    return {row["id"]: row for row in rows}
+
+
 def _dead_letter_exhausted(company_id: int, chat_id: str, rows: list[dict[str, Any]], conn: Connection) -> list[int]:
     ids = [row["id"] for row in rows]
-    run(
-        "UPDATE messages SET status = 'failed' WHERE id = ANY(%s)",
+    # As text, so a value Python cannot load (a year 20000, say) is still kept with the dead letter.
+    texts = run(
+        "UPDATE messages SET status = 'failed' WHERE id = ANY(%s)"
+        " RETURNING id, body, media::text AS media, sent_at::text AS sent_at",
         (ids,),
         table="messages",
         operation="update",
         conn=conn,
     )
+    content = {row["id"]: row for row in texts}
     for row in rows:
         record_dead_letter(
             "inbound.answer",
             f"answering failed {row['attempts']} times: {row['error'] or 'worker lost'}",
-            {"message_id": row["id"], "chat_id": chat_id, "chat_seq": row["chat_seq"], "text": row["body"]},
+            {
+                "message_id": row["id"],
+                "chat_id": chat_id,
+                "chat_seq": row["chat_seq"],
+                "text": content[row["id"]]["body"],
+                "media": content[row["id"]]["media"],
+                "sent_at": content[row["id"]]["sent_at"],
+            },
             error_type="AnswerFailed",
             company_id=company_id,
             reference=f"message:{row['id']}",
@@ -101,8 +122,10 @@ def _answer(company_id: int, chat_id: str, batch: list[dict[str, Any]], conn: Co
     tools = SalonTools(company, client, now)
     state, data = context["state"], context["data"]
     texts = []
+    contents = _contents([message["id"] for message in batch], conn)
     for message in batch:
-        turn = Turn(company, client, message["body"], message["media"], state, data, now)
+        content = contents[message["id"]]
+        turn = Turn(company, client, content["body"], content["media"], state, data, now)
         reply: Reply = assistant().reply(turn, tools)
         state, data = reply.state, reply.data
         texts.append(reply.text)

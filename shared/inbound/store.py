@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from psycopg.types.json import Jsonb
 
 from shared.db import run, transaction
-from shared.errors import NotFoundError
+from shared.errors import NotFoundError, TransientError
 from shared.inbound.payload import InboundPayload
+from shared.settings import InboundSettings, get_settings
 
 STORE_LOCK = 1  # advisory lock class: assigning the next sequence number of one chat
 
@@ -24,21 +27,45 @@ class UnknownCompanyError(NotFoundError):
     """The payload names a company the fleet does not serve."""
 
 
+class ConflictingRepeatError(ValueError):
+    """A gateway message id already stored with other content: not a re-delivery, so not dropped silently."""
+
+
+def settle_sent_at(sent_at: datetime, received_at: datetime, settings: InboundSettings) -> tuple[datetime, str | None]:
+    """`sent_at` inside the window, else the receive time and a note that keeps the original.
+
+    A clock that is hours off (or a year 9999) must neither drop the client's message nor sort it before or
+    after the rest of the chat forever; the receive time keeps it in the order it arrived.
+    """
+    earliest = received_at - timedelta(hours=settings.sent_at_max_age_hours)
+    latest = received_at + timedelta(seconds=settings.sent_at_max_ahead_seconds)
+    if earliest <= sent_at <= latest:
+        return sent_at, None
+    side = "before" if sent_at < earliest else "after"
+    return received_at, (
+        f"sent_at {sent_at.isoformat()} is {side} the accepted window ({settings.sent_at_max_age_hours:g} h back,"
+        f" {settings.sent_at_max_ahead_seconds:g} s ahead); stored with the receive time"
+    )
+
+
+def _same_content(stored: dict[str, Any], message: InboundPayload) -> bool:
+    media = message.media.model_dump() if message.media else None
+    return stored["chat_id"] == message.chat_id and stored["body"] == message.text and stored["media"] == media
+
+
 def chat_key(company_id: int, chat_id: str) -> str:
     return f"{company_id}:{chat_id}"
 
 
 def store_message(message: InboundPayload) -> StoredMessage:
     """Insert the message with the next per-chat sequence; a re-delivery returns the stored row unchanged."""
+    received_at = datetime.now(UTC)
+    sent_at, window_note = settle_sent_at(message.sent_at, received_at, get_settings().inbound)
+    notes = message.input_notes + ([window_note] if window_note else [])
     with transaction():
-        existing = run(
-            "SELECT id, chat_seq FROM messages WHERE company_id = %s AND gateway_message_id = %s",
-            (message.company_id, message.gateway_message_id),
-            table="messages",
-            operation="select",
-        )
-        if existing:
-            return StoredMessage(existing[0]["id"], existing[0]["chat_seq"], duplicate=True)
+        existing = _stored(message)
+        if existing is not None:
+            return existing
         if not run(
             "SELECT 1 FROM companies WHERE id = %s AND deleted_at IS NULL",
             (message.company_id,),
@@ -55,9 +82,9 @@ def store_message(message: InboundPayload) -> StoredMessage:
         )
         rows = run(
             """
-            INSERT INTO messages (company_id, chat_id, gateway_message_id, chat_seq, body, media, sent_at)
+            INSERT INTO messages (company_id, chat_id, gateway_message_id, chat_seq, body, media, sent_at, input_notes)
             SELECT %(company_id)s, %(chat_id)s, %(gateway_message_id)s, coalesce(max(chat_seq), 0) + 1,
-                   %(body)s, %(media)s, %(sent_at)s
+                   %(body)s, %(media)s, %(sent_at)s, %(notes)s
               FROM messages WHERE company_id = %(company_id)s AND chat_id = %(chat_id)s
             ON CONFLICT (company_id, gateway_message_id) DO NOTHING
             RETURNING id, chat_seq
@@ -68,17 +95,33 @@ def store_message(message: InboundPayload) -> StoredMessage:
                 "gateway_message_id": message.gateway_message_id,
                 "body": message.text,
                 "media": Jsonb(message.media.model_dump()) if message.media else None,
-                "sent_at": message.sent_at,
+                "sent_at": sent_at,
+                "notes": notes,
             },
             table="messages",
             operation="insert",
         )
         if not rows:  # a concurrent delivery of the same message won the race
-            again = run(
-                "SELECT id, chat_seq FROM messages WHERE company_id = %s AND gateway_message_id = %s",
-                (message.company_id, message.gateway_message_id),
-                table="messages",
-                operation="select",
-            )
-            return StoredMessage(again[0]["id"], again[0]["chat_seq"], duplicate=True)
+            again = _stored(message)
+            if again is None:  # its transaction rolled back after ours waited on it: store again on retry
+                raise TransientError("messages: a concurrent delivery rolled back", table="messages")
+            return again
         return StoredMessage(rows[0]["id"], rows[0]["chat_seq"], duplicate=False)
+
+
+def _stored(message: InboundPayload) -> StoredMessage | None:
+    """The earlier delivery of this message id, if any; other content under the same id is refused."""
+    rows = run(
+        "SELECT id, chat_seq, chat_id, body, media FROM messages WHERE company_id = %s AND gateway_message_id = %s",
+        (message.company_id, message.gateway_message_id),
+        table="messages",
+        operation="select",
+    )
+    if not rows:
+        return None
+    if not _same_content(rows[0], message):
+        raise ConflictingRepeatError(
+            f"gateway_message_id already stored as message {rows[0]['id']} with other content"
+            " (chat, text or media differ); this copy is kept here, the stored one is answered"
+        )
+    return StoredMessage(rows[0]["id"], rows[0]["chat_seq"], duplicate=True)
