@@ -78,6 +78,12 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             }
             for module in ("inbound", "yclients", "keys", "backups")
         },
+        # Dead letters parked in Redis (refused broker messages, or written while PostgreSQL was away) filed.
+        "dead-letters-file-spool": {
+            "task": "workers.health.file_dead_letter_spool",
+            "schedule": crontab(minute="*"),
+            "options": {"expires": 50},
+        },
         # Chats whose drain was lost and replies still pending are driven again.
         "inbound-sweep": {
             "task": "workers.inbound.sweep",

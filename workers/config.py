@@ -64,6 +64,7 @@ def build_celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": Queue.MAINTENANCE.value,
         "task_create_missing_queues": False,
         "task_routes": (route_task,),
+        "worker_consumer": "workers.broker:GuardedConsumer",
         "worker_send_task_events": True,
         "task_send_sent_event": True,
         "worker_max_tasks_per_child": 1000,

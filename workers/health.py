@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Task
 
+from shared.dead_letters import file_spooled
 from shared.health.report import build_report, prune_history, redis_client, store_and_alert
 from shared.pool import get_pool
 from shared.probe import record_heartbeat
@@ -28,3 +29,13 @@ def collect() -> dict[str, Any]:
     changed = store_and_alert(report)
     prune_history()
     return {"status": report["status"], "changed": changed}
+
+
+@app.task(name="workers.health.file_dead_letter_spool")
+def file_dead_letter_spool() -> int:
+    """Move dead letters parked in Redis into the table, where operators and the health report see them."""
+    filed = total = file_spooled()
+    while filed:
+        filed = file_spooled()
+        total += filed
+    return total

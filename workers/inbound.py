@@ -6,16 +6,13 @@ import logging
 from typing import Any
 
 from celery import Task
-from pydantic import ValidationError
 
-from shared.dead_letters import record_dead_letter
 from shared.errors import TransientError
 from shared.gateway import GatewayClient
 from shared.inbound.drain import chats_needing_a_drain, drain_chat
-from shared.inbound.payload import InboundPayload
-from shared.inbound.store import UnknownCompanyError, store_message
+from shared.inbound.receive import receive, reject
+from shared.models import E164, PositiveId
 from shared.outbox import backoff_seconds, deliver, due_outbox_ids, next_in_chat
-from shared.repository import pydantic_errors
 from shared.settings import get_settings
 from workers.app import app
 from workers.ping import define_ping, define_report
@@ -35,63 +32,38 @@ def gateway() -> GatewayClient:
     return _gateway
 
 
-def _reference(payload: Any) -> tuple[int | None, str | None]:
-    if not isinstance(payload, dict):
-        return None, None
-    company = payload.get("company_id")
-    message_id = payload.get("gateway_message_id")
-    return (company if isinstance(company, int) else None), (str(message_id)[:200] if message_id else None)
-
-
-@app.task(name="workers.inbound.receive_message", bind=True, reject_on_worker_lost=True, max_retries=10)
+@app.task(
+    name="workers.inbound.receive_message",
+    bind=True,
+    reject_on_worker_lost=True,
+    max_retries=10,
+    dead_letter_on_failure=True,
+)
 def receive_message(self: Task, payload: Any = None, **unexpected: Any) -> str:
     """Store the message first, then schedule its chat's drain after the burst window."""
-    company, reference = _reference(payload)
-    if unexpected:
-        record_dead_letter(
-            "inbound.receive",
-            f"unexpected task arguments: {sorted(unexpected)}",
-            {"payload": payload, "unexpected": unexpected},
-            error_type="InvalidPayload",
-            company_id=company,
-            reference=reference,
-        )
-        return "rejected"
     try:
-        message = InboundPayload.model_validate(payload)
-    except ValidationError as exc:
-        reason = "invalid payload: " + "; ".join(f"{field}: {problem}" for field, problem in pydantic_errors(exc))
-        record_dead_letter(
-            "inbound.receive", reason, payload, error_type="InvalidPayload", company_id=company, reference=reference
-        )
-        return "rejected"
-    try:
-        stored = store_message(message)
-    except UnknownCompanyError as exc:
-        record_dead_letter(
-            "inbound.receive", str(exc), payload, error_type="UnknownCompany", company_id=company, reference=reference
-        )
-        return "rejected"
+        received = receive(payload, unexpected, task_id=self.request.id)
     except TransientError as exc:
         if self.request.retries >= self.max_retries:
-            record_dead_letter(
-                "inbound.receive",
-                f"could not store after {self.request.retries} retries: {exc}",
+            reject(
                 payload,
-                error_type="TransientError",
-                company_id=company,
-                reference=reference,
+                f"could not store after {self.request.retries} retries: {exc}",
+                "TransientError",
+                task_id=self.request.id,
             )
             return "dead-lettered"
         raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from None
-    drain_chat_task.apply_async(
-        (message.company_id, message.chat_id), countdown=get_settings().inbound.burst_window_seconds
-    )
-    return "duplicate" if stored.duplicate else "stored"
+    if received.outcome != "rejected":
+        drain_chat_task.apply_async(
+            (received.company_id, received.chat_id), countdown=get_settings().inbound.burst_window_seconds
+        )
+    return received.outcome
 
 
-@app.task(name="workers.inbound.drain_chat", bind=True, reject_on_worker_lost=True, max_retries=8)
-def drain_chat_task(self: Task, company_id: int, chat_id: str, isolate: bool = False) -> dict[str, Any]:
+@app.task(
+    name="workers.inbound.drain_chat", bind=True, reject_on_worker_lost=True, max_retries=8, dead_letter_on_failure=True
+)
+def drain_chat_task(self: Task, company_id: PositiveId, chat_id: E164, isolate: bool = False) -> dict[str, Any]:
     """Answer the chat's pending messages; a failing burst is retried one message at a time."""
     try:
         result = drain_chat(company_id, chat_id, isolate=isolate)
@@ -102,7 +74,8 @@ def drain_chat_task(self: Task, company_id: int, chat_id: str, isolate: bool = F
         raise self.retry(
             exc=exc,
             countdown=min(2**self.request.retries, 30),
-            kwargs={"company_id": company_id, "chat_id": chat_id, "isolate": isolate_next},
+            args=(company_id, chat_id, isolate_next),  # positional, as sent: Celery merges these with the request's
+            kwargs={},
         ) from None
     for outbox_id in result.outbox_ids:
         deliver_reply.delay(outbox_id)
@@ -111,8 +84,14 @@ def drain_chat_task(self: Task, company_id: int, chat_id: str, isolate: bool = F
     return {"answered": len(result.answered), "dead_lettered": len(result.dead_lettered), "unsettled": result.unsettled}
 
 
-@app.task(name="workers.inbound.deliver_reply", bind=True, reject_on_worker_lost=True, max_retries=12)
-def deliver_reply(self: Task, outbox_id: int) -> str:
+@app.task(
+    name="workers.inbound.deliver_reply",
+    bind=True,
+    reject_on_worker_lost=True,
+    max_retries=12,
+    dead_letter_on_failure=True,
+)
+def deliver_reply(self: Task, outbox_id: PositiveId) -> str:
     """Send one reply to the gateway; on success, hand the chat's next reply on."""
     settings = get_settings().gateway
     status = deliver(outbox_id, gateway(), settings)

@@ -32,6 +32,19 @@ QUEUE_OF_MODULE: dict[str, Queue] = {
 TASK_MODULES: tuple[str, ...] = tuple(QUEUE_OF_MODULE)
 
 
+def task_modules_of(worker_type: WorkerType | None) -> tuple[str, ...]:
+    """The task modules a process imports: a worker only its own queue's, anyone else (producers, beat) all."""
+    if worker_type is None:
+        return TASK_MODULES
+    queue = QUEUE_OF_WORKER[worker_type]
+    return tuple(module for module, module_queue in QUEUE_OF_MODULE.items() if module_queue is queue)
+
+
+def task_allowed(task_name: str, worker_type: WorkerType) -> bool:
+    """Whether a worker of this type may run the task: only its own modules' tasks, never Celery's built-ins."""
+    return task_name.rpartition(".")[0] in task_modules_of(worker_type)
+
+
 class UnroutedTask(LookupError):
     """A task name that belongs to no worker module: it would sit in a queue nobody consumes."""
 

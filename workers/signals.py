@@ -10,18 +10,32 @@ from celery import Task
 from celery.signals import (
     beat_init,
     celeryd_init,
+    task_internal_error,
     task_postrun,
     task_prerun,
+    worker_init,
     worker_process_init,
     worker_process_shutdown,
 )
+from celery.worker import control
 
 from shared.pool import close_process_pool, open_process_pool
 from shared.sentry import init_sentry
 from shared.settings import get_settings
-from workers.queues import queue_for_task
+from workers.queues import queue_for_task, task_allowed
 
 log = logging.getLogger(__name__)
+
+# Remote control the fleet uses: readiness pings and Flower's views, events, revoke and a warm shutdown.
+# Everything else is removed from the worker: above all add_consumer (a worker taking another type's queue),
+# pool and limit changes, and the memory and config dumps.
+REMOTE_CONTROL = frozenset(
+    {
+        "ping", "hello", "clock", "heartbeat", "stats", "report", "registered", "dump_tasks", "active_queues",
+        "active", "dump_active", "reserved", "dump_reserved", "scheduled", "dump_schedule", "revoked",
+        "dump_revoked", "query_task", "enable_events", "disable_events", "revoke", "terminate", "shutdown",
+    }
+)  # fmt: skip
 
 
 def worker_role() -> str:
@@ -33,6 +47,21 @@ def worker_role() -> str:
 def _init_worker_main(**_: Any) -> None:
     # Sentry's transport thread restarts itself in each forked child, so one init here covers them all.
     init_sentry(get_settings(), component=worker_role())
+
+
+@worker_init.connect
+def _accept_only_own_work(sender: Any = None, **_: Any) -> None:
+    """Before the consumer starts: unregister every task of other worker types and unused remote control."""
+    worker_type = get_settings().worker_type
+    if worker_type is None:
+        log.warning("worker started without a worker type (use `fleet worker TYPE`): it accepts every task")
+        return
+    tasks = sender.app.tasks
+    for name in [name for name in tasks if not task_allowed(name, worker_type)]:
+        tasks.unregister(name)
+    for command in [command for command in control.Panel.data if command not in REMOTE_CONTROL]:
+        del control.Panel.data[command]
+    log.info("%s worker accepts %s", worker_type.value, ", ".join(sorted(tasks)))
 
 
 @beat_init.connect
@@ -49,6 +78,27 @@ def _open_child_pool(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _close_child_pool(**_: Any) -> None:
     close_process_pool()
+
+
+@task_internal_error.connect
+def _keep_what_celery_could_not_run(
+    sender: Task | None = None,
+    task_id: str | None = None,
+    args: Any = None,
+    kwargs: Any = None,
+    exception: Any = None,
+    **_: Any,
+) -> None:
+    """A message Celery failed on outside the task body (its arguments are not a list and a mapping) is acked."""
+    from shared.dead_letters import record_dead_letter
+
+    record_dead_letter(
+        f"task.{getattr(sender, 'name', 'unknown')}",
+        f"Celery could not run the message: {type(exception).__name__}: {exception}",
+        {"args": args, "kwargs": kwargs},
+        error_type="InvalidTaskMessage",
+        task_id=task_id,
+    )
 
 
 @task_postrun.connect

@@ -1,0 +1,274 @@
+"""The worker's side of the broker: a message it cannot decode or must not run is kept, never fatal.
+
+Kombu's Redis transport decodes each popped message in the worker's event loop; a value that is not JSON,
+or JSON that is not a kombu envelope, raises there and ends the whole worker with "Unrecoverable error"
+(celery issue 4308). The channel below decodes each message itself first and parks what fails in the
+dead-letter spool (`shared.dead_letters.SPOOL_KEY`) with the reason, then goes on consuming.
+
+The consumer then refuses, and keeps, every decoded message it must not run: a task of another worker type or
+one of Celery's canvas built-ins (`task_allowed`), an ETA further ahead than the queue's visibility timeout
+(Redis would deliver it again while it waits), and messages Celery itself cannot read or has no task for.
+
+Both classes reach into kombu and Celery internals (`_brpop_read`, `_get`, `_callbacks`, the consumer's
+`on_*` hooks); the versions they were written against are pinned in pyproject.toml and the broker tests
+exercise every path.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from celery.worker.consumer import Consumer
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import redis as kombu_redis
+from kombu.utils.json import loads
+
+from shared.dead_letters import dead_letter_row, spool
+from shared.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+RawDeliver = Callable[[dict[str, Any]], Any]
+KEPT_END = 50_000  # bytes kept from each end of an oversized queue entry
+
+
+def park(source: str, reason: str, payload: Any, *, error_type: str, task_id: Any = None) -> None:
+    """Keep a refused broker message in the spool; never raises (the event loop must go on)."""
+    try:
+        row = dead_letter_row(source, reason, payload, error_type=error_type, task_id=task_id)
+        spool(row)
+    except Exception:  # the last line of defence: log it, and keep consuming
+        log.exception("could not park a refused broker message from %s", source)
+
+
+def _park_undecodable(queue: str, exc: Exception, raw: Any) -> None:
+    park(
+        f"broker.{queue}",
+        f"undecodable broker message: {type(exc).__name__}: {str(exc)[:300]}",
+        {"queue": queue, "raw": raw},
+        error_type="UndecodableMessage",
+    )
+
+
+class QuarantiningChannel(kombu_redis.Channel):
+    """A Redis channel that parks undecodable messages instead of raising into the event loop."""
+
+    def _decode(self, raw: bytes, queue: str) -> dict[str, Any] | None:
+        limit = get_settings().broker_max_message_bytes
+        if len(raw) > limit:
+            # kombu writes the headers (task id and name) after the body: keep both ends of the entry.
+            park(
+                f"broker.{queue}",
+                f"broker message of {len(raw)} bytes is over the {limit}-byte limit; not decoded",
+                {"queue": queue, "bytes": len(raw), "raw_head": raw[:KEPT_END], "raw_tail": raw[-KEPT_END:]},
+                error_type="OversizedMessage",
+            )
+            return None
+        try:
+            return loads(raw.decode("utf-8"))
+        except Exception as exc:  # noqa: BLE001  (any decoding failure is this message's, not the worker's)
+            _park_undecodable(queue, exc, raw)
+            return None
+
+    def _checked(self, envelope: Any, queue: str) -> bool:
+        try:
+            self._check_envelope(envelope)
+        except Exception as exc:  # noqa: BLE001  (a broken envelope is this message's fault, not the worker's)
+            _park_undecodable(queue, exc, envelope)
+            return False
+        return True
+
+    def _check_envelope(self, envelope: Any) -> None:
+        """Build the kombu message once, as the consumer will: whatever would fail there fails here."""
+        if not isinstance(envelope, dict):
+            raise TypeError(f"a kombu envelope is a JSON object, not {type(envelope).__name__}")
+        message = self.Message(envelope, channel=self)
+        if not isinstance(message.delivery_tag, str):
+            raise TypeError("properties.delivery_tag is not a string")
+        delivery = envelope["properties"].get("delivery_info")
+        if not isinstance(delivery, dict) or not all(
+            isinstance(delivery.get(k), str) for k in ("exchange", "routing_key")
+        ):
+            # kombu's unacked index needs both to restore the message after a worker is lost
+            raise TypeError("properties.delivery_info needs exchange and routing_key strings")
+
+    def _brpop_read(self, **options: Any) -> bool:
+        try:
+            try:
+                reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # the next poll reconnects
+                raise
+            if not reply:
+                raise kombu_redis.Empty()
+            key, raw = reply
+            queue = kombu_redis.bytes_to_str(key).rsplit(self.sep, 1)[0]
+            self._queue_cycle.rotate(queue)
+            envelope = self._decode(raw, queue)
+            if envelope is not None:
+                self.connection._deliver(envelope, queue)
+            return True
+        finally:
+            self._in_poll = None
+
+    def _get(self, queue: str) -> dict[str, Any]:
+        with self.conn_or_acquire() as client:
+            for priority in self.priority_steps:
+                while raw := client.rpop(self._q_for_pri(queue, priority)):
+                    envelope = self._decode(raw, queue)
+                    if envelope is not None and self._checked(envelope, queue):
+                        return envelope
+            raise kombu_redis.Empty()
+
+    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+        """Every delivery (queue or broadcast) passes the envelope check before kombu builds its message."""
+        tag = super().basic_consume(queue, *args, **kwargs)
+        deliver: RawDeliver = self.connection._callbacks[queue]
+
+        def checked(envelope: dict[str, Any]) -> Any:
+            return deliver(envelope) if self._checked(envelope, queue) else None
+
+        self.connection._callbacks[queue] = checked
+        return tag
+
+
+class QuarantiningTransport(kombu_redis.Transport):
+    Channel = QuarantiningChannel
+
+
+def use_quarantining_transport() -> None:
+    """Serve redis:// and rediss:// broker URLs with the transport above (kombu keeps its URL and TLS handling)."""
+    for scheme in ("redis", "rediss"):
+        TRANSPORT_ALIASES[scheme] = f"{__name__}:QuarantiningTransport"
+
+
+def _message_record(message: Any, body: Any = None) -> dict[str, Any]:
+    return {
+        "queue": (getattr(message, "delivery_info", None) or {}).get("routing_key"),
+        "headers": getattr(message, "headers", None),
+        "content_type": getattr(message, "content_type", None),
+        "content_encoding": getattr(message, "content_encoding", None),
+        "body": body if body is not None else getattr(message, "body", None),
+    }
+
+
+def _task_id(message: Any) -> Any:
+    headers = getattr(message, "headers", None)
+    return headers.get("id") if isinstance(headers, dict) else None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _within_limits(timelimit: Any, conf: Any) -> bool:
+    """A message may shorten its (hard, soft) time limits, never lengthen them past the worker type's."""
+    if not isinstance(timelimit, list | tuple) or len(timelimit) != 2:
+        return False
+    ceilings = (conf.task_time_limit, conf.task_soft_time_limit)
+    for value, ceiling in zip(timelimit, ceilings, strict=True):
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= (ceiling or value):
+            return False
+    return True
+
+
+class GuardedConsumer(Consumer):
+    """Celery's consumer, keeping every message it refuses and refusing what this worker must not run."""
+
+    def refusal(self, message: Any) -> tuple[str, str] | None:
+        """(error type, reason) when this worker must not run the message; None lets Celery go on."""
+        headers = message.headers
+        if not isinstance(headers, dict) or "task" not in headers:
+            return None  # Celery's own paths decide, and the hooks below keep what they refuse
+        name = headers["task"]
+        if not isinstance(name, str) or name not in self.app.tasks:
+            return "RefusedTask", f"task {str(name)[:200]!r} is not accepted by this worker type"
+        if not isinstance(headers.get("id"), str):
+            return "InvalidTaskMessage", "the task id header is missing or not a string"
+        now = datetime.now(UTC)
+        for header in ("eta", "expires"):
+            if headers.get(header) is not None and _parse_time(headers[header]) is None:
+                return "InvalidTaskMessage", f"the {header} header is not an ISO 8601 time"
+        timelimit = headers.get("timelimit")
+        if timelimit is not None and not _within_limits(timelimit, self.app.conf):
+            return "RefusedTask", "the timelimit header asks for more than this worker type's time limits"
+        eta = _parse_time(headers.get("eta"))
+        limit = self.app.conf.broker_transport_options.get("visibility_timeout", 3600)
+        if eta is not None and (eta - now).total_seconds() > limit:
+            return "RefusedTask", f"eta {eta.isoformat()} is more than the visibility timeout ({limit} s) ahead"
+        expires = _parse_time(headers.get("expires"))
+        if expires is not None and expires < now and getattr(self.app.tasks[name], "dead_letter_on_failure", False):
+            return "Expired", f"expired at {expires.isoformat()} before it was received"
+        return None
+
+    def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
+        handle = super().create_task_handler(*args, **kwargs)
+
+        def guarded(message: Any) -> Any:
+            try:
+                refused = self.refusal(message)
+                if refused is None:
+                    return handle(message)
+            except Exception as exc:  # one message's fault must not end the event loop
+                log.exception("a task message could not be handled")
+                refused = "InvalidTaskMessage", f"message could not be handled: {type(exc).__name__}: {str(exc)[:300]}"
+            error_type, reason = refused
+            park("broker.refused", reason, _message_record(message), error_type=error_type, task_id=_task_id(message))
+            try:
+                message.reject_log_error(log, self.connection_errors)
+            except Exception:  # noqa: BLE001  (already acknowledged or rejected by the failed handler)
+                log.warning("refused message was already settled")
+            return None
+
+        return guarded
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        park(
+            "broker.decode",
+            f"message body cannot be decoded: {type(exc).__name__}: {str(exc)[:300]}",
+            _message_record(message),
+            error_type="UndecodableMessage",
+            task_id=_task_id(message),
+        )
+        super().on_decode_error(message, exc)
+
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        park(
+            "broker.unknown",
+            "message is not a Celery task message",
+            _message_record(message, body),
+            error_type="UnknownMessage",
+            task_id=_task_id(message),
+        )
+        super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        park(
+            "broker.refused",
+            f"task is not accepted by this worker type: {str(exc)[:200]}",
+            _message_record(message, body),
+            error_type="RefusedTask",
+            task_id=_task_id(message),
+        )
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        park(
+            "broker.invalid",
+            f"invalid task message: {type(exc).__name__}: {str(exc)[:300]}",
+            _message_record(message, body),
+            error_type="InvalidTaskMessage",
+            task_id=_task_id(message),
+        )
+        super().on_invalid_task(body, message, exc)
