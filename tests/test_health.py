@@ -15,6 +15,7 @@ import sentry_sdk
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops.standins.serving import serving
+from shared.dead_letters import SPOOL_KEY
 from shared.health.process_stats import publish
 from shared.health.report import build_report, store_and_alert
 from shared.health.server import make_server
@@ -107,6 +108,16 @@ def test_a_backed_up_queue_makes_queues_and_the_whole_fleet_unhealthy(service: s
     status, body = get(service + "/health")
     assert status == 503
     assert json.loads(body)["components"]["queues"]["problems"] == ["1000 messages waiting in inbound"]
+
+
+def test_dead_letters_waiting_in_the_spool_are_a_warning_and_a_metric(service: str, clean_redis: str) -> None:
+    redis.Redis.from_url(clean_redis).lpush(SPOOL_KEY, *[b"{}"] * 100)
+    status, body = get(service + "/health/queues")
+    assert status == 200, "a warning, not an outage"
+    assert json.loads(body)["dead_letter_spool"] == 100
+    assert "100 dead letters parked in Redis" in json.loads(body)["problems"][0]
+    _, metrics = get(service + "/metrics")
+    assert "fleet_dead_letter_spool 100.0" in metrics
 
 
 def test_a_stale_backup_is_unhealthy(service: str, db: psycopg.Connection) -> None:

@@ -9,6 +9,7 @@ import redis
 
 from shared.budget import connection_budget
 from shared.db import run
+from shared.dead_letters import SPOOL_KEY
 from shared.errors import DataLayerError
 from shared.health.process_stats import read_all
 from shared.settings import Settings
@@ -126,6 +127,10 @@ def check_queues(settings: Settings, client: redis.Redis) -> Component:
     component = Component("queues")
     depths = queue_depths(client)
     component.details["queues"] = depths
+    spooled = int(client.llen(SPOOL_KEY))
+    component.details["dead_letter_spool"] = spooled
+    if spooled >= settings.health.queue_warning:
+        component.flag("warning", f"{spooled} dead letters parked in Redis, not yet filed (is the keys worker up?)")
     for queue in Queue:
         waiting = depths[queue.value]["waiting"]
         if waiting >= settings.health.queue_unhealthy:

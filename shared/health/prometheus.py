@@ -45,6 +45,10 @@ def render(report: dict[str, Any], metrics: dict[str, Any]) -> bytes:
             statements.labels(process, kind).set(figures["count"])
         if snapshot.get("percentiles_ms", {}).get("p95") is not None:
             p95.labels(process).set(snapshot["percentiles_ms"]["p95"])
+    if "dead_letter_spool" in parts.get("queues", {}):
+        gauge("fleet_dead_letter_spool", "dead letters parked in Redis, not yet filed").set(
+            parts["queues"]["dead_letter_spool"]
+        )
     outbox = parts.get("outbox", {})
     if "pending" in outbox:
         gauge("fleet_outbox_pending", "replies waiting for delivery").set(outbox["pending"])
