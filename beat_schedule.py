@@ -16,11 +16,11 @@ from shared.settings import Settings
 HOUR = 3600
 
 
-def _sync(entity: str, schedule: crontab, expires: int) -> dict[str, Any]:
+def _sync(entity: str, schedule: crontab, expires: int, mode: str | None = None) -> dict[str, Any]:
     return {
         "task": "workers.yclients.sync_all",
         "schedule": schedule,
-        "args": (entity,),
+        "args": (entity,) if mode is None else (entity, mode),
         "options": {"expires": expires},
     }
 
@@ -36,6 +36,8 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "yclients-schedules": _sync("schedules", crontab(minute=0, hour=5), HOUR),
         "yclients-schedules-today": _sync("schedules_today", crontab(minute=0, hour="8-23"), 50 * 60),
         "yclients-records": _sync("records", crontab(minute="*/15"), 10 * 60),
+        # A full walk each night catches what incremental runs missed and is the only one that may delete.
+        "yclients-records-full": _sync("records", crontab(minute=30, hour=3), HOUR, mode="full"),
         # beat -> Redis -> maintenance worker -> PostgreSQL, end to end; its row's age is the fleet's pulse.
         "health-heartbeat": {
             "task": "workers.health.heartbeat",

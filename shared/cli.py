@@ -192,7 +192,14 @@ def cmd_sync(args: argparse.Namespace, settings: Settings) -> int:
         print(f"fleet sync: {exc}", file=sys.stderr)
         return 2
     try:
-        summary = sync_entity(client, settings.yclients, args.company, args.entity)
+        summary = sync_entity(
+            client,
+            settings.yclients,
+            args.company,
+            args.entity,
+            mode="full" if args.full else None,
+            allow_mass_delete=args.allow_mass_delete,
+        )
     except SyncFailedError as exc:
         print(exc.summary.render(), file=sys.stderr)
         return 1
@@ -344,6 +351,12 @@ def build_parser() -> argparse.ArgumentParser:
     sync = add("sync", cmd_sync, "run one YClients sync now and print its figures")
     sync.add_argument("entity", choices=ENTITIES)
     sync.add_argument("--company", type=int, required=True, help="YClients company id")
+    sync.add_argument("--full", action="store_true", help="records: walk everything (the only run that may delete)")
+    sync.add_argument(
+        "--allow-mass-delete",
+        action="store_true",
+        help="confirm a deletion the sync refused as too large (the salon really removed those rows)",
+    )
     keys = add("keys", cmd_keys, "WhatsApp key store: cleanup by policy, or session health")
     keys.add_argument("action", choices=["cleanup", "health"])
     keys.add_argument("--dry-run", action="store_true", help="cleanup: report what would be deleted, delete nothing")

@@ -189,6 +189,12 @@ class YClientsSettings(BaseModel):
     records_days_ahead: int = Field(default=90, ge=1)
     incremental_overlap_minutes: int = Field(default=10, ge=0, description="re-read records changed this early")
     stale_after_hours: float = Field(default=36.0, gt=0, description="a sync older than this is stale")
+    max_delete_share: float = Field(
+        default=0.3, gt=0, le=1, description="a run that would mark more of an entity deleted is refused"
+    )
+    mass_delete_min_rows: int = Field(default=5, ge=1, description="below this many rows the share is not judged")
+    max_pages: int = Field(default=1000, ge=1, description="page cap of a walk whose answer has no total_count")
+    run_deadline_seconds: float = Field(default=1200.0, gt=0, description="a walk fails past this (soft limit 1500)")
 
 
 class HealthSettings(BaseModel):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from celery import Task
 
 from shared.errors import TransientError
+from shared.models import PositiveId
 from shared.settings import get_settings
 from shared.yclients.client import YClientsClient, YClientsError, make_client
 from shared.yclients.sync import ENTITIES, SyncFailedError, sync_entity
@@ -16,6 +17,7 @@ from workers.app import app
 from workers.ping import define_ping, define_report
 
 log = logging.getLogger(__name__)
+SyncMode = Literal["full", "incremental"]
 ping = define_ping(__name__)
 report_process = define_report(__name__)
 
@@ -35,7 +37,7 @@ def _retryable(error: BaseException | None) -> bool:
 
 
 @app.task(name="workers.yclients.sync_entity", bind=True, max_retries=3, reject_on_worker_lost=True)
-def sync_entity_task(self: Task, entity: str, company_id: int) -> dict[str, Any]:
+def sync_entity_task(self: Task, entity: str, company_id: PositiveId, mode: SyncMode | None = None) -> dict[str, Any]:
     """Sync one entity of one company; a run already going for the same pair is not started twice."""
     settings = get_settings()
     lock = redis.Redis.from_url(settings.redis_url.get_secret_value()).lock(
@@ -45,7 +47,7 @@ def sync_entity_task(self: Task, entity: str, company_id: int) -> dict[str, Any]
         log.info("sync %s for company %s is already running; skipped", entity, company_id)
         return {"status": "skipped"}
     try:
-        summary = sync_entity(yclients_client(), settings.yclients, company_id, entity)
+        summary = sync_entity(yclients_client(), settings.yclients, company_id, entity, mode=mode)
     except SyncFailedError as exc:
         if _retryable(exc.__cause__) and self.request.retries < self.max_retries:
             raise self.retry(countdown=60 * 2**self.request.retries) from exc  # resumes after the last saved page
@@ -61,15 +63,17 @@ def sync_entity_task(self: Task, entity: str, company_id: int) -> dict[str, Any]
         "upserted": c.upserted,
         "marked_deleted": c.marked_deleted,
         "rejected": c.rejected,
+        "pending": c.pending,
+        "deletion": c.deletion,
     }
 
 
 @app.task(name="workers.yclients.sync_all")
-def sync_all(entity: str) -> int:
+def sync_all(entity: str, mode: SyncMode | None = None) -> int:
     """Beat's entry point: one sync task per configured company."""
     if entity not in ENTITIES:
         raise ValueError(f"unknown entity {entity!r}")
     companies = get_settings().yclients.company_ids
     for company_id in companies:
-        sync_entity_task.delay(entity, company_id)
+        sync_entity_task.delay(entity, company_id, mode)
     return len(companies)

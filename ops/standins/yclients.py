@@ -41,7 +41,8 @@ SERVICES = [
 ]
 
 
-Answer = tuple[int, dict[str, Any]]
+# (status, body) or (status, body, headers); a body of bytes is sent as it is (an HTML page from a proxy, say).
+Answer = tuple[int, Any] | tuple[int, Any, dict[str, str]]
 Override = Callable[[str, str, dict[str, list[str]], dict[str, Any]], Answer | None]
 
 
@@ -218,7 +219,7 @@ class YClientsStandIn:
     # ---- handling -------------------------------------------------------------------------------
     def handle(
         self, method: str, path: str, query: dict[str, list[str]], headers: Any, body: dict[str, Any] | None
-    ) -> tuple[int, dict[str, Any]]:
+    ) -> Answer:
         now = time.time()
         with self.lock:
             recent = [t for t, _, s in self.requests if s == 200]
@@ -358,14 +359,25 @@ def make_handler(state: YClientsStandIn) -> type[BaseHTTPRequestHandler]:
             except ValueError:
                 body = None
             path = split.path.removeprefix("/api/v1")
-            status, payload = state.handle(method, path, parse_qs(split.query), self.headers, body)
-            accepted = status == 200 and payload.get("success", True) is not False
+            answer = state.handle(method, path, parse_qs(split.query), self.headers, body)
+            status, payload = answer[0], answer[1]
+            extra_headers: dict[str, str] = dict(answer[2]) if len(answer) > 2 else {}  # type: ignore[misc]
+            accepted = status == 200 and isinstance(payload, dict) and payload.get("success", True) is not False
             with state.lock:
                 state.requests.append((time.time(), path, 200 if accepted else (status if status != 200 else 299)))
-            encoded = json.dumps(payload, ensure_ascii=False).encode()
+            if isinstance(payload, bytes):
+                encoded, content_type = payload, "text/html; charset=utf-8"
+            else:
+                encoded, content_type = (
+                    # A lone surrogate goes out as its JSON escape (\ud800), as an API that emits one sends it.
+                    json.dumps(payload, ensure_ascii=False).encode("utf-8", "backslashreplace"),
+                    "application/json; charset=utf-8",
+                )
             self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Type", extra_headers.pop("Content-Type", content_type))
             self.send_header("Content-Length", str(len(encoded)))
+            for name, value in extra_headers.items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(encoded)
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -22,6 +25,7 @@ from shared.yclients.ratelimit import FleetRateLimiter
 log = logging.getLogger(__name__)
 
 ACCEPT = "application/vnd.yclients.v2+json"
+MAX_RETRY_AFTER_SECONDS = 300.0  # a longer ask is a misconfigured proxy: wait this long, then try again
 LIMIT_MESSAGES = ("превышен лимит", "limit exceeded", "too many requests")
 
 
@@ -37,8 +41,27 @@ class YClientsError(Exception):
 class RateLimitedError(YClientsError):
     """HTTP 429, or HTTP 200 with success:false and a "limit exceeded" message."""
 
-    def __init__(self, message: str, status: int) -> None:
+    def __init__(self, message: str, status: int, retry_after: float | None = None) -> None:
         super().__init__(message, status=status, retryable=True)
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
+    """`Retry-After` in either form the RFC allows (seconds, or an HTTP date), capped; None when absent or bad."""
+    if not value or len(value) > 64:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        seconds = float(int(value[:6]))
+    else:
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = (moment - (now or datetime.now(UTC))).total_seconds()
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 class AuthError(YClientsError):
@@ -50,6 +73,44 @@ class Page:
     rows: list[dict[str, Any]]
     total_count: int | None
     number: int
+
+
+@dataclass
+class Walk:
+    """What one walk through a paged list saw: the proof (or not) that it saw every row upstream."""
+
+    start_page: int = 1
+    pages: int = 0
+    total_count: int | None = None
+    ids: set[str] = field(default_factory=set)
+    short_page: bool = False
+    end: str = ""
+
+    def missing_proof(self) -> str | None:
+        """None when the walk saw every row; else why it cannot prove that (deletion then waits)."""
+        if self.start_page != 1:
+            return f"the walk resumed at page {self.start_page}"
+        if self.total_count is not None:
+            if self.end not in ("total reached", "empty page"):
+                return f"the walk ended early ({self.end}) with {len(self.ids)} of total_count {self.total_count}"
+            if len(self.ids) != self.total_count:
+                return f"the walk saw {len(self.ids)} distinct ids, total_count says {self.total_count}"
+            return None  # every row total_count announced, each id once
+        if self.end != "empty page":
+            return f"the walk ended without total_count and without an empty page ({self.end})"
+        if self.short_page:
+            return "without total_count, a short page came before the end"
+        return None
+
+
+def _row_key(row: Any) -> str | None:
+    if isinstance(row, dict) and isinstance(row.get("id"), int | str) and not isinstance(row.get("id"), bool):
+        return str(row["id"])[:40]
+    return None
+
+
+class DeadlineExceededError(YClientsError):
+    """The walk ran past its deadline: fail the run before the soft time limit does it mid-write."""
 
 
 def _api_message(body: Any) -> str:
@@ -115,20 +176,32 @@ class YClientsClient:
             raise YClientsError(f"{method} {path}: {type(exc).__name__}", retryable=True) from None
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON, or JSON nested deeper than Python decodes
             body = None
-        message = _api_message(body)
+        message = _api_message(body)[:300]
         status = response.status_code
         if status == 429 or (
             status == 200 and isinstance(body, dict) and body.get("success") is False and _is_limit_message(message)
         ):
-            raise RateLimitedError(f"{method} {path}: rate limited ({status})", status)
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            if retry_after:
+                self.limiter.pause(retry_after)  # every process waits, not only this one
+            raise RateLimitedError(f"{method} {path}: rate limited ({status})", status, retry_after)
         if status >= 500:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+            if retry_after:
+                self.limiter.pause(retry_after)
             raise YClientsError(f"{method} {path}: server error {status}", status=status, retryable=True)
         if status in (401, 403):
             raise AuthError(f"{method} {path}: {status} {message or 'unauthorized'}", status=status)
         if status >= 400:
             raise YClientsError(f"{method} {path}: {status} {message}".strip(), status=status)
+        if body is None:
+            # An HTML error page from a proxy, a truncated answer: transient until the retries run out.
+            kind = response.headers.get("Content-Type", "no content type").split(";")[0][:60]
+            raise YClientsError(
+                f"{method} {path}: answer is not JSON ({status}, {kind})", status=status, retryable=True
+            )
         if not isinstance(body, dict) or body.get("success") is False:
             raise YClientsError(f"{method} {path}: unsuccessful answer: {message or 'no envelope'}", status=status)
         return body
@@ -145,45 +218,78 @@ class YClientsClient:
         size_param: str = "count",
         page_size: int | None = None,
         start_page: int = 1,
+        walk: Walk | None = None,
+        deadline: float | None = None,
     ) -> Iterator[Page]:
-        """Every page until `total_count` rows were seen; a short page is not taken as the end."""
+        """Every page, until one of these ends the walk (`walk.end` says which):
+
+        - `total_count` rows' worth of pages were read ("total reached"; a short page is not the end);
+        - an empty page ("empty page": the only end when the API sends no `total_count`);
+        - a page with no id not seen before ("repeated page": the server ignores `page`);
+        - the page cap, `total_count` pages plus two, or `max_pages` without it ("page cap").
+        Past `deadline` (a `time.monotonic()` value) the walk fails with `DeadlineExceededError`.
+        """
+        walk = walk if walk is not None else Walk()
+        walk.start_page = start_page
         size = min(page_size or self.settings.page_size, self.settings.page_size)
         number = start_page
         while True:
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceededError(f"{method} {path}: deadline passed at page {number} ({walk.pages} read)")
             query, payload = dict(params or {}), dict(json) if json is not None else None
             target = payload if payload is not None else query
             target[page_param], target[size_param] = number, size
             body = self.request(method, path, params=query or None, json=payload)
-            rows = body.get("data") or []
-            if not isinstance(rows, list):
-                raise YClientsError(f"{method} {path}: page {number} data is not a list")
+            rows = _list_of(body, method, path, number)
             meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
             total = _int_or_none(meta.get("total_count"))
+            keys = {key for key in map(_row_key, rows) if key is not None}
+            fresh = keys - walk.ids
+            walk.ids |= keys
+            walk.pages += 1
+            walk.total_count = total
+            walk.short_page = walk.short_page or 0 < len(rows) < size
+            if not rows:
+                walk.end = "empty page"
+                return
+            if keys and not fresh:
+                walk.end = "repeated page"
+                return
             yield Page(rows, total, number)
-            if total is None:
-                if len(rows) < size:
-                    return  # an endpoint without total_count: only then does a short page end it
-            elif number * size >= total:
-                return  # by position, not by the rows this page held: a short page is not the end
+            cap = (-(-total // size) + 2) if total is not None else self.settings.max_pages
+            if total is not None and number * size >= total:
+                walk.end = "total reached"  # by position, not by the rows this page held
+                return
+            if number - start_page + 1 >= cap:
+                walk.end = "page cap"
+                return
             number += 1
 
     # ---- endpoints the sync uses ----------------------------------------------------------------
     def company(self, company_id: int) -> dict[str, Any]:
-        return self.request("GET", f"company/{company_id}")["data"]
+        path = f"company/{company_id}"
+        data = self.request("GET", path).get("data")
+        if not isinstance(data, dict):
+            raise YClientsError(f"GET {path}: data is {type(data).__name__}, not an object", retryable=True)
+        return data
 
-    def service_categories(self, company_id: int) -> list[dict[str, Any]]:
-        return self.request("GET", f"company/{company_id}/service_categories")["data"] or []
+    def listing(self, path: str, params: Any = None) -> list[Any]:
+        """A whole list in one answer; `data: null` is an error, never an empty list."""
+        return _list_of(self.request("GET", path, params=params), "GET", path, None)
 
-    def services(self, company_id: int) -> list[dict[str, Any]]:
-        return self.request("GET", f"company/{company_id}/services")["data"] or []
+    def service_categories(self, company_id: int) -> list[Any]:
+        return self.listing(f"company/{company_id}/service_categories")
 
-    def staff(self, company_id: int) -> list[dict[str, Any]]:
-        return self.request("GET", f"company/{company_id}/staff")["data"] or []
+    def services(self, company_id: int) -> list[Any]:
+        return self.listing(f"company/{company_id}/services")
 
-    def schedules(self, company_id: int, start: str, end: str, staff_ids: list[int]) -> list[dict[str, Any]]:
+    def staff(self, company_id: int) -> list[Any]:
+        return self.listing(f"company/{company_id}/staff")
+
+    def schedules(self, company_id: int, start: str, end: str, staff_ids: list[int]) -> list[Any]:
         params: list[tuple[str, Any]] = [("start_date", start), ("end_date", end)]
         params += [("staff_ids[]", staff_id) for staff_id in staff_ids]
-        return self.request("GET", f"company/{company_id}/staff/schedule", params=params)["data"] or []
+        return self.listing(f"company/{company_id}/staff/schedule", params)
 
     CLIENT_FIELDS = (
         "id",
@@ -197,24 +303,42 @@ class YClientsClient:
         "visits_count",
     )
 
-    def client_pages(self, company_id: int, start_page: int = 1) -> Iterator[Page]:
+    def client_pages(self, company_id: int, start_page: int = 1, **walking: Any) -> Iterator[Page]:
         return self.pages(
             "POST",
             f"company/{company_id}/clients/search",
             json={"fields": list(self.CLIENT_FIELDS)},
             size_param="page_size",
             start_page=start_page,
+            **walking,
         )
 
-    def record_pages(self, company_id: int, params: dict[str, Any], start_page: int = 1) -> Iterator[Page]:
-        return self.pages("GET", f"records/{company_id}", params={**params, "with_deleted": 1}, start_page=start_page)
+    def record_pages(
+        self, company_id: int, params: dict[str, Any], start_page: int = 1, **walking: Any
+    ) -> Iterator[Page]:
+        return self.pages(
+            "GET", f"records/{company_id}", params={**params, "with_deleted": 1}, start_page=start_page, **walking
+        )
 
 
 def _int_or_none(value: Any) -> int | None:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
+    """`total_count` as a count we can trust: a small non-negative whole number, or None."""
+    if isinstance(value, bool):
         return None
+    if isinstance(value, int) and 0 <= value < 10**9:
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 10:
+        return int(value)
+    return None
+
+
+def _list_of(body: dict[str, Any], method: str, path: str, page: int | None) -> list[Any]:
+    """The answer's `data` as a list; null or anything else is a bad answer, retried, then the run's failure."""
+    data = body.get("data")
+    if isinstance(data, list):
+        return data
+    where = f" page {page}" if page is not None else ""
+    raise YClientsError(f"{method} {path}{where}: data is {type(data).__name__}, not a list", retryable=True)
 
 
 def make_client(settings: Settings) -> YClientsClient:

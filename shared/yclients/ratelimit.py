@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 
+import redis
 from limits import RateLimitItemPerMinute, RateLimitItemPerSecond
 from limits.storage import RedisStorage
 from limits.strategies import MovingWindowRateLimiter
@@ -21,11 +22,29 @@ class FleetRateLimiter:
         self._per_second = RateLimitItemPerSecond(max(per_second - 1, 1))
         self._per_minute = RateLimitItemPerMinute(max(per_minute - 2, 1))
         self._key = key
+        self._redis = redis.Redis.from_url(redis_url, socket_timeout=5)
+        self._pause_key = f"fleet-ratelimit:{key}:pause"
+
+    def pause(self, seconds: float) -> None:
+        """Hold every process's next request for this long: the API asked for it (Retry-After)."""
+        milliseconds = max(int(seconds * 1000), 1)
+        # Only ever lengthen a pause another process set: SET ... GT keeps the later expiry.
+        self._redis.set(self._pause_key, "1", px=milliseconds, nx=True) or self._redis.pexpire(
+            self._pause_key, milliseconds, gt=True
+        )
+
+    def paused_for(self) -> float:
+        remaining = self._redis.pttl(self._pause_key)
+        return remaining / 1000 if remaining and remaining > 0 else 0.0
 
     def acquire(self, timeout: float = 120.0) -> float:
         """Block until a request may be sent; returns the seconds waited. Minute first: it is the scarcer."""
         started = time.monotonic()
         deadline = started + timeout
+        while (wait := self.paused_for()) > 0:
+            if time.monotonic() + wait > deadline:
+                raise TimeoutError(f"the API asked the fleet to pause for {wait:.0f} s more")
+            time.sleep(min(wait, 1.0))
         for item in (self._per_minute, self._per_second):
             while not self._limiter.hit(item, self._key):
                 if time.monotonic() >= deadline:
