@@ -192,7 +192,9 @@ def test_the_fleet_survives_faults_under_load(db: psycopg.Connection, settings: 
     for ids in per_chat.values():
         for earlier, later in itertools.pairwise(ids):
             if sent_at[earlier] > sent_at[later]:
-                assert received_at[earlier] > answered_at[later], "answered out of order though already stored"
+                # The message sent first (`later` here) may be answered second only if it was not stored yet
+                # when its successor was answered (the crash held it back).
+                assert received_at[later] > answered_at[earlier], "answered out of order though already stored"
                 late += 1
     assert late <= 4, f"{late} messages arrived after their successors were answered"
     replies_per_chat = defaultdict(list)

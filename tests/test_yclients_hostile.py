@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -13,6 +15,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import sentry_sdk
 
 from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
 from shared.pool import close_process_pool, open_process_pool
@@ -20,6 +23,7 @@ from shared.settings import Settings, load_settings
 from shared.yclients.client import make_client, retry_after_seconds
 from shared.yclients.ratelimit import FleetRateLimiter
 from shared.yclients.sync import SyncFailedError, SyncSummary, sync_entity
+from tests.support.processes import ROOT
 
 COMPANY = 962302
 TOKENS = ("partner-token", "user-token")
@@ -143,17 +147,46 @@ def test_an_empty_answer_never_wipes_the_salon_unless_an_operator_confirms(
     assert live(db, table) == 0
 
 
-def test_more_than_the_set_share_is_refused_while_a_few_deletions_go_through(
-    synced: Settings, stand_in: YClientsStandIn, salon: Salon, db: psycopg.Connection
+def test_more_than_the_set_share_is_refused_and_alerted_until_an_operator_confirms(
+    synced: Settings,
+    stand_in: YClientsStandIn,
+    salon: Salon,
+    db: psycopg.Connection,
+    fleet_env: dict[str, str],
+    recorded_events: list[dict[str, Any]],
 ) -> None:
     for client_id in list(salon.clients)[:3]:
         del salon.clients[client_id]
-    assert sync(synced, "clients").counters.marked_deleted == 3
+    assert sync(synced, "clients").counters.marked_deleted == 3, "a few deletions go through"
     for client_id in list(salon.clients)[:200]:
         del salon.clients[client_id]
     error = failed(synced, "clients")
     assert "refused to mark 200 of 447 clients rows deleted (45%, limit 30%)" in error
     assert live(db, "clients") == 447
+    sentry_sdk.flush()
+    alert = [event for event in recorded_events if event.get("message") == "mass delete refused: clients"]
+    assert len(alert) == 1
+    assert alert[0]["tags"]["company_id"] == str(COMPANY)
+    assert alert[0]["level"] == "error"
+
+    env = {
+        **fleet_env,
+        "FLEET_YCLIENTS__BASE_URL": stand_in.url,
+        "FLEET_YCLIENTS__PARTNER_TOKEN": TOKENS[0],
+        "FLEET_YCLIENTS__USER_TOKEN": TOKENS[1],
+        "FLEET_YCLIENTS__REQUESTS_PER_SECOND": "1000",
+        "FLEET_YCLIENTS__REQUESTS_PER_MINUTE": "100000",
+    }
+    command = [sys.executable, "-m", "shared.cli", "sync", "clients", "--company", str(COMPANY)]
+    refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 1
+    assert "--allow-mass-delete" in refused.stderr
+    confirmed = subprocess.run(
+        [*command, "--allow-mass-delete"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert confirmed.returncode == 0, confirmed.stderr
+    assert "marked deleted 200" in confirmed.stdout
+    assert live(db, "clients") == 247
 
 
 def test_short_pages_without_total_count_neither_end_the_walk_nor_prove_deletion(

@@ -493,6 +493,7 @@ class EntitySync:
             held_rows.clear_rejected(self.company_id, "clients", [row["yclients_id"] for row in rows])
             seen += _raw_ids(page.rows)
             self._page_done(run_id, c, page, "clients")
+        self._cursor = None  # the walk is over: a failure from here on is not resumed past the last page
         self._delete_vanished(
             c,
             by_key("clients", self.company_id, "yclients_id", seen),
@@ -524,6 +525,7 @@ class EntitySync:
             c.fetched += len(page.rows)
             seen += _raw_ids(page.rows)
             self._page_done(run_id, c, page, "records")
+        self._cursor = None  # the walk is over: a failure from here on is not resumed past the last page
         if mode != "full":
             return  # an incremental answer lists only what changed: it proves nothing about what is gone
         self._delete_vanished(
