@@ -80,6 +80,12 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             }
             for module in ("inbound", "yclients", "keys", "backups")
         },
+        # Retention: old messages, replies, dead letters and sync journals, deleted in small batches at night.
+        "retention-nightly": {
+            "task": "workers.health.apply_retention",
+            "schedule": crontab(minute=30, hour=4),
+            "options": {"expires": HOUR},
+        },
         # Dead letters parked in Redis (refused broker messages, or written while PostgreSQL was away) filed.
         "dead-letters-file-spool": {
             "task": "workers.health.file_dead_letter_spool",

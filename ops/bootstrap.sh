@@ -21,13 +21,18 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV" || die "python venv failed (on Debian: apt-get install python3-venv)"
 fi
 
-# Reinstall only when pyproject.toml changed since the last install.
+# Install exactly the locked versions (hashes checked), then the project itself without touching them.
+# Reinstall only when pyproject.toml or requirements.lock changed since the last install.
 stamp="$VENV/.fleet-installed"
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat pyproject.toml requirements.lock | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x "$VENV/bin/fleet" ]; then
-    say "installing the project and its dependencies"
-    "$VENV/bin/python" -m pip install --quiet --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+    say "installing the locked dependencies (requirements.lock) and the project"
+    "$VENV/bin/python" -m pip install --quiet --require-hashes --no-deps -r requirements.lock \
+        || die "installing requirements.lock failed (see above)"
+    "$VENV/bin/python" -m pip install --quiet --no-deps --no-build-isolation -e . 2>/dev/null \
+        || "$VENV/bin/python" -m pip install --quiet --no-deps -e . \
+        || die "installing the project failed (see above)"
+    "$VENV/bin/python" -m pip check >/dev/null || die "installed packages conflict: $("$VENV/bin/python" -m pip check)"
     echo "$want" > "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from shared.budget import BudgetExceeded, require_budget
-from shared.settings import Settings, SettingsError, WorkerType, get_settings
+from shared.settings import ANY_ADDRESS, Settings, SettingsError, WorkerType, get_settings
 
 log = logging.getLogger("fleet")
 
@@ -83,12 +83,16 @@ def cmd_flower(args: argparse.Namespace, settings: Settings) -> int:
         "--persistent=True",
         f"--db={settings.state_dir / 'flower.db'}",
         "--purge_offline_workers=300",
+        f"--max_tasks={settings.retention.flower_tasks}",  # Flower's state (and its db file) stays bounded
     ]
     if settings.flower_user and settings.flower_password:
         # Flower reads FLOWER_BASIC_AUTH itself; keeping it out of argv keeps it out of `ps`.
         os.environ["FLOWER_BASIC_AUTH"] = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
-    elif settings.environment == "production":
-        raise SettingsError("refusing to start Flower without FLEET_FLOWER_USER and FLEET_FLOWER_PASSWORD")
+    elif settings.environment == "production" or settings.flower_address in ANY_ADDRESS:
+        raise SettingsError(
+            "refusing to start Flower without FLEET_FLOWER_USER and FLEET_FLOWER_PASSWORD"
+            " (in production, or listening on every address)"
+        )
     return _exec_celery(argv, settings)
 
 

@@ -16,7 +16,9 @@ from sentry_sdk.transport import Transport
 
 from shared.settings import Settings
 
-PHONE_PATTERN = re.compile(r"(?<![\w.])\+?\d[\d\s().-]{8,}\d(?![\w.])")
+# 10 to 15 digits, with the separators people write between them; bounded by non-digits only, so a phone glued
+# to a word ("тел89991234567") or followed by a full stop is masked too.
+PHONE_PATTERN = re.compile(r"(?<!\d)\+?\d(?:[\s().-]{0,3}\d){9,14}(?!\d)")
 EMAIL_PATTERN = re.compile(r"[\w.+-]+@[\w-]+\.[\w.-]+")
 _MASKED = "[filtered]"
 

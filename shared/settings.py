@@ -11,6 +11,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from psycopg.conninfo import conninfo_to_dict
@@ -202,6 +203,8 @@ class HealthSettings(BaseModel):
 
     address: str = "127.0.0.1"
     port: int = Field(default=8088, ge=1, le=65535)
+    token: SecretStr | None = Field(default=None, description="if set, requests need `Authorization: Bearer <token>`")
+    request_timeout_seconds: float = Field(default=10.0, gt=0, description="a client slower than this is dropped")
     queue_warning: int = Field(default=100, ge=1, description="messages waiting in one queue")
     queue_unhealthy: int = Field(default=1000, ge=1)
     heartbeat_unhealthy_seconds: float = Field(default=300.0, gt=0, description="beat or workers silent")
@@ -217,6 +220,9 @@ class BackupSettings(BaseModel):
 
     directory: Path = Path(".run/backups")
     offsite_directory: Path | None = Field(default=None, description="a mounted remote disk for a second copy")
+    offsite_passphrase_file: Path | None = Field(
+        default=None, description="if set, the off-site copy is encrypted with gpg (AES-256) using this passphrase"
+    )
     keep_daily: int = Field(default=7, ge=1)
     keep_weekly: int = Field(default=4, ge=0)
     keep_monthly: int = Field(default=6, ge=0)
@@ -226,6 +232,15 @@ class BackupSettings(BaseModel):
     )
     min_archive_bytes: int = Field(default=2048, ge=0, description="a smaller archive is implausible: failed")
     dump_timeout_seconds: float = Field(default=3000.0, gt=0)
+
+
+class RetentionSettings(BaseModel):
+    """How long rows are kept (days); chat text is personal data, so it does not stay longer than needed."""
+
+    messages_days: int = Field(default=90, ge=1, description="answered messages and sent replies")
+    dead_letters_days: int = Field(default=90, ge=1)
+    sync_runs_days: int = Field(default=180, ge=1, description="sync journal and refused rows (newest run kept)")
+    flower_tasks: int = Field(default=10_000, ge=100, description="tasks Flower keeps in its state")
 
 
 class Settings(BaseSettings):
@@ -272,6 +287,7 @@ class Settings(BaseSettings):
     keys: KeysSettings = KeysSettings()
     backup: BackupSettings = BackupSettings()
     health: HealthSettings = HealthSettings()
+    retention: RetentionSettings = RetentionSettings()
 
     flower_user: str | None = None
     flower_password: SecretStr | None = None
@@ -298,21 +314,22 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _private_by_default(self) -> Settings:
+        """Outside production too, Flower is never half-protected (a user without a password means no auth)."""
+        if self.environment == "production":
+            return self  # production_problems names it, with everything else
+        if bool(self.flower_user) != bool(self.flower_password and self.flower_password.get_secret_value()):
+            raise ValueError("FLEET_FLOWER_USER and FLEET_FLOWER_PASSWORD must be set together")
+        return self
+
+    @model_validator(mode="after")
     def _production_requirements(self) -> Settings:
-        """Collect every missing production setting so the operator fixes them in one pass."""
+        """Collect every missing or unsafe production setting so the operator fixes them in one pass."""
         if self.environment != "production":
             return self
-        problems = []
-        if not conninfo_to_dict(self.database_url.get_secret_value()).get("password"):
-            problems.append("DATABASE_URL has no password")
-        if self.sentry_dsn is None or not self.sentry_dsn.get_secret_value():
-            problems.append("SENTRY_DSN is not set")
-        if not self.flower_user:
-            problems.append("FLEET_FLOWER_USER is not set")
-        if self.flower_password is None or not self.flower_password.get_secret_value():
-            problems.append("FLEET_FLOWER_PASSWORD is not set")
+        problems = production_problems(self)
         if problems:
-            raise ValueError("production settings incomplete: " + "; ".join(problems))
+            raise ValueError("production settings unsafe or incomplete: " + "; ".join(problems))
         return self
 
     @property
@@ -322,6 +339,48 @@ class Settings(BaseSettings):
     @property
     def database_name(self) -> str:
         return str(conninfo_to_dict(self.database_conninfo).get("dbname", ""))
+
+
+PLACEHOLDER_SECRETS = ("change-me", "changeme", "change_me", "password", "secret", "example")
+ANY_ADDRESS = ("0.0.0.0", "::", "")  # noqa: S104  (the addresses refused without auth, not bound)
+
+
+def _placeholder(secret: str | None) -> bool:
+    return bool(secret) and any(marker in secret.lower() for marker in PLACEHOLDER_SECRETS)
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """What production refuses, each named: missing secrets, example passwords, open or unauthenticated services."""
+    problems = []
+    database = conninfo_to_dict(settings.database_url.get_secret_value())
+    if not database.get("password"):
+        problems.append("DATABASE_URL has no password")
+    elif _placeholder(database["password"]):
+        problems.append("DATABASE_URL has the example's placeholder password")
+    redis_url = urlsplit(settings.redis_url.get_secret_value())
+    if not redis_url.password:
+        problems.append("REDIS_URL has no password")
+    elif _placeholder(unquote(redis_url.password)):
+        problems.append("REDIS_URL has the example's placeholder password")
+    if redis_url.scheme != "rediss" and redis_url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        problems.append("REDIS_URL reaches another host without TLS (use rediss://)")
+    if settings.sentry_dsn is None or not settings.sentry_dsn.get_secret_value():
+        problems.append("SENTRY_DSN is not set")
+    if not settings.flower_user:
+        problems.append("FLEET_FLOWER_USER is not set")
+    if settings.flower_password is None or not settings.flower_password.get_secret_value():
+        problems.append("FLEET_FLOWER_PASSWORD is not set")
+    elif _placeholder(settings.flower_password.get_secret_value()):
+        problems.append("FLEET_FLOWER_PASSWORD is the example's placeholder")
+    if settings.health.address in ANY_ADDRESS and settings.health.token is None:
+        problems.append("the health service listens on every address without FLEET_HEALTH__TOKEN")
+    if settings.health.token is not None and _placeholder(settings.health.token.get_secret_value()):
+        problems.append("FLEET_HEALTH__TOKEN is the example's placeholder")
+    if settings.gateway.token is None or not settings.gateway.token.get_secret_value():
+        problems.append("FLEET_GATEWAY__TOKEN is not set")
+    elif _placeholder(settings.gateway.token.get_secret_value()):
+        problems.append("FLEET_GATEWAY__TOKEN is the example's placeholder")
+    return problems
 
 
 class SettingsError(RuntimeError):

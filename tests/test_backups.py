@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -164,8 +164,11 @@ def test_retention_over_a_simulated_month_keeps_exactly_the_expected_set(
     ids: dict[str, int] = {}
     moments = [(f"10-{day:02d}", datetime(2026, 10, day, 4, tzinfo=MOSCOW)) for day in range(1, 31)]
     moments.append(("10-30 late", datetime(2026, 10, 30, 16, tzinfo=MOSCOW)))
+    names = {
+        label: f"fleet-{moment.astimezone(UTC):%Y%m%dT%H%M%SZ}-{n}.dump" for n, (label, moment) in enumerate(moments)
+    }
     for label, moment in moments:
-        path = directory / f"fleet-{label.replace(' ', '-')}.dump"
+        path = directory / names[label]
         path.write_bytes(b"archive")
         ids[label] = salon.execute(
             "INSERT INTO backups (status, finished_at, path, sha256, size_bytes) VALUES ('verified', %s, %s, %s, 7)"
@@ -179,9 +182,7 @@ def test_retention_over_a_simulated_month_keeps_exactly_the_expected_set(
     assert set(pruned) == {ids[label] for label in ids if label not in kept_labels}
     kept = {row[0] for row in salon.execute("SELECT id FROM backups WHERE status = 'verified'").fetchall()}
     assert kept == {ids[label] for label in kept_labels}
-    assert sorted(p.name for p in directory.iterdir()) == sorted(
-        f"fleet-{label.replace(' ', '-')}.dump" for label in kept_labels
-    )
+    assert sorted(p.name for p in directory.iterdir()) == sorted(names[label] for label in kept_labels)
 
 
 def test_the_drill_passes_on_a_good_backup_and_fails_on_a_bad_one(
@@ -210,3 +211,84 @@ def test_restoring_over_the_live_database_needs_force(
     with pytest.raises(BackupError, match="live database"):
         restore_backup(backup_settings, settings.database_conninfo, settings.database_name)
     assert os.path.exists(backup_settings.directory)
+
+
+def test_backup_files_are_private_and_the_offsite_copy_can_be_encrypted(
+    salon: psycopg.Connection, settings: Settings, tmp_path: Path
+) -> None:
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("correct horse battery staple\n")
+    encrypted = BackupSettings(
+        directory=tmp_path / "backups", offsite_directory=tmp_path / "offsite", offsite_passphrase_file=passphrase
+    )
+    result = take_backup(encrypted, settings.database_conninfo)
+    for directory in (tmp_path / "backups", tmp_path / "offsite"):
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        for path in directory.iterdir():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
+    assert result.offsite_path is not None
+    assert result.offsite_path.name.endswith(".dump.gpg")
+    assert not (tmp_path / "offsite" / result.path.name).exists(), "no plain copy off-site"
+    decrypted = tmp_path / "decrypted.dump"
+    import subprocess
+
+    subprocess.run(
+        ["gpg", "--batch", "--quiet", "--pinentry-mode", "loopback", "--passphrase-file", str(passphrase),
+         "--output", str(decrypted), "--decrypt", str(result.offsite_path)],
+        check=True,
+    )  # fmt: skip
+    assert decrypted.read_bytes() == result.path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "host=127.0.0.1 dbname=elsewhere",
+        "fleet; DROP DATABASE fleet_test",
+        "x" * 64,
+        "1starts_with_a_digit",
+        "",
+    ],
+)
+def test_a_restore_target_must_be_a_plain_database_name(
+    salon: psycopg.Connection, settings: Settings, backup_settings: BackupSettings, target: str
+) -> None:
+    take_backup(backup_settings, settings.database_conninfo)
+    with pytest.raises(BackupError, match="refusing database name"):
+        restore_backup(backup_settings, settings.database_conninfo, target)
+
+
+def test_restore_and_retention_touch_only_backup_files_in_the_configured_directories(
+    salon: psycopg.Connection, settings: Settings, backup_settings: BackupSettings, tmp_path: Path
+) -> None:
+    result = take_backup(backup_settings, settings.database_conninfo)
+    precious = tmp_path / "precious.txt"
+    precious.write_text("not a backup")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    impostor = elsewhere / result.path.name
+    impostor.write_bytes(result.path.read_bytes())
+    for path in (str(precious), str(impostor)):
+        salon.execute("UPDATE backups SET path = %s WHERE id = %s", (path, result.id))
+        with pytest.raises(BackupError, match="refusing"):
+            restore_backup(backup_settings, settings.database_conninfo, RESTORED)
+    # Retention of a row that names a foreign file leaves the file alone.
+    salon.execute(
+        "INSERT INTO backups (status, finished_at, path, offsite_path, sha256, size_bytes)"
+        " VALUES ('verified', now() - interval '400 days', %s, %s, repeat('a', 64), 1)",
+        (str(precious), str(impostor)),
+    )
+    salon.execute("UPDATE backups SET path = %s WHERE id = %s", (str(result.path), result.id))
+    prune(backup_settings, MOSCOW)
+    assert precious.exists()
+    assert impostor.exists()
+    assert result.path.exists(), "the newest verified backup is kept"
+
+
+def test_the_drill_uses_a_fixed_length_scratch_database_never_the_live_one() -> None:
+    from shared.backups.files import scratch_name
+
+    long_live = "f" * 60
+    assert len(scratch_name(long_live)) == len(scratch_name("fleet")) < 63
+    assert scratch_name(long_live) != long_live[:63]
+    assert scratch_name("fleet") != scratch_name("fleet_test")

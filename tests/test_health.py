@@ -203,3 +203,30 @@ def test_fleet_health_exits_non_zero_when_unhealthy(
     )
     assert down.returncode == 1
     assert "heartbeat  unhealthy no heartbeat recorded yet" in down.stdout
+
+
+def test_with_a_token_only_bearer_requests_are_answered_and_a_stalled_client_is_dropped(
+    db: psycopg.Connection, fleet_env: dict[str, str]
+) -> None:
+    import socket
+
+    settings = load_settings(health={"token": "h3alth-token", "request_timeout_seconds": 0.5})
+    open_process_pool(role="test", max_size=2, wait=True)
+    try:
+        with serving(make_server(settings, port=0)) as server:
+            url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+            assert get(url)[0] == 401
+            wrong = urllib.request.Request(url, headers={"Authorization": "Bearer nope"})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(wrong, timeout=5)
+            assert refused.value.code == 401
+            right = urllib.request.Request(url, headers={"Authorization": "Bearer h3alth-token"})
+            with urllib.request.urlopen(right, timeout=10) as response:
+                assert response.status == 200
+            stalled = socket.create_connection(server.server_address[:2])
+            stalled.sendall(b"GET /health HTTP/1.1\r\n")  # and never the rest
+            stalled.settimeout(5)  # without the server's own timeout, recv would time out here instead
+            assert stalled.recv(100) == b"", "the server closed the stalled connection"
+            stalled.close()
+    finally:
+        close_process_pool()

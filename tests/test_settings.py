@@ -9,9 +9,11 @@ from shared.settings import SettingsError, WorkerType, load_settings
 COMPLETE_PRODUCTION = {
     "environment": "production",
     "database_url": "postgresql://fleet:s3cret-pw@db.internal:5432/fleet",
+    "redis_url": "rediss://:r3dis-pw@redis.internal:6380/0",
     "sentry_dsn": "https://key@sentry.example/1",
     "flower_user": "ops",
     "flower_password": "flower-pw",
+    "gateway": {"token": "gateway-t0ken"},
 }
 
 
@@ -44,6 +46,62 @@ def test_production_lists_every_missing_setting_at_once() -> None:
         "FLEET_FLOWER_PASSWORD is not set",
     ):
         assert problem in message
+
+
+@pytest.mark.parametrize(
+    ("unsafe", "named"),
+    [
+        ({"database_url": "postgresql://fleet:CHANGE-ME@db/fleet"}, "DATABASE_URL has the example's placeholder"),
+        ({"redis_url": "redis://redis.internal:6379/0"}, "REDIS_URL has no password"),
+        ({"redis_url": "rediss://:CHANGE-ME@redis.internal:6380/0"}, "REDIS_URL has the example's placeholder"),
+        ({"redis_url": "redis://:r3dis-pw@redis.internal:6379/0"}, "REDIS_URL reaches another host without TLS"),
+        ({"flower_password": "CHANGE-ME"}, "FLEET_FLOWER_PASSWORD is the example's placeholder"),
+        ({"health": {"address": "0.0.0.0"}}, "the health service listens on every address without FLEET_HEALTH__TOKEN"),
+        ({"gateway": {"token": None}}, "FLEET_GATEWAY__TOKEN is not set"),
+        ({"gateway": {"token": "change-me"}}, "FLEET_GATEWAY__TOKEN is the example's placeholder"),
+    ],
+)
+def test_production_refuses_placeholders_and_open_services(unsafe: dict, named: str) -> None:
+    with pytest.raises(SettingsError, match=named):
+        load_settings(**{**COMPLETE_PRODUCTION, **unsafe})
+
+
+def test_production_accepts_a_local_redis_with_a_password_and_an_open_health_service_with_a_token() -> None:
+    settings = load_settings(
+        **{
+            **COMPLETE_PRODUCTION,
+            "redis_url": "redis://:r3dis-pw@127.0.0.1:6379/0",
+            "health": {"address": "0.0.0.0", "token": "h3alth-token"},
+        }
+    )
+    assert settings.health.token is not None
+
+
+def test_the_example_environment_file_is_refused_until_its_placeholders_are_replaced() -> None:
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "ops" / "systemd" / "fleet.env.example"
+    values = dict(line.split("=", 1) for line in example.read_text().splitlines() if line and not line.startswith("#"))
+    assert "CHANGE-ME" in values["DATABASE_URL"]
+    with pytest.raises(SettingsError) as caught:
+        load_settings(
+            environment="production",
+            database_url=values["DATABASE_URL"],
+            redis_url=values["REDIS_URL"],
+            sentry_dsn=values["SENTRY_DSN"],
+            flower_user=values["FLEET_FLOWER_USER"],
+            flower_password=values["FLEET_FLOWER_PASSWORD"],
+            gateway={"token": values["FLEET_GATEWAY__TOKEN"]},
+        )
+    for named in ("DATABASE_URL", "REDIS_URL", "FLEET_FLOWER_PASSWORD", "FLEET_GATEWAY__TOKEN"):
+        assert f"{named} has the example's placeholder" in str(caught.value) or f"{named} is the example's" in str(
+            caught.value
+        )
+
+
+def test_flower_is_never_half_protected_in_any_environment() -> None:
+    with pytest.raises(SettingsError, match="must be set together"):
+        load_settings(environment="development", flower_user="ops", flower_password=None)
 
 
 @pytest.mark.parametrize(

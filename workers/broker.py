@@ -28,6 +28,7 @@ from kombu.utils.json import loads
 
 from shared.dead_letters import dead_letter_row, spool
 from shared.settings import get_settings
+from workers.queues import arguments_are_private
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,12 @@ def _parse_time(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def hide_private_arguments(headers: dict[str, Any]) -> None:
+    """Producers in other languages set their own reprs (or none, and Celery would repr the arguments)."""
+    if arguments_are_private(headers["task"]):
+        headers["argsrepr"] = headers["kwargsrepr"] = "<hidden: personal data>"
+
+
 def _within_limits(timelimit: Any, conf: Any) -> bool:
     """A message may shorten its (hard, soft) time limits, never lengthen them past the worker type's."""
     if not isinstance(timelimit, list | tuple) or len(timelimit) != 2:
@@ -219,6 +226,7 @@ class GuardedConsumer(Consumer):
             try:
                 refused = self.refusal(message)
                 if refused is None:
+                    hide_private_arguments(message.headers)
                     return handle(message)
             except Exception as exc:  # one message's fault must not end the event loop
                 log.exception("a task message could not be handled")

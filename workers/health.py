@@ -10,6 +10,7 @@ from shared.dead_letters import file_spooled
 from shared.health.report import build_report, prune_history, redis_client, store_and_alert
 from shared.pool import get_pool
 from shared.probe import record_heartbeat
+from shared.retention import apply_retention
 from shared.settings import get_settings
 from workers.app import app
 
@@ -39,3 +40,9 @@ def file_dead_letter_spool() -> int:
         filed = file_spooled()
         total += filed
     return total
+
+
+@app.task(name="workers.health.apply_retention")
+def apply_retention_task() -> dict[str, int]:
+    """Delete messages, replies, dead letters and sync journals past their retention (settings)."""
+    return apply_retention(get_settings().retention)

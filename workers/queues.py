@@ -62,3 +62,8 @@ def route_task(name: str, args: object, kwargs: object, options: object, task: o
     if name.startswith("celery."):
         return None
     return {"queue": queue_for_task(name).value}
+
+
+def arguments_are_private(task_name: str) -> bool:
+    """Inbound tasks carry clients' phones and messages: their arguments never appear in events or Flower."""
+    return QUEUE_OF_MODULE.get(task_name.rpartition(".")[0]) is Queue.INBOUND

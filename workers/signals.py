@@ -9,6 +9,7 @@ import sentry_sdk
 from celery import Task
 from celery.signals import (
     beat_init,
+    before_task_publish,
     celeryd_init,
     task_internal_error,
     task_postrun,
@@ -22,7 +23,7 @@ from celery.worker import control
 from shared.pool import close_process_pool, open_process_pool
 from shared.sentry import init_sentry
 from shared.settings import get_settings
-from workers.queues import queue_for_task, task_allowed
+from workers.queues import arguments_are_private, queue_for_task, task_allowed
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,17 @@ def _open_child_pool(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _close_child_pool(**_: Any) -> None:
     close_process_pool()
+
+
+HIDDEN = "<hidden: personal data>"
+
+
+@before_task_publish.connect
+def _hide_private_arguments(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Task events (and so Flower and its stored state) show these reprs; for inbound tasks they say nothing."""
+    if headers is not None and sender and arguments_are_private(sender):
+        headers["argsrepr"] = HIDDEN
+        headers["kwargsrepr"] = HIDDEN
 
 
 @task_internal_error.connect

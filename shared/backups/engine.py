@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ import sentry_sdk
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
+from shared.backups.files import make_private, private_directory, private_files
 from shared.backups.tools import BackupError, PgTools, sha256_of
 from shared.db import run
 from shared.settings import BackupSettings
@@ -85,7 +87,7 @@ def verify_archive(tools: PgTools, path: Path, sha256: str, expected_tables: lis
     actual = sha256_of(path)
     if actual != sha256:
         raise BackupError(f"archive {path.name} does not match its checksum (corrupted or changed)")
-    listing = tools.run("pg_restore", "--list", str(path)).stdout.decode(errors="replace")
+    listing = tools.run("pg_restore", "--list", "--", str(path)).stdout.decode(errors="replace")
     present = {
         line.split()[-2] for line in listing.splitlines() if " TABLE DATA public " in line and len(line.split()) >= 2
     }
@@ -114,6 +116,31 @@ def _copy_verified(source: Path, directory: Path, sha256: str) -> Path:
     return target
 
 
+def encrypt_offsite(passphrase: Path, paths: list[Path]) -> list[Path]:
+    """Encrypt off-site files with GnuPG (AES-256, passphrase read from a file) and remove the plain copies.
+
+    The manifest stays plain beside them (names, sizes, counts, the plain archive's checksum): decrypt, then
+    verify as usual.
+    """
+    encrypted = []
+    for path in paths:
+        target = path.with_name(path.name + ".gpg")
+        result = subprocess.run(
+            ["gpg", "--batch", "--yes", "--quiet", "--pinentry-mode", "loopback", "--symmetric",
+             "--cipher-algo", "AES256", "--passphrase-file", str(passphrase), "--output", str(target), "--", str(path)],
+            capture_output=True,
+            check=False,
+            timeout=3600,
+        )  # fmt: skip
+        if result.returncode != 0:
+            target.unlink(missing_ok=True)
+            raise BackupError(f"gpg could not encrypt {path.name}: {result.stderr.decode(errors='replace')[-300:]}")
+        make_private(target)
+        path.unlink()
+        encrypted.append(target)
+    return encrypted
+
+
 def _dump_globals(tools: PgTools, path: Path) -> Path | None:
     """Roles and other globals, where this user may read them; their absence is noted, not fatal."""
     target = path.with_name(path.name.removesuffix(".dump") + ".globals.sql")
@@ -129,9 +156,13 @@ def _dump_globals(tools: PgTools, path: Path) -> Path | None:
 
 def take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
     """Dump, verify, copy off-site, record; raises BackupError (with the row marked failed) on any failure."""
+    with private_files():
+        return _take_backup(settings, conninfo)
+
+
+def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
     tools = PgTools(settings, conninfo)
-    directory = settings.directory.resolve()
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = private_directory(settings.directory.resolve())
     backup_id = run(
         "INSERT INTO backups (status) VALUES ('running') RETURNING id", table="backups", operation="insert"
     )[0]["id"]
@@ -174,6 +205,7 @@ def take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
         }
         manifest_path = _write_manifest(final, manifest)
         globals_path = _dump_globals(tools, final)
+        make_private(final, manifest_path, globals_path)
         offsite = _offsite(settings, final, digest, manifest_path, globals_path, backup_id)
     except Exception as exc:
         temporary.unlink(missing_ok=True)
@@ -206,10 +238,16 @@ def _offsite(
     if settings.offsite_directory is None:
         return None
     try:
-        copy = _copy_verified(final, settings.offsite_directory, digest)
-        shutil.copyfile(manifest, settings.offsite_directory / manifest.name)
+        directory = private_directory(settings.offsite_directory)
+        copy = _copy_verified(final, directory, digest)
+        shutil.copyfile(manifest, directory / manifest.name)
         if globals_path is not None:
-            shutil.copyfile(globals_path, settings.offsite_directory / globals_path.name)
+            shutil.copyfile(globals_path, directory / globals_path.name)
+        copied_globals = directory / globals_path.name if globals_path else None
+        make_private(copy, directory / manifest.name, copied_globals)
+        if settings.offsite_passphrase_file is not None:
+            plain = [copy, *([copied_globals] if copied_globals else [])]
+            copy = encrypt_offsite(settings.offsite_passphrase_file, plain)[0]
         return copy
     except (OSError, BackupError) as exc:
         log.error("backup %s: off-site copy failed: %s", backup_id, exc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -13,6 +12,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.json import Jsonb
 
 from shared.backups.engine import verify_archive
+from shared.backups.files import archive_in, checked_database_name, scratch_name
 from shared.backups.tools import BackupError, PgTools
 from shared.db import run
 from shared.settings import BackupSettings
@@ -58,14 +58,14 @@ def restore_backup(
     settings: BackupSettings, conninfo: str, target: str, *, backup_id: int | None = None, force: bool = False
 ) -> dict[str, Any]:
     """Restore into `target`; a non-empty target is refused unless `force` (then it is dropped first)."""
+    checked_database_name(target)
     backup = chosen_backup(backup_id)
     if target == psycopg.conninfo.conninfo_to_dict(conninfo).get("dbname") and not force:
         raise BackupError(f"refusing to restore over the live database {target!r} without --force")
     tools = PgTools(settings, conninfo)
+    archive = archive_in(backup["path"], settings.directory)
     try:
-        verify_archive(
-            tools, Path(backup["path"]), backup["sha256"], list(backup["table_counts"]), settings.min_archive_bytes
-        )
+        verify_archive(tools, archive, backup["sha256"], list(backup["table_counts"]), settings.min_archive_bytes)
     except BackupError as exc:
         # A backup that no longer verifies never counts as good again (retention keeps an older one).
         run(
@@ -84,8 +84,9 @@ def restore_backup(
             state = None
         if state is None:
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
+    # `target` is a checked identifier (no "=" or spaces), so pg_restore cannot read it as a connection string.
     tools.for_database(target).run(
-        "pg_restore", "--no-owner", "--exit-on-error", "--single-transaction", f"--dbname={target}", backup["path"]
+        "pg_restore", "--no-owner", "--exit-on-error", "--single-transaction", f"--dbname={target}", "--", str(archive)
     )
     log.info("backup %s restored into %s", backup["id"], target)
     return backup
@@ -120,7 +121,10 @@ class DrillResult:
 
 def drill(settings: BackupSettings, conninfo: str, backup_id: int | None = None) -> DrillResult:
     """Restore the newest verified backup into a scratch database, compare row counts, drop it, record it."""
-    scratch = f"{psycopg.conninfo.conninfo_to_dict(conninfo).get('dbname')}_drill"
+    live = str(psycopg.conninfo.conninfo_to_dict(conninfo).get("dbname"))
+    scratch = scratch_name(live)
+    if scratch == live:
+        raise BackupError("the drill's scratch name equals the live database's: refusing")
     result = DrillResult(backup_id, passed=False)
     try:
         backup = restore_backup(settings, conninfo, scratch, backup_id=backup_id, force=True)

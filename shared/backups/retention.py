@@ -6,9 +6,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
+from shared.backups.files import archive_in, companions
+from shared.backups.tools import BackupError
 from shared.db import run
 from shared.settings import BackupSettings
 
@@ -39,17 +40,18 @@ def backups_to_keep(backups: Iterable[tuple[int, datetime]], settings: BackupSet
     return keep
 
 
-def _delete_files(path: str, offsite: str | None) -> None:
-    for location in (path, offsite):
+def _delete_files(settings: BackupSettings, path: str | None, offsite: str | None) -> None:
+    """Delete one backup's files, only where the `backups` row names one of ours in a configured directory."""
+    for location, directory in ((path, settings.directory), (offsite, settings.offsite_directory)):
         if not location:
             continue
-        archive = Path(location)
-        for extra in (
-            archive,
-            archive.with_name(archive.name + ".manifest.json"),
-            archive.with_name(archive.name.removesuffix(".dump") + ".globals.sql"),
-        ):
-            extra.unlink(missing_ok=True)
+        try:
+            archive = archive_in(location, directory)
+        except BackupError as exc:
+            log.error("retention left a file alone: %s", exc)
+            continue
+        for companion in companions(archive):
+            companion.unlink(missing_ok=True)
 
 
 def prune(settings: BackupSettings, zone: ZoneInfo) -> list[int]:
@@ -64,7 +66,7 @@ def prune(settings: BackupSettings, zone: ZoneInfo) -> list[int]:
     for row in rows:
         if row["id"] in keep:
             continue
-        _delete_files(row["path"], row["offsite_path"])
+        _delete_files(settings, row["path"], row["offsite_path"])
         run(
             "UPDATE backups SET status = 'pruned' WHERE id = %s AND status = 'verified'",
             (row["id"],),

@@ -5,6 +5,7 @@ No secrets and no personal data: figures, statuses, company ids and reasons only
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -63,9 +64,28 @@ def _json(value: Any) -> bytes:
     return json.dumps(value, default=str, ensure_ascii=False, indent=2).encode()
 
 
+def authorized(settings: Settings, header: str | None) -> bool:
+    """With FLEET_HEALTH__TOKEN set, only `Authorization: Bearer <token>` is answered (compared in constant time)."""
+    if settings.health.token is None:
+        return True
+    expected = f"Bearer {settings.health.token.get_secret_value()}".encode()
+    return hmac.compare_digest((header or "").encode(), expected)
+
+
 def make_server(settings: Settings, port: int | None = None) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
+        timeout = settings.health.request_timeout_seconds  # a client that stalls is dropped, not waited for
+
         def do_GET(self) -> None:
+            if not authorized(settings, self.headers.get("Authorization")):
+                body = _json({"error": "unauthorized"})
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Bearer realm="fleet-health"')
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
             try:
                 status, content_type, body = answer(settings, self.path.split("?")[0].rstrip("/") or "/")
             except Exception as exc:

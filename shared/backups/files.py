@@ -1,0 +1,83 @@
+"""Where backup files may live and what they may be called: nothing outside it is read, restored or deleted.
+
+Backups hold the WhatsApp credentials and keys (enough to take over a salon's account), so every file is
+private (mode 0600 in a 0700 directory, written under umask 077), and a path or database name that did not
+come from us is refused before any tool sees it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from shared.backups.tools import BackupError
+
+ARCHIVE_NAME = re.compile(r"^fleet-\d{8}T\d{6}Z-\d+\.dump(\.gpg)?$")  # .gpg: an encrypted off-site copy
+# PostgreSQL identifiers: at most 63 bytes (NAMEDATALEN - 1); anything longer is silently truncated by the
+# server, which is how a long name's "_drill" scratch database can become the live one.
+DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Files created inside (by us or by pg_dump, which inherits it) are readable by their owner only."""
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def make_private(*paths: Path | None) -> None:
+    for path in paths:
+        if path is not None and path.exists():
+            path.chmod(0o600)
+
+
+def private_directory(directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    directory.chmod(0o700)
+    return directory
+
+
+def archive_in(path: str | Path, *directories: Path | None) -> Path:
+    """The archive path, if it is one of ours: a backup name, directly inside a configured directory."""
+    candidate = Path(path)
+    if not ARCHIVE_NAME.match(candidate.name):
+        raise BackupError(f"refusing {candidate.name!r}: not a backup file name (fleet-<time>-<id>.dump)")
+    resolved = candidate.resolve()
+    allowed = [d.resolve() for d in directories if d is not None]
+    if resolved.parent not in allowed or resolved.is_symlink() or candidate.is_symlink():
+        raise BackupError(f"refusing {candidate.name!r}: not directly inside a configured backup directory")
+    return resolved
+
+
+def companions(archive: Path) -> list[Path]:
+    """The archive, its manifest and its globals: everything retention may delete for one backup."""
+    base = archive.name.removesuffix(".gpg")
+    globals_name = base.removesuffix(".dump") + ".globals.sql"
+    return [
+        archive,
+        archive.with_name(base + ".manifest.json"),
+        archive.with_name(globals_name),
+        archive.with_name(globals_name + ".gpg"),
+    ]
+
+
+def checked_database_name(name: str) -> str:
+    """A plain PostgreSQL identifier, so it can be neither truncated nor read as a connection string."""
+    if not DATABASE_NAME.match(name):
+        raise BackupError(
+            f"refusing database name {name[:80]!r}: use letters, digits and underscores, at most 63 bytes,"
+            " not starting with a digit"
+        )
+    return name
+
+
+def scratch_name(live: str) -> str:
+    """The drill's database: a fixed length, never truncated, never the live one."""
+    return f"fleet_drill_{hashlib.sha256(live.encode()).hexdigest()[:12]}"
