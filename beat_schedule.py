@@ -11,7 +11,7 @@ from typing import Any
 
 from celery.schedules import crontab
 
-from shared.settings import Settings
+from shared.core.settings import Settings
 
 HOUR = 3600
 

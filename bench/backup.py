@@ -27,9 +27,9 @@ import psycopg
 
 from shared.backups.engine import take_backup
 from shared.backups.tools import PgTools
-from shared.migrate import upgrade
-from shared.pool import close_process_pool, open_process_pool
-from shared.settings import BackupSettings
+from shared.core.migrate import upgrade
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import BackupSettings
 
 WORDS = [
     "здравствуйте",

@@ -32,10 +32,10 @@ import psycopg
 import redis
 
 from ops.standins.gateway import gateway_stand_in
-from shared.budget import connection_budget
-from shared.migrate import upgrade
-from shared.pool import close_process_pool, open_process_pool
-from shared.settings import load_settings
+from shared.core.budget import connection_budget
+from shared.core.migrate import upgrade
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import load_settings
 from tests.support.connections import ConnectionPeak
 from tests.support.processes import FleetProcess, wait_until
 from tests.support.seed import COMPANY, seed_salon

@@ -21,9 +21,9 @@ os.environ["FLEET_ENVIRONMENT"] = "test"
 
 import psycopg
 
-from shared.migrate import upgrade
-from shared.pool import close_process_pool, open_process_pool
-from shared.settings import KeysSettings
+from shared.core.migrate import upgrade
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import KeysSettings
 from shared.whatsapp.cleanup import cleanup_keys
 
 COMPANIES = 100

@@ -25,10 +25,10 @@ os.environ["FLEET_ENVIRONMENT"] = "test"
 
 import psycopg
 
-from shared.db import transaction
-from shared.migrate import upgrade
-from shared.pool import close_process_pool, open_process_pool
-from shared.repositories.people import ClientRepository
+from shared.core.db import transaction
+from shared.core.migrate import upgrade
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.data.repositories.people import ClientRepository
 
 COMPANY = 1
 COLUMNS = ("company_id", "yclients_id", "name", "phone", "email", "discount", "visits_count")

@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from shared.settings import Settings, WorkerType, get_settings
+from shared.core.settings import Settings, WorkerType, get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 GRACE_SECONDS = 30  # beyond the hard time limit: the task is killed by then, the worker still has to ack and exit

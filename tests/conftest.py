@@ -18,9 +18,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from shared.migrate import upgrade
-from shared.pool import close_process_pool
-from shared.settings import Settings, get_settings
+from shared.core.migrate import upgrade
+from shared.core.pool import close_process_pool
+from shared.core.settings import Settings, get_settings
 from tests.support.processes import flush_redis
 
 TEST_DB = os.environ["DATABASE_URL"]
@@ -92,7 +92,7 @@ def recorded_events(settings: Settings) -> Iterator[list[dict]]:
     """Sentry initialised as a worker would be, with events kept in memory instead of sent."""
     import sentry_sdk
 
-    from shared.sentry import init_sentry
+    from shared.observability.sentry import init_sentry
     from tests.support.sentry_recording import RecordingTransport
 
     RecordingTransport.captured = []

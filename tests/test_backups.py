@@ -18,10 +18,10 @@ from shared.backups.engine import take_backup, verify_archive
 from shared.backups.restore import drill, restore_backup
 from shared.backups.retention import prune
 from shared.backups.tools import BackupError, PgTools
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import BackupSettings, Settings
 from shared.inbound.payload import InboundPayload
 from shared.inbound.store import store_message
-from shared.pool import close_process_pool, open_process_pool
-from shared.settings import BackupSettings, Settings
 from tests.support.seed import COMPANY, seed_salon
 
 MOSCOW = ZoneInfo("Europe/Moscow")

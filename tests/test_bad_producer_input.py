@@ -14,9 +14,9 @@ import psycopg
 import pytest
 
 from ops.standins.gateway import GatewayStandIn, gateway_stand_in
-from shared.dead_letters import file_spooled
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.data.dead_letters import file_spooled
 from shared.inbound.payload import TASK_NAME
-from shared.pool import close_process_pool, open_process_pool
 from tests.support.bad_input import Case, build_corpus, raw_bytes
 from tests.support.processes import running_worker, wait_until
 from tests.support.raw_broker import push

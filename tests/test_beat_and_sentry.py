@@ -10,7 +10,7 @@ import psycopg
 import pytest
 import sentry_sdk
 
-from shared.sentry import scrub_text
+from shared.observability.sentry import scrub_text
 from tests.support.processes import FleetProcess, running_worker, wait_until
 from tests.support.sentry_server import sentry_stand_in
 from workers.app import app

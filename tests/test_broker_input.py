@@ -12,7 +12,7 @@ import pytest
 import redis
 
 from ops.standins.gateway import GatewayStandIn, gateway_stand_in
-from shared.dead_letters import SPOOL_KEY
+from shared.data.dead_letters import SPOOL_KEY
 from tests.support.processes import FleetProcess, running_worker, wait_until
 from tests.support.raw_broker import envelope, push
 from tests.support.seed import seed_salon
@@ -35,7 +35,7 @@ def gateway() -> Iterator[GatewayStandIn]:
 def fleet(
     db: psycopg.Connection, fleet_env: dict[str, str], gateway: GatewayStandIn, tmp_path: Path
 ) -> Iterator[dict[str, FleetProcess]]:
-    from shared.pool import close_process_pool, open_process_pool
+    from shared.core.pool import close_process_pool, open_process_pool
 
     open_process_pool(role="test", max_size=2, wait=True)
     seed_salon()

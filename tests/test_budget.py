@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from shared.budget import BudgetExceeded, connection_budget, require_budget
-from shared.settings import load_settings
+from shared.core.budget import BudgetExceeded, connection_budget, require_budget
+from shared.core.settings import load_settings
 from tests.support.processes import ROOT
 
 
@@ -41,7 +41,7 @@ def test_oversized_fleet_is_refused_with_the_arithmetic(monkeypatch: pytest.Monk
 
 def _fleet(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "shared.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "workers.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
 
 

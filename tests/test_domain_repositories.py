@@ -8,12 +8,12 @@ from datetime import date, timedelta
 import psycopg
 import pytest
 
-from shared.errors import ValidationFailedError
-from shared.pool import close_process_pool, open_process_pool
-from shared.repositories.calendar import BookingRepository, SlotTakenError, StaffScheduleRepository
-from shared.repositories.catalogue import ServiceRepository, StaffRepository
-from shared.repositories.conversations import DialogContextRepository
-from shared.repositories.people import ClientRepository
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.data.errors import ValidationFailedError
+from shared.data.repositories.calendar import BookingRepository, SlotTakenError, StaffScheduleRepository
+from shared.data.repositories.catalogue import ServiceRepository, StaffRepository
+from shared.data.repositories.conversations import DialogContextRepository
+from shared.data.repositories.people import ClientRepository
 from tests.support.seed import COMPANY, MOSCOW_NOON, booking, seed_salon
 
 clients = ClientRepository()
@@ -161,8 +161,8 @@ def test_dialog_context_round_trip() -> None:
 def test_messages_and_outbox_are_unique_where_redelivery_could_duplicate() -> None:
     from datetime import UTC, datetime
 
-    from shared.errors import ConflictError
-    from shared.repositories.conversations import MessageRepository, OutboxRepository
+    from shared.data.errors import ConflictError
+    from shared.data.repositories.conversations import MessageRepository, OutboxRepository
 
     messages = MessageRepository()
     message = {
@@ -193,7 +193,7 @@ def test_messages_and_outbox_are_unique_where_redelivery_could_duplicate() -> No
 
 
 def test_whatsapp_tables_read_in_the_gateways_layout(salon: psycopg.Connection) -> None:
-    from shared.repositories.whatsapp import WhatsAppAuthRepository, WhatsAppKeysRepository
+    from shared.data.repositories.whatsapp import WhatsAppAuthRepository, WhatsAppKeysRepository
 
     salon.execute("INSERT INTO whatsapp_auth (company_id, creds) VALUES ('company_962302', '{\"me\": {}}')")
     salon.execute(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import WorkerType
+from shared.core.settings import WorkerType
 from tests.support.processes import FleetProcess, running_worker, wait_until
 from workers.app import app
 

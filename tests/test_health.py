@@ -15,13 +15,13 @@ import sentry_sdk
 from prometheus_client.parser import text_string_to_metric_families
 
 from ops.standins.serving import serving
-from shared.dead_letters import SPOOL_KEY
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import Settings, load_settings
+from shared.data.dead_letters import SPOOL_KEY
+from shared.data.repositories.people import ClientRepository
 from shared.health.process_stats import publish
 from shared.health.report import build_report, store_and_alert
 from shared.health.server import make_server
-from shared.pool import close_process_pool, open_process_pool
-from shared.repositories.people import ClientRepository
-from shared.settings import Settings, load_settings
 from shared.yclients.sync import ENTITIES
 from tests.support.seed import COMPANY, seed_salon
 
@@ -193,13 +193,13 @@ def test_fleet_health_exits_non_zero_when_unhealthy(
 
     env = {**fleet_env, "FLEET_YCLIENTS__COMPANY_IDS": f"[{COMPANY}]"}
     healthy = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "health"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "workers.cli", "health"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert healthy.returncode == 0, healthy.stdout + healthy.stderr
     assert "fleet: healthy" in healthy.stdout
     db.execute("DELETE FROM health_checks WHERE check_name = 'heartbeat'")
     down = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "health"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "workers.cli", "health"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
     assert down.returncode == 1
     assert "heartbeat  unhealthy no heartbeat recorded yet" in down.stdout

@@ -10,13 +10,13 @@ from datetime import UTC, date, datetime, timedelta
 import psycopg
 import pytest
 
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import get_settings
+from shared.data.repositories.calendar import BookingRepository, StaffScheduleRepository
 from shared.inbound.drain import drain_chat, merge_replies
+from shared.inbound.outbox import split_message
 from shared.inbound.payload import InboundPayload
 from shared.inbound.store import UnknownCompanyError, store_message
-from shared.outbox import split_message
-from shared.pool import close_process_pool, open_process_pool
-from shared.repositories.calendar import BookingRepository, StaffScheduleRepository
-from shared.settings import get_settings
 from tests.support.seed import COMPANY, seed_salon
 
 CHAT = "+79112345678"
@@ -69,7 +69,7 @@ def say(text: str, chat: str = CHAT) -> str:
 
 
 def reply_body(outbox_id: int) -> str:
-    from shared.repositories.conversations import OutboxRepository
+    from shared.data.repositories.conversations import OutboxRepository
 
     return OutboxRepository().get({"id": outbox_id})["body"]
 
@@ -224,14 +224,14 @@ def test_a_message_that_keeps_failing_is_dead_lettered_and_the_chat_moves_on(sal
     assert "Здравствуйте" in reply_body(answered[-1])
 
 
-def test_the_readme_carries_the_current_payload_schema() -> None:
+def test_the_published_payload_schema_is_the_models() -> None:
     import json
     from pathlib import Path
 
     from shared.inbound.payload import payload_json_schema
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
-    assert json.dumps(payload_json_schema(), indent=2, ensure_ascii=False) in readme
+    published = (Path(__file__).resolve().parents[1] / "docs" / "inbound-message.schema.json").read_text("utf-8")
+    assert json.loads(published) == payload_json_schema()
 
 
 def test_fleet_enqueue_file_mode_enqueues_valid_lines_and_dead_letters_the_rest(
@@ -257,7 +257,7 @@ def test_fleet_enqueue_file_mode_enqueues_valid_lines_and_dead_letters_the_rest(
     path = tmp_path / "messages.jsonl"
     path.write_text("\n".join(lines), encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "enqueue", "--file", str(path)],
+        [sys.executable, "-m", "workers.cli", "enqueue", "--file", str(path)],
         cwd=ROOT,
         env=fleet_env,
         capture_output=True,

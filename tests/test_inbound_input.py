@@ -13,11 +13,11 @@ import pytest
 import redis
 
 from ops.standins.gateway import GatewayStandIn, gateway_stand_in
-from shared.dead_letters import SPOOL_KEY, file_spooled, record_dead_letter
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import InboundSettings, get_settings, load_settings
+from shared.data.dead_letters import SPOOL_KEY, file_spooled, record_dead_letter
 from shared.inbound.payload import InboundPayload
 from shared.inbound.store import ConflictingRepeatError, settle_sent_at, store_message
-from shared.pool import close_process_pool, open_process_pool
-from shared.settings import InboundSettings, get_settings, load_settings
 from tests.support.processes import running_worker, wait_until
 from tests.support.seed import COMPANY, seed_salon
 from tests.test_inbound_worker import payload

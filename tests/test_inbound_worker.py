@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from ops.standins.gateway import GatewayStandIn, gateway_stand_in
+from shared.core.pool import close_process_pool, open_process_pool
 from shared.inbound.payload import TASK_NAME
-from shared.pool import close_process_pool, open_process_pool
 from tests.support.processes import running_worker, wait_until
 from tests.support.seed import COMPANY, seed_salon
 from workers.app import app

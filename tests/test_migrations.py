@@ -10,8 +10,8 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from shared.migrate import current_revision, head_revision, upgrade
-from shared.settings import Settings
+from shared.core.migrate import current_revision, head_revision, upgrade
+from shared.core.settings import Settings
 
 DOMAIN_TABLES = {
     "companies",

@@ -10,12 +10,12 @@ import psycopg
 import pytest
 import sentry_sdk
 
-from shared.db import run
-from shared.errors import ConflictError
-from shared.pool import close_process_pool, open_process_pool
-from shared.pool_health import pool_health
-from shared.query_metrics import QueryMetrics, query_metrics
-from shared.repositories.people import ClientRepository
+from shared.core.db import run
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.data.errors import ConflictError
+from shared.data.repositories.people import ClientRepository
+from shared.observability.pool_health import pool_health
+from shared.observability.query_metrics import QueryMetrics, query_metrics
 from tests.support.seed import COMPANY, seed_salon
 
 

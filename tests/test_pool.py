@@ -10,9 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from shared import pool as pool_module
-from shared.pool import close_process_pool, get_pool, open_process_pool
-from shared.settings import Settings
+from shared.core import pool as pool_module
+from shared.core.pool import close_process_pool, get_pool, open_process_pool
+from shared.core.settings import Settings
 from tests.support.processes import running_worker, wait_until
 from workers.app import app
 

@@ -10,10 +10,10 @@ import psycopg
 import pytest
 import redis
 
-from shared.pool import close_process_pool, open_process_pool
-from shared.retention import apply_retention
-from shared.sentry import scrub_text
-from shared.settings import RetentionSettings
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import RetentionSettings
+from shared.data.retention import apply_retention
+from shared.observability.sentry import scrub_text
 from tests.support.seed import COMPANY, seed_salon
 from workers.app import app
 from workers.broker import hide_private_arguments

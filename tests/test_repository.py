@@ -10,8 +10,9 @@ from decimal import Decimal
 import psycopg
 import pytest
 
-from shared.db import run, transaction
-from shared.errors import (
+from shared.core.db import run, transaction
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.data.errors import (
     ConflictError,
     ForeignKeyError,
     NotFoundError,
@@ -19,10 +20,9 @@ from shared.errors import (
     UnknownIdentifierError,
     ValidationFailedError,
 )
-from shared.pool import close_process_pool, open_process_pool
-from shared.query_metrics import query_metrics
-from shared.repositories.catalogue import CompanyRepository, ServiceRepository, StaffRepository
-from shared.repositories.people import ClientRepository
+from shared.data.repositories.catalogue import CompanyRepository, ServiceRepository, StaffRepository
+from shared.data.repositories.people import ClientRepository
+from shared.observability.query_metrics import query_metrics
 from tests.support.seed import COMPANY, seed_salon
 
 services = ServiceRepository()
@@ -353,7 +353,7 @@ def test_copy_upsert_merges_like_bulk_upsert_and_counts_changes(salon: psycopg.C
 def test_copy_upsert_carries_json_and_array_columns(salon: psycopg.Connection) -> None:
     from datetime import date
 
-    from shared.repositories.calendar import StaffScheduleRepository
+    from shared.data.repositories.calendar import StaffScheduleRepository
 
     schedules = StaffScheduleRepository()
     changed = schedules.copy_upsert(

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from beat_schedule import build_beat_schedule
-from shared.settings import WorkerType, get_settings
+from shared.core.settings import WorkerType, get_settings
+from shared.core.topology import QUEUE_OF_WORKER, Queue, UnroutedTask, queue_for_task
 from tests.support.processes import running_worker
 from workers.app import app
-from workers.queues import QUEUE_OF_WORKER, Queue, UnroutedTask, queue_for_task
 
 app.loader.import_default_modules()
 OUR_TASKS = sorted(name for name in app.tasks if not name.startswith("celery."))

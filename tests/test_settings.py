@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from shared.settings import SettingsError, WorkerType, load_settings
+from shared.core.settings import SettingsError, WorkerType, load_settings
 
 COMPLETE_PRODUCTION = {
     "environment": "production",

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ops.supervise import read_procfiles, render
-from shared.settings import WorkerType, load_settings
+from shared.core.settings import WorkerType, load_settings
 from tests.support.processes import ROOT, wait_until, worker_is_ready
 from workers.app import app
 

@@ -11,8 +11,8 @@ import psycopg
 import pytest
 import sentry_sdk
 
-from shared.pool import close_process_pool, open_process_pool
-from shared.settings import KeysSettings
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import KeysSettings
 from shared.whatsapp.cleanup import cleanup_keys
 from shared.whatsapp.health import check_sessions
 
@@ -187,7 +187,7 @@ def test_fleet_keys_commands(
 
     def fleet(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "shared.cli", "keys", *args],
+            [sys.executable, "-m", "workers.cli", "keys", *args],
             cwd=ROOT,
             env=fleet_env,
             capture_output=True,

@@ -18,8 +18,8 @@ import pytest
 import sentry_sdk
 
 from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
-from shared.pool import close_process_pool, open_process_pool
-from shared.settings import Settings, load_settings
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import Settings, load_settings
 from shared.yclients.client import make_client, retry_after_seconds
 from shared.yclients.ratelimit import FleetRateLimiter
 from shared.yclients.sync import SyncFailedError, SyncSummary, sync_entity
@@ -177,7 +177,7 @@ def test_more_than_the_set_share_is_refused_and_alerted_until_an_operator_confir
         "FLEET_YCLIENTS__REQUESTS_PER_SECOND": "1000",
         "FLEET_YCLIENTS__REQUESTS_PER_MINUTE": "100000",
     }
-    command = [sys.executable, "-m", "shared.cli", "sync", "clients", "--company", str(COMPANY)]
+    command = [sys.executable, "-m", "workers.cli", "sync", "clients", "--company", str(COMPANY)]
     refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1
     assert "--allow-mass-delete" in refused.stderr

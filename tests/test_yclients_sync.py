@@ -9,8 +9,8 @@ import psycopg
 import pytest
 
 from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
-from shared.pool import close_process_pool, open_process_pool
-from shared.settings import Settings, load_settings
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import Settings, load_settings
 from shared.yclients.client import make_client
 from shared.yclients.sync import SyncFailedError, SyncSummary, sync_entity
 
@@ -208,7 +208,7 @@ def test_fleet_sync_prints_the_runs_figures(stand_in: YClientsStandIn, fleet_env
         "FLEET_YCLIENTS__REQUESTS_PER_MINUTE": "100000",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "shared.cli", "sync", "staff", "--company", str(COMPANY)],
+        [sys.executable, "-m", "workers.cli", "sync", "staff", "--company", str(COMPANY)],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from celery import Celery
 
-from shared.settings import get_settings
+from shared.core.settings import get_settings
+from shared.core.topology import task_modules_of
 from workers.broker import use_quarantining_transport
 from workers.config import build_celery_config
-from workers.queues import task_modules_of
 
 use_quarantining_transport()
 app = Celery("fleet", include=list(task_modules_of(get_settings().worker_type)), task_cls="workers.base:FleetTask")

@@ -9,7 +9,7 @@ from shared.backups.engine import take_backup
 from shared.backups.restore import drill
 from shared.backups.retention import prune
 from shared.backups.tools import BackupError
-from shared.settings import get_settings
+from shared.core.settings import get_settings
 from workers.app import app
 from workers.ping import define_ping, define_report
 

@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 from celery import Task
 from pydantic import TypeAdapter, ValidationError
 
-from shared.dead_letters import record_dead_letter
+from shared.data.dead_letters import record_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,12 @@ class InvalidTaskArguments(TypeError):
 
 
 class FleetTask(Task):
+    """Declared with `@app.task(...)`; options read here: `dead_letter_on_failure`, `retry_backoff_base` and
+    `retry_backoff_max` (seconds: the n-th retry waits base * 2**n, at most max)."""
+
     dead_letter_on_failure: ClassVar[bool] = False
+    retry_backoff_base: ClassVar[float] = 1.0
+    retry_backoff_max: ClassVar[float] = 60.0
     _checks: tuple[inspect.Signature, dict[str, TypeAdapter[Any]]] | None = None
 
     def _argument_checks(self) -> tuple[inspect.Signature, dict[str, TypeAdapter[Any]]]:
@@ -60,6 +65,10 @@ class FleetTask(Task):
                 problems.append(f"{name}: {exc.errors()[0]['msg']}")
         if problems:
             raise InvalidTaskArguments(f"{self.name}: " + "; ".join(problems))
+
+    def backoff(self, base: float | None = None) -> float:
+        """The one retry policy of the fleet: exponential, capped; `base` from settings where it is one."""
+        return min((base or self.retry_backoff_base) * 2**self.request.retries, self.retry_backoff_max)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.check_arguments(args, kwargs)

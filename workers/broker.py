@@ -3,7 +3,7 @@
 Kombu's Redis transport decodes each popped message in the worker's event loop; a value that is not JSON,
 or JSON that is not a kombu envelope, raises there and ends the whole worker with "Unrecoverable error"
 (celery issue 4308). The channel below decodes each message itself first and parks what fails in the
-dead-letter spool (`shared.dead_letters.SPOOL_KEY`) with the reason, then goes on consuming.
+dead-letter spool (`shared.data.dead_letters.SPOOL_KEY`) with the reason, then goes on consuming.
 
 The consumer then refuses, and keeps, every decoded message it must not run: a task of another worker type or
 one of Celery's canvas built-ins (`task_allowed`), an ETA further ahead than the queue's visibility timeout
@@ -26,9 +26,9 @@ from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
 from kombu.utils.json import loads
 
-from shared.dead_letters import dead_letter_row, spool
-from shared.settings import get_settings
-from workers.queues import arguments_are_private
+from shared.core.settings import get_settings
+from shared.core.topology import arguments_are_private
+from shared.data.dead_letters import dead_letter_row, spool
 
 log = logging.getLogger(__name__)
 

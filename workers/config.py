@@ -7,8 +7,8 @@ from typing import Any
 from kombu import Queue as KombuQueue
 
 from beat_schedule import build_beat_schedule
-from shared.settings import Settings, WorkerType
-from workers.queues import QUEUE_OF_WORKER, Queue, route_task
+from shared.core.settings import Settings, WorkerType
+from shared.core.topology import QUEUE_OF_WORKER, Queue, route_task
 
 
 def transport_options(settings: Settings, worker_type: WorkerType | None) -> dict[str, Any]:

@@ -6,12 +6,12 @@ from typing import Any
 
 from celery import Task
 
-from shared.dead_letters import file_spooled
+from shared.core.pool import get_pool
+from shared.core.settings import get_settings
+from shared.data.dead_letters import file_spooled
+from shared.data.retention import apply_retention
+from shared.health.heartbeat import record_heartbeat
 from shared.health.report import build_report, prune_history, redis_client, store_and_alert
-from shared.pool import get_pool
-from shared.probe import record_heartbeat
-from shared.retention import apply_retention
-from shared.settings import get_settings
 from workers.app import app
 
 

@@ -5,41 +5,38 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from celery import Task
-
-from shared.errors import TransientError
-from shared.gateway import GatewayClient
+from shared.core.resources import resource
+from shared.core.settings import get_settings
+from shared.data.errors import TransientError
+from shared.data.models import E164, PositiveId
 from shared.inbound.drain import chats_needing_a_drain, drain_chat
+from shared.inbound.gateway import GatewayClient
+from shared.inbound.outbox import Delivery, deliver, due_outbox_ids, next_in_chat
+from shared.inbound.payload import TASK_NAME
 from shared.inbound.receive import receive, reject
-from shared.models import E164, PositiveId
-from shared.outbox import backoff_seconds, deliver, due_outbox_ids, next_in_chat
-from shared.settings import get_settings
 from workers.app import app
+from workers.base import FleetTask
 from workers.ping import define_ping, define_report
 
 log = logging.getLogger(__name__)
 ping = define_ping(__name__)
 report_process = define_report(__name__)
 
-_gateway: GatewayClient | None = None
-
 
 def gateway() -> GatewayClient:
-    """One HTTP client per worker child, made after fork on first use."""
-    global _gateway
-    if _gateway is None:
-        _gateway = GatewayClient(get_settings().gateway)
-    return _gateway
+    """One HTTP client per worker child, made after fork on first use, closed at child shutdown."""
+    return resource("gateway", lambda: GatewayClient(get_settings().gateway), GatewayClient.close)
 
 
 @app.task(
-    name="workers.inbound.receive_message",
+    name=TASK_NAME,
     bind=True,
     reject_on_worker_lost=True,
     max_retries=10,
     dead_letter_on_failure=True,
+    retry_backoff_max=60,
 )
-def receive_message(self: Task, payload: Any = None, **unexpected: Any) -> str:
+def receive_message(self: FleetTask, payload: Any = None, **unexpected: Any) -> str:
     """Store the message first, then schedule its chat's drain after the burst window."""
     try:
         received = receive(payload, unexpected, task_id=self.request.id)
@@ -52,7 +49,7 @@ def receive_message(self: Task, payload: Any = None, **unexpected: Any) -> str:
                 task_id=self.request.id,
             )
             return "dead-lettered"
-        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from None
+        raise self.retry(exc=exc, countdown=self.backoff()) from None
     if received.outcome != "rejected":
         drain_chat_task.apply_async(
             (received.company_id, received.chat_id), countdown=get_settings().inbound.burst_window_seconds
@@ -61,19 +58,24 @@ def receive_message(self: Task, payload: Any = None, **unexpected: Any) -> str:
 
 
 @app.task(
-    name="workers.inbound.drain_chat", bind=True, reject_on_worker_lost=True, max_retries=8, dead_letter_on_failure=True
+    name="workers.inbound.drain_chat",
+    bind=True,
+    reject_on_worker_lost=True,
+    max_retries=8,
+    dead_letter_on_failure=True,
+    retry_backoff_max=30,
 )
-def drain_chat_task(self: Task, company_id: PositiveId, chat_id: E164, isolate: bool = False) -> dict[str, Any]:
+def drain_chat_task(self: FleetTask, company_id: PositiveId, chat_id: E164, isolate: bool = False) -> dict[str, Any]:
     """Answer the chat's pending messages; a failing burst is retried one message at a time."""
     try:
         result = drain_chat(company_id, chat_id, isolate=isolate)
     except TransientError as exc:
-        raise self.retry(exc=exc, countdown=min(2**self.request.retries, 30)) from None
-    except Exception as exc:  # noqa: BLE001  (re-raised as a retry; the attempt cap dead-letters it)
+        raise self.retry(exc=exc, countdown=self.backoff()) from None
+    except Exception as exc:  # noqa: BLE001  (any answering failure is retried; the attempt cap dead-letters it)
         isolate_next = getattr(exc, "batch_size", 1) > 1 or isolate
         raise self.retry(
             exc=exc,
-            countdown=min(2**self.request.retries, 30),
+            countdown=self.backoff(),
             args=(company_id, chat_id, isolate_next),  # positional, as sent: Celery merges these with the request's
             kwargs={},
         ) from None
@@ -90,14 +92,15 @@ def drain_chat_task(self: Task, company_id: PositiveId, chat_id: E164, isolate: 
     reject_on_worker_lost=True,
     max_retries=12,
     dead_letter_on_failure=True,
+    retry_backoff_max=300,
 )
-def deliver_reply(self: Task, outbox_id: PositiveId) -> str:
+def deliver_reply(self: FleetTask, outbox_id: PositiveId) -> str:
     """Send one reply to the gateway; on success, hand the chat's next reply on."""
     settings = get_settings().gateway
     status = deliver(outbox_id, gateway(), settings)
-    if status == "retry":
-        raise self.retry(countdown=backoff_seconds(self.request.retries + 1, settings.retry_base_seconds))
-    if status == "sent":
+    if status is Delivery.RETRY:
+        raise self.retry(countdown=self.backoff(base=settings.retry_base_seconds))
+    if status is Delivery.SENT:
         following = next_in_chat(outbox_id)
         if following is not None:
             deliver_reply.delay(following)

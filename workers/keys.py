@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.settings import get_settings
+from shared.core.settings import get_settings
 from shared.whatsapp.cleanup import cleanup_keys
 from shared.whatsapp.health import check_sessions
 from workers.app import app

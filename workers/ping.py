@@ -6,9 +6,9 @@ from typing import Any
 
 from celery import Task
 
-from shared.pool import get_pool
-from shared.probe import database_round_trip
-from shared.settings import get_settings
+from shared.core.pool import get_pool
+from shared.core.probe import database_round_trip
+from shared.core.settings import get_settings
 from workers.app import app
 
 
@@ -28,8 +28,8 @@ def define_report(module: str) -> Task:
     @app.task(name=f"{module}.report_process")
     def report_process() -> dict[str, Any]:
         """Publish this child's pool health and query metrics to Redis, where the health service reads them."""
+        from shared.core.redis_clients import process_redis
         from shared.health.process_stats import publish
-        from shared.redis_clients import process_redis
 
         settings = get_settings()
         role = settings.worker_type.value if settings.worker_type else "worker"

@@ -7,11 +7,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from shared.errors import ValidationFailedError
+from shared.core.topology import Queue
+from shared.data.errors import ValidationFailedError
+from shared.data.repository import pydantic_errors
 from shared.inbound.payload import TASK_NAME, InboundPayload
-from shared.repository import pydantic_errors
 from workers.app import app
-from workers.queues import Queue
 
 
 def validate_payload(payload: Mapping[str, Any] | InboundPayload) -> InboundPayload:

@@ -20,10 +20,11 @@ from celery.signals import (
 )
 from celery.worker import control
 
-from shared.pool import close_process_pool, open_process_pool
-from shared.sentry import init_sentry
-from shared.settings import get_settings
-from workers.queues import arguments_are_private, queue_for_task, task_allowed
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.resources import close_all
+from shared.core.settings import get_settings
+from shared.core.topology import arguments_are_private, queue_for_task, task_allowed
+from shared.observability.sentry import init_sentry
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,8 @@ def _open_child_pool(**_: Any) -> None:
 
 
 @worker_process_shutdown.connect
-def _close_child_pool(**_: Any) -> None:
+def _close_child_resources(**_: Any) -> None:
+    close_all()
     close_process_pool()
 
 
@@ -102,7 +104,7 @@ def _keep_what_celery_could_not_run(
     **_: Any,
 ) -> None:
     """A message Celery failed on outside the task body (its arguments are not a list and a mapping) is acked."""
-    from shared.dead_letters import record_dead_letter
+    from shared.data.dead_letters import record_dead_letter
 
     record_dead_letter(
         f"task.{getattr(sender, 'name', 'unknown')}",
@@ -118,8 +120,8 @@ def _publish_process_stats(**_: Any) -> None:
     """Every child reports its pool and query figures (at most every 15 s) for the health service."""
     import redis
 
+    from shared.core.redis_clients import process_redis
     from shared.health.process_stats import publish
-    from shared.redis_clients import process_redis
 
     settings = get_settings()
     try:

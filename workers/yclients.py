@@ -6,14 +6,15 @@ import logging
 from typing import Any, Literal
 
 import redis
-from celery import Task
 
-from shared.errors import TransientError
-from shared.models import PositiveId
-from shared.settings import get_settings
-from shared.yclients.client import YClientsClient, YClientsError, make_client
+from shared.core.failure import is_retryable
+from shared.core.resources import resource
+from shared.core.settings import get_settings
+from shared.data.models import PositiveId
+from shared.yclients.client import YClientsClient, make_client
 from shared.yclients.sync import ENTITIES, SyncFailedError, sync_entity
 from workers.app import app
+from workers.base import FleetTask
 from workers.ping import define_ping, define_report
 
 log = logging.getLogger(__name__)
@@ -21,23 +22,23 @@ SyncMode = Literal["full", "incremental"]
 ping = define_ping(__name__)
 report_process = define_report(__name__)
 
-_client: YClientsClient | None = None
-
 
 def yclients_client() -> YClientsClient:
-    """One API client per worker child, made after fork on first use."""
-    global _client
-    if _client is None:
-        _client = make_client(get_settings())
-    return _client
+    """One API client per worker child, made after fork on first use, closed at child shutdown."""
+    return resource("yclients", lambda: make_client(get_settings()), YClientsClient.close)
 
 
-def _retryable(error: BaseException | None) -> bool:
-    return isinstance(error, TransientError) or (isinstance(error, YClientsError) and error.retryable)
-
-
-@app.task(name="workers.yclients.sync_entity", bind=True, max_retries=3, reject_on_worker_lost=True)
-def sync_entity_task(self: Task, entity: str, company_id: PositiveId, mode: SyncMode | None = None) -> dict[str, Any]:
+@app.task(
+    name="workers.yclients.sync_entity",
+    bind=True,
+    max_retries=3,
+    reject_on_worker_lost=True,
+    retry_backoff_base=60,
+    retry_backoff_max=600,
+)
+def sync_entity_task(
+    self: FleetTask, entity: str, company_id: PositiveId, mode: SyncMode | None = None
+) -> dict[str, Any]:
     """Sync one entity of one company; a run already going for the same pair is not started twice."""
     settings = get_settings()
     lock = redis.Redis.from_url(settings.redis_url.get_secret_value()).lock(
@@ -49,8 +50,8 @@ def sync_entity_task(self: Task, entity: str, company_id: PositiveId, mode: Sync
     try:
         summary = sync_entity(yclients_client(), settings.yclients, company_id, entity, mode=mode)
     except SyncFailedError as exc:
-        if _retryable(exc.__cause__) and self.request.retries < self.max_retries:
-            raise self.retry(countdown=60 * 2**self.request.retries) from exc  # resumes after the last saved page
+        if is_retryable(exc.__cause__) and self.request.retries < self.max_retries:
+            raise self.retry(countdown=self.backoff()) from exc  # resumes after the last saved page
         raise
     finally:
         lock.release()

@@ -13,8 +13,8 @@ from typing import Any
 
 from shared.assistant import Reply, Turn
 from shared.assistant.tools import SalonTools
-from shared.repositories.calendar import SlotTakenError
-from shared.settings import get_settings
+from shared.core.settings import get_settings
+from shared.data.repositories.calendar import SlotTakenError
 
 MENU = "Напишите цифру:\n1 — услуги и цены\n2 — записаться\n3 — мои записи\n4 — отменить запись\n5 — наши мастера"
 KEYWORDS: list[tuple[str, re.Pattern[str]]] = [

@@ -7,9 +7,9 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.assistant.slots import FreeSlot, free_starts
-from shared.db import transaction
-from shared.repositories.calendar import BookingRepository, StaffScheduleRepository
-from shared.repositories.catalogue import ServiceRepository, StaffRepository
+from shared.core.db import transaction
+from shared.data.repositories.calendar import BookingRepository, StaffScheduleRepository
+from shared.data.repositories.catalogue import ServiceRepository, StaffRepository
 
 
 class SalonTools:

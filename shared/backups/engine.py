@@ -24,8 +24,8 @@ from psycopg.types.json import Jsonb
 
 from shared.backups.files import make_private, private_directory, private_files
 from shared.backups.tools import BackupError, PgTools, sha256_of
-from shared.db import run
-from shared.settings import BackupSettings
+from shared.core.db import run
+from shared.core.settings import BackupSettings
 
 log = logging.getLogger(__name__)
 

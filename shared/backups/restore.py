@@ -9,13 +9,13 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
-from psycopg.types.json import Jsonb
 
 from shared.backups.engine import verify_archive
 from shared.backups.files import archive_in, checked_database_name, scratch_name
 from shared.backups.tools import BackupError, PgTools
-from shared.db import run
-from shared.settings import BackupSettings
+from shared.core.db import run
+from shared.core.settings import BackupSettings
+from shared.data.repositories import health_checks
 
 log = logging.getLogger(__name__)
 
@@ -140,15 +140,11 @@ def drill(settings: BackupSettings, conninfo: str, backup_id: int | None = None)
     finally:
         with _admin(conninfo) as admin:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
-    run(
-        "INSERT INTO health_checks (check_name, subject, status, details) VALUES ('backup_drill', %s, %s, %s)",
-        (
-            str(result.backup_id or ""),
-            "healthy" if result.passed else "unhealthy",
-            Jsonb({"differences": {t: list(v) for t, v in result.differences.items()}, "error": result.error}),
-        ),
-        table="health_checks",
-        operation="insert",
+    health_checks.record(
+        "backup_drill",
+        "healthy" if result.passed else "unhealthy",
+        {"differences": {t: list(v) for t, v in result.differences.items()}, "error": result.error},
+        subject=str(result.backup_id or ""),
     )
     (log.info if result.passed else log.error)("%s", result.render())
     return result

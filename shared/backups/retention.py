@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 from shared.backups.files import archive_in, companions
 from shared.backups.tools import BackupError
-from shared.db import run
-from shared.settings import BackupSettings
+from shared.core.db import run
+from shared.core.settings import BackupSettings
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from shared.settings import BackupSettings
+from shared.core.failure import FleetError
+from shared.core.settings import BackupSettings
 
 
-class BackupError(RuntimeError):
+class BackupError(FleetError):
     """A backup, verification, restore or drill failed; the message says what and why."""
 
 

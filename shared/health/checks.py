@@ -3,31 +3,64 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 from typing import Any
 
 import redis
+from celery.schedules import crontab
 
-from shared.budget import connection_budget
-from shared.db import run
-from shared.dead_letters import SPOOL_KEY
-from shared.errors import DataLayerError
+from beat_schedule import build_beat_schedule
+from shared.core.budget import connection_budget
+from shared.core.db import run
+from shared.core.settings import Settings
+from shared.core.topology import QUEUE_OF_WORKER, Queue
+from shared.data.dead_letters import SPOOL_KEY
+from shared.data.errors import DataLayerError
+from shared.data.repositories import health_checks
 from shared.health.process_stats import read_all
-from shared.settings import Settings
 from shared.yclients.sync import ENTITIES
-from workers.queues import QUEUE_OF_WORKER, Queue
 
 SEVERITY = {"healthy": 0, "warning": 1, "unhealthy": 2}
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's Redis priority lists
-# How often each entity is synced (hours); stale after 2.5 such periods, warning after 1.5.
-SYNC_PERIOD_HOURS = {
-    "company": 7 * 24,
-    "services": 24,
-    "staff": 24,
-    "clients": 24,
-    "schedules": 24,
-    "schedules_today": 1,
-    "records": 0.25,
-}
+
+
+_gaps: dict[str, float] = {}
+
+
+def largest_gap_hours(schedule: crontab, days: int = 8) -> float:
+    """The longest wait between two runs of a crontab over a week (hourly 08-23 waits 9 h overnight)."""
+    key = repr(schedule)
+    if key not in _gaps:
+        _gaps[key] = _largest_gap(schedule, days)
+    return _gaps[key]
+
+
+def _largest_gap(schedule: crontab, days: int) -> float:
+    start = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday; only the pattern matters, not the date
+    runs = []
+    for minute in range(days * 24 * 60):
+        moment = start + timedelta(minutes=minute)
+        if (
+            moment.minute in schedule.minute
+            and moment.hour in schedule.hour
+            and (moment.weekday() + 1) % 7 in schedule.day_of_week
+            and moment.day in schedule.day_of_month
+            and moment.month in schedule.month_of_year
+        ):
+            runs.append(moment)
+    gaps = [(later - earlier).total_seconds() / 3600 for earlier, later in pairwise(runs)]
+    return max(gaps, default=days * 24.0)
+
+
+def sync_periods(settings: Settings) -> dict[str, float]:
+    """How often each entity is synced, read from beat's table (the one place the times are written)."""
+    periods: dict[str, float] = {}
+    for entry in build_beat_schedule(settings).values():
+        if entry["task"] == "workers.yclients.sync_all":
+            entity = entry["args"][0]
+            periods[entity] = min(periods.get(entity, float("inf")), largest_gap_hours(entry["schedule"]))
+    return periods
 
 
 def worst(statuses: list[str]) -> str:
@@ -55,12 +88,7 @@ def _hours(seconds: float | None) -> float | None:
 
 def check_heartbeat(settings: Settings) -> Component:
     component = Component("heartbeat")
-    row = run(
-        "SELECT extract(epoch FROM now() - max(checked_at)) AS age FROM health_checks WHERE check_name = 'heartbeat'",
-        table="health_checks",
-        operation="select",
-    )[0]
-    age = None if row["age"] is None else float(row["age"])
+    age = health_checks.seconds_since("heartbeat")
     component.details["seconds_since_heartbeat"] = None if age is None else round(age, 1)
     if age is None:
         component.flag("unhealthy", "no heartbeat recorded yet: is beat running?")
@@ -142,12 +170,7 @@ def check_queues(settings: Settings, client: redis.Redis) -> Component:
 
 def check_whatsapp() -> Component:
     component = Component("whatsapp")
-    rows = run(
-        "SELECT DISTINCT ON (subject) subject, status, checked_at, details->'problems' AS problems FROM health_checks"
-        " WHERE check_name = 'whatsapp_session' ORDER BY subject, checked_at DESC, id DESC",
-        table="health_checks",
-        operation="select",
-    )
+    rows = health_checks.latest_per_subject("whatsapp_session")
     component.details["sessions"] = {
         row["subject"]: {"status": row["status"], "checked_at": row["checked_at"], "problems": row["problems"]}
         for row in rows
@@ -166,12 +189,8 @@ def check_backups(settings: Settings) -> Component:
         table="backups",
         operation="select",
     )
-    drill = run(
-        "SELECT status, checked_at FROM health_checks WHERE check_name = 'backup_drill'"
-        " ORDER BY checked_at DESC, id DESC LIMIT 1",
-        table="health_checks",
-        operation="select",
-    )
+    drill_row = health_checks.latest("backup_drill")
+    drill = [drill_row] if drill_row else []
     failed = run(
         "SELECT count(*) AS n FROM backups WHERE status = 'failed' AND started_at > now() - interval '7 days'",
         table="backups",
@@ -214,7 +233,7 @@ def check_sync(settings: Settings) -> Component:
         for entity in ENTITIES:
             age = ages.get((company, entity))
             report[str(company)][entity] = _hours(age)
-            period = SYNC_PERIOD_HOURS[entity] * 3600
+            period = sync_periods(settings)[entity] * 3600  # stale after 2.5 such periods, warning after 1.5
             if age is None:
                 if company in settings.yclients.company_ids:
                     component.flag("unhealthy", f"{entity} of company {company} has never synced")

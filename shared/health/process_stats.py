@@ -13,9 +13,9 @@ from typing import Any
 
 import redis
 
-from shared.pool import get_pool, pool_is_open
-from shared.pool_health import pool_health
-from shared.query_metrics import query_metrics
+from shared.core.pool import get_pool, pool_is_open
+from shared.observability.pool_health import pool_health
+from shared.observability.query_metrics import query_metrics
 
 PREFIX = "fleet:procstats:"
 PUBLISH_EVERY = 15.0

@@ -8,13 +8,13 @@ from typing import Any
 
 import redis
 import sentry_sdk
-from psycopg.types.json import Jsonb
 
-from shared.db import run, transaction
+from shared.core.db import transaction
+from shared.core.redis_clients import process_redis
+from shared.core.settings import Settings
+from shared.data.repositories import health_checks
 from shared.health import checks
 from shared.health.checks import Component, safely, worst
-from shared.redis_clients import process_redis
-from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -65,38 +65,15 @@ def store_and_alert(report: dict[str, Any]) -> list[str]:
     for name, part in report["components"].items():
         check_name = CHECK_PREFIX + name
         with transaction():
-            previous = run(
-                "SELECT status FROM health_checks WHERE check_name = %s ORDER BY checked_at DESC, id DESC LIMIT 1",
-                (check_name,),
-                table="health_checks",
-                operation="select",
-            )
-            run(
-                "INSERT INTO health_checks (check_name, status, details) VALUES (%s, %s, %s)",
-                (check_name, part["status"], Jsonb(part, dumps=_dumps)),
-                table="health_checks",
-                operation="insert",
-            )
-        before = previous[0]["status"] if previous else None
+            previous = health_checks.latest(check_name)
+            health_checks.record(check_name, part["status"], part)
+        before = previous["status"] if previous else None
         if before != part["status"] and not (before is None and part["status"] == "healthy"):
             _alert(name, part["status"], before, part["problems"])
             changed.append(name)
     return changed
 
 
-def _dumps(value: Any) -> str:
-    import json
-
-    return json.dumps(value, default=str)
-
-
 def prune_history(days: int = 30) -> int:
     """Stored results older than a month go; the table would otherwise grow by ~10k rows a day."""
-    return len(
-        run(
-            "DELETE FROM health_checks WHERE checked_at < now() - make_interval(days => %s) RETURNING 1",
-            (days,),
-            table="health_checks",
-            operation="delete",
-        )
-    )
+    return health_checks.prune(days)

@@ -11,12 +11,12 @@ import logging
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from shared.core.pool import get_pool, pool_is_open
+from shared.core.settings import Settings
 from shared.health.checks import query_metrics_report
 from shared.health.prometheus import render
 from shared.health.report import build_report, redis_client
-from shared.pool import get_pool, pool_is_open
-from shared.pool_health import pool_health
-from shared.settings import Settings
+from shared.observability.pool_health import pool_health
 
 log = logging.getLogger(__name__)
 

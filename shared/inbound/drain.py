@@ -14,14 +14,15 @@ from typing import Any
 
 from shared.assistant import Assistant, Reply, Turn, load_assistant
 from shared.assistant.tools import SalonTools
-from shared.db import Connection, run, transaction
-from shared.dead_letters import record_dead_letter
+from shared.core.db import Connection, run, transaction
+from shared.core.pool import get_pool
+from shared.core.resources import resource
+from shared.core.settings import InboundSettings, get_settings
+from shared.data.dead_letters import record_dead_letter
+from shared.data.repositories.catalogue import CompanyRepository
+from shared.data.repositories.conversations import DialogContextRepository, OutboxRepository
+from shared.data.repositories.people import ClientRepository
 from shared.inbound.store import chat_key
-from shared.pool import get_pool
-from shared.repositories.catalogue import CompanyRepository
-from shared.repositories.conversations import DialogContextRepository, OutboxRepository
-from shared.repositories.people import ClientRepository
-from shared.settings import InboundSettings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,10 @@ class DrainResult:
     more_pending: bool = False
 
 
-_assistants: dict[str, Assistant] = {}
-
-
 def assistant() -> Assistant:
     """The configured assistant, made once per process."""
     path = get_settings().assistant
-    if path not in _assistants:
-        _assistants[path] = load_assistant(path)
-    return _assistants[path]
+    return resource(f"assistant:{path}", lambda: load_assistant(path))
 
 
 def merge_replies(texts: list[str]) -> str:

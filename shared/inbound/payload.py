@@ -24,8 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from shared.models import Phone
-from shared.storable import BIGINT_MAX, clean_text, text_problem
+from shared.core.storable import BIGINT_MAX, clean_text, text_problem
+from shared.data.models import Phone
 
 TASK_NAME = "workers.inbound.receive_message"
 MAX_TEXT_CHARS = 16_384

@@ -14,11 +14,11 @@ from typing import Any, Literal
 import sentry_sdk
 from pydantic import ValidationError
 
-from shared.dead_letters import record_dead_letter
-from shared.errors import DataLayerError, TransientError
+from shared.data.dead_letters import record_dead_letter
+from shared.data.errors import DataLayerError, TransientError
+from shared.data.repository import pydantic_errors
 from shared.inbound.payload import InboundPayload
 from shared.inbound.store import ConflictingRepeatError, UnknownCompanyError, store_message
-from shared.repository import pydantic_errors
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from shared.db import run, transaction
-from shared.errors import NotFoundError, TransientError
+from shared.core.db import run, transaction
+from shared.core.settings import InboundSettings, get_settings
+from shared.data.errors import NotFoundError, TransientError
 from shared.inbound.payload import InboundPayload
-from shared.settings import InboundSettings, get_settings
 
 STORE_LOCK = 1  # advisory lock class: assigning the next sequence number of one chat
 

@@ -16,8 +16,8 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from shared.db import run, transaction
-from shared.settings import KeysSettings
+from shared.core.db import run, transaction
+from shared.core.settings import KeysSettings
 from shared.whatsapp.policy import POLICY, PROTECTED_KEY_IDS, Retention
 
 log = logging.getLogger(__name__)

@@ -7,10 +7,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sentry_sdk
-from psycopg.types.json import Jsonb
 
-from shared.db import run, transaction
-from shared.settings import KeysSettings
+from shared.core.db import run, transaction
+from shared.core.settings import KeysSettings
+from shared.data.repositories import health_checks
 
 log = logging.getLogger(__name__)
 
@@ -93,14 +93,8 @@ def company_stats() -> dict[str, dict[str, Any]]:
 
 
 def _previous_status(company_id: str) -> str | None:
-    rows = run(
-        "SELECT status FROM health_checks WHERE check_name = %s AND subject = %s ORDER BY checked_at DESC, id DESC"
-        " LIMIT 1",
-        (CHECK, company_id),
-        table="health_checks",
-        operation="select",
-    )
-    return rows[0]["status"] if rows else None
+    previous = health_checks.latest(CHECK, subject=company_id)
+    return previous["status"] if previous else None
 
 
 def _alert(health: SessionHealth) -> None:
@@ -131,12 +125,7 @@ def check_sessions(settings: KeysSettings) -> list[SessionHealth]:
         health = assess(company_id, stats, settings)
         with transaction():
             health.previous = _previous_status(company_id)
-            run(
-                "INSERT INTO health_checks (check_name, subject, status, details) VALUES (%s, %s, %s, %s)",
-                (CHECK, company_id, health.status, Jsonb(health.details)),
-                table="health_checks",
-                operation="insert",
-            )
+            health_checks.record(CHECK, health.status, health.details, subject=company_id)
         if health.changed:
             _alert(health)
         results.append(health)

@@ -19,7 +19,8 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from shared.settings import Settings, YClientsSettings
+from shared.core.failure import FleetError
+from shared.core.settings import Settings, YClientsSettings
 from shared.yclients.ratelimit import FleetRateLimiter
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ MAX_RETRY_AFTER_SECONDS = 300.0  # a longer ask is a misconfigured proxy: wait t
 LIMIT_MESSAGES = ("превышен лимит", "limit exceeded", "too many requests")
 
 
-class YClientsError(Exception):
+class YClientsError(FleetError):
     """The API refused or failed; `retryable` says whether another try can help."""
 
     def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:

@@ -18,8 +18,8 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.phones import InvalidPhoneError, normalize_phone
-from shared.storable import BIGINT_MAX, text_problem
+from shared.core.storable import BIGINT_MAX, text_problem
+from shared.data.phones import InvalidPhoneError, normalize_phone
 
 NAIVE = re.compile(r"^\d{4}-\d{2}-\d{2}[ T]\d{2}:\d{2}(:\d{2})?$")
 COMPACT_OFFSET = re.compile(r"([+-]\d{2})(\d{2})$")

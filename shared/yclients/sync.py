@@ -18,26 +18,26 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sentry_sdk
-from psycopg.types.json import Jsonb
 
-from shared.db import run, transaction
-from shared.errors import ConflictError, DataLayerError, ForeignKeyError, TransientError
-from shared.repositories.calendar import BookingRepository, StaffScheduleRepository
-from shared.repositories.catalogue import (
+from shared.core.db import run, transaction
+from shared.core.settings import YClientsSettings
+from shared.data.errors import ConflictError, DataLayerError, ForeignKeyError, TransientError
+from shared.data.repositories import sync_held_rows as held_rows
+from shared.data.repositories import sync_runs
+from shared.data.repositories.calendar import BookingRepository, StaffScheduleRepository
+from shared.data.repositories.catalogue import (
     CompanyRepository,
     ServiceCategoryRepository,
     ServiceRepository,
     StaffRepository,
 )
-from shared.repositories.people import ClientRepository
-from shared.repository import Repository, Row
-from shared.settings import YClientsSettings
-from shared.yclients import held_rows
+from shared.data.repositories.people import ClientRepository
+from shared.data.repository import Repository, Row
 from shared.yclients import rows as convert
 from shared.yclients.client import Page, Walk, YClientsClient
 
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 
 ENTITIES = ("company", "services", "staff", "schedules", "schedules_today", "clients", "records")
 REJECTIONS_KEPT = 50
-RESUME_WITHIN = timedelta(hours=24)
 
 
 class UnknownEntityError(ValueError):
@@ -100,72 +99,6 @@ class SyncSummary:
         )
         line += f"\ndeletion: {c.deletion}" if c.deletion else ""
         return line + (f"\nerror: {self.error}" if self.error else "")
-
-
-# ---- the sync_runs journal ----------------------------------------------------------------------------
-def _start_run(company_id: int, entity: str, mode: str) -> int:
-    return run(
-        "INSERT INTO sync_runs (company_id, entity, mode) VALUES (%s, %s, %s) RETURNING id",
-        (company_id, entity, mode),
-        table="sync_runs",
-        operation="insert",
-    )[0]["id"]
-
-
-def _save_progress(run_id: int, c: RunCounters, cursor: dict[str, Any] | None) -> None:
-    run(
-        "UPDATE sync_runs SET pages = %s, rows_fetched = %s, rows_upserted = %s, rows_marked_deleted = %s,"
-        " rows_rejected = %s, rows_pending = %s, rejections = %s, deletion = %s, cursor = %s WHERE id = %s",
-        (
-            c.pages,
-            c.fetched,
-            c.upserted,
-            c.marked_deleted,
-            c.rejected,
-            c.pending,
-            Jsonb(c.rejections),
-            c.deletion,
-            Jsonb(cursor) if cursor is not None else None,
-            run_id,
-        ),
-        table="sync_runs",
-        operation="update",
-    )
-
-
-def _finish_run(run_id: int, status: str, error: str | None) -> None:
-    run(
-        "UPDATE sync_runs SET status = %s, error = %s, finished_at = now() WHERE id = %s",
-        (status, error, run_id),
-        table="sync_runs",
-        operation="update",
-    )
-
-
-def _resume_page(company_id: int, entity: str, current_run: int) -> int:
-    """The page after the last one the previous run saved, when that run failed recently; else 1."""
-    rows = run(
-        "SELECT status, cursor, started_at FROM sync_runs WHERE company_id = %s AND entity = %s AND id <> %s"
-        " ORDER BY started_at DESC, id DESC LIMIT 1",
-        (company_id, entity, current_run),
-        table="sync_runs",
-        operation="select",
-    )
-    if not rows or rows[0]["status"] != "failed" or not rows[0]["cursor"]:
-        return 1
-    if datetime.now(UTC) - rows[0]["started_at"] > RESUME_WITHIN:
-        return 1
-    return int(rows[0]["cursor"].get("page", 0)) + 1
-
-
-def last_success(company_id: int, entity: str) -> datetime | None:
-    rows = run(
-        "SELECT max(started_at) AS at FROM sync_runs WHERE company_id = %s AND entity = %s AND status = 'succeeded'",
-        (company_id, entity),
-        table="sync_runs",
-        operation="select",
-    )
-    return rows[0]["at"] if rows else None
 
 
 # ---- saving one page -----------------------------------------------------------------------------------
@@ -330,22 +263,22 @@ class EntitySync:
         if entity not in ENTITIES:
             raise UnknownEntityError(f"unknown entity {entity!r}; choose one of {', '.join(ENTITIES)}")
         if mode is None:
-            mode = "incremental" if entity == "records" and last_success(self.company_id, entity) else "full"
-        run_id = _start_run(self.company_id, entity, mode)
+            mode = "incremental" if entity == "records" and sync_runs.last_success(self.company_id, entity) else "full"
+        run_id = sync_runs.start_run(self.company_id, entity, mode)
         counters = RunCounters()
         try:
             getattr(self, f"_sync_{entity}")(run_id, counters, mode)
             self._keep_held(entity, run_id, counters)
         except Exception as exc:
             self._keep_held(entity, run_id, counters)
-            _save_progress(run_id, counters, self._cursor)
-            _finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+            sync_runs.save_progress(run_id, counters, self._cursor)
+            sync_runs.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
             log.error("sync %s for company %s failed: %s", entity, self.company_id, type(exc).__name__)
             raise SyncFailedError(
                 SyncSummary(run_id, entity, self.company_id, mode, "failed", counters, f"{type(exc).__name__}: {exc}")
             ) from exc
-        _save_progress(run_id, counters, None)
-        _finish_run(run_id, "succeeded", None)
+        sync_runs.save_progress(run_id, counters, None)
+        sync_runs.finish_run(run_id, "succeeded", None)
         return SyncSummary(run_id, entity, self.company_id, mode, "succeeded", counters)
 
     def _keep_held(self, entity: str, run_id: int, c: RunCounters) -> None:
@@ -356,7 +289,7 @@ class EntitySync:
         c.pages += 1
         self._cursor = {"page": page.number}
         self._keep_held(entity, run_id, c)
-        _save_progress(run_id, c, self._cursor)
+        sync_runs.save_progress(run_id, c, self._cursor)
 
     # deletion, only on proof ------------------------------------------------------------------------
     def _delete_vanished(
@@ -483,7 +416,7 @@ class EntitySync:
     def _sync_clients(self, run_id: int, c: RunCounters, mode: str) -> None:
         self._require_company()
         zone = self.zone()
-        start_page = _resume_page(self.company_id, "clients", run_id)
+        start_page = sync_runs.resume_page(self.company_id, "clients", run_id)
         seen: list[int] = []
         walk = Walk()
         for page in self.client.client_pages(self.company_id, start_page=start_page, walk=walk, deadline=self.deadline):
@@ -510,11 +443,11 @@ class EntitySync:
         first = today - timedelta(days=self.settings.records_days_back)
         last = today + timedelta(days=self.settings.records_days_ahead)
         params: dict[str, Any] = {"start_date": first.isoformat(), "end_date": last.isoformat()}
-        previous = last_success(self.company_id, "records")
+        previous = sync_runs.last_success(self.company_id, "records")
         if mode == "incremental" and previous is not None:
             changed_after = previous - timedelta(minutes=self.settings.incremental_overlap_minutes)
             params["changed_after"] = changed_after.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S")
-        start_page = _resume_page(self.company_id, "records", run_id)
+        start_page = sync_runs.resume_page(self.company_id, "records", run_id)
         seen: list[int] = []
         walk = Walk()
         pages = self.client.record_pages(

@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 
 ROOT = Path(__file__).resolve().parents[2]
-FLEET = [sys.executable, "-m", "shared.cli"]
+FLEET = [sys.executable, "-m", "workers.cli"]
 
 
 def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:

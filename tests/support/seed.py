@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-from shared.repositories.catalogue import (
+from shared.data.repositories.catalogue import (
     CompanyRepository,
     ServiceCategoryRepository,
     ServiceRepository,

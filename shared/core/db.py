@@ -1,0 +1,142 @@
+"""Connections, transactions and the one function every query goes through.
+
+Inside `with transaction():` every repository call in this thread or task uses the transaction's connection,
+so composing repositories never opens a second connection behind the caller's back. Nesting makes a
+savepoint: an inner failure rolls back the inner block only.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.rows import dict_row
+
+from shared.core.pool import get_pool
+from shared.data.errors import translated_errors
+from shared.observability.query_metrics import query_metrics
+
+Connection = psycopg.Connection[Any]
+Query = str | sql.Composable
+
+_current: ContextVar[Connection | None] = ContextVar("fleet_transaction_connection", default=None)
+
+
+def current_connection() -> Connection | None:
+    return _current.get()
+
+
+@contextmanager
+def transaction(conn: Connection | None = None) -> Iterator[Connection]:
+    """Commit everything inside as one unit, or nothing. Nested use creates a savepoint."""
+    conn = conn or _current.get()
+    if conn is not None:
+        with translated_errors(table=None, operation="transaction"), conn.transaction():
+            token = _current.set(conn)
+            try:
+                yield conn
+            finally:
+                _current.reset(token)
+        return
+    with (
+        translated_errors(table=None, operation="transaction"),
+        get_pool().connection() as pooled,
+        pooled.transaction(),
+    ):
+        token = _current.set(pooled)
+        try:
+            yield pooled
+        finally:
+            _current.reset(token)
+
+
+@contextmanager
+def connection(conn: Connection | None = None) -> Iterator[Connection]:
+    """The caller's connection, else the current transaction's, else one borrowed for this statement."""
+    conn = conn or _current.get()
+    if conn is not None:
+        yield conn
+        return
+    with translated_errors(table=None, operation="connect"), get_pool().connection() as pooled:
+        yield pooled
+
+
+def _statement_text(query: Query, conn: Connection) -> str:
+    return query if isinstance(query, str) else query.as_string(conn)
+
+
+@contextmanager
+def _measured(statement: Query, operation: str, conn: Connection) -> Iterator[None]:
+    started = time.perf_counter()
+    failed = True
+    try:
+        yield
+        failed = False
+    finally:
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        query_metrics().record(operation, elapsed_ms, _statement_text(statement, conn), failed=failed)
+
+
+def execute(
+    query: Query,
+    params: Sequence[Any] | dict[str, Any] | None = None,
+    *,
+    table: str | None,
+    operation: str,
+    conn: Connection | None = None,
+) -> int:
+    """Execute one statement and return how many rows it affected; timed, and errors typed."""
+    with (
+        connection(conn) as active,
+        translated_errors(table=table, operation=operation),
+        _measured(query, operation, active),
+        active.cursor() as cur,
+    ):
+        cur.execute(query, params)
+        return cur.rowcount
+
+
+def copy_rows(
+    statement: Query,
+    rows: Iterable[Sequence[Any]],
+    *,
+    table: str | None,
+    types: Sequence[int] | None = None,
+    conn: Connection | None = None,
+) -> None:
+    """Stream rows through COPY ... FROM STDIN (binary when `types`, the columns' OIDs, are given)."""
+    with (
+        connection(conn) as active,
+        translated_errors(table=table, operation="copy"),
+        _measured(statement, "copy", active),
+        active.cursor() as cur,
+        cur.copy(statement) as copy,
+    ):
+        if types is not None:
+            copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
+
+
+def run(
+    query: Query,
+    params: Sequence[Any] | dict[str, Any] | None = None,
+    *,
+    table: str | None,
+    operation: str,
+    conn: Connection | None = None,
+) -> list[dict[str, Any]]:
+    """Execute one statement and return its rows as dicts; timed, and errors typed."""
+    with (
+        connection(conn) as active,
+        translated_errors(table=table, operation=operation),
+        _measured(query, operation, active),
+        active.cursor(row_factory=dict_row) as cur,
+    ):
+        cur.execute(query, params)
+        return cur.fetchall() if cur.description is not None else []

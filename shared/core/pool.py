@@ -1,0 +1,95 @@
+"""The one psycopg connection pool of this process.
+
+A pool must never cross a fork: sockets shared by parent and child corrupt each other's sessions. Worker
+children open theirs in `worker_process_init`; beat and command-line tools open theirs on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+from psycopg_pool import ConnectionPool
+
+from shared.core.settings import PoolSettings, Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+_lock = threading.Lock()
+_pool: ConnectionPool | None = None
+_owner_pid: int | None = None
+
+
+def build_pool(
+    settings: Settings,
+    *,
+    role: str,
+    max_size: int | None = None,
+    min_size: int | None = None,
+    timeout: float | None = None,
+) -> ConnectionPool:
+    """A closed pool configured from settings; `role` names the connections in pg_stat_activity."""
+    ps: PoolSettings = settings.pool
+    size_max = max_size if max_size is not None else ps.max_size
+    size_min = min(min_size if min_size is not None else ps.min_size, size_max)
+    options = f"-c statement_timeout={ps.statement_timeout_ms}"
+    return ConnectionPool(
+        settings.database_conninfo,
+        min_size=size_min,
+        max_size=size_max,
+        timeout=timeout if timeout is not None else ps.timeout,
+        max_lifetime=ps.max_lifetime,
+        max_idle=ps.max_idle,
+        check=ConnectionPool.check_connection,
+        kwargs={
+            "application_name": f"fleet-{role}",
+            "options": options,
+            "connect_timeout": ps.connect_timeout,
+        },
+        name=f"fleet-{role}",
+        open=False,
+    )
+
+
+def open_process_pool(
+    *,
+    role: str,
+    settings: Settings | None = None,
+    max_size: int | None = None,
+    timeout: float | None = None,
+    wait: bool = False,
+) -> ConnectionPool:
+    """Open this process's pool; returns at once unless `wait` (connections are made in the background)."""
+    global _pool, _owner_pid
+    with _lock:
+        if _pool is not None and _owner_pid == os.getpid():
+            return _pool
+        # A pool inherited through fork belongs to the parent: drop the reference, never close its sockets.
+        pool = build_pool(settings or get_settings(), role=role, max_size=max_size, timeout=timeout)
+        pool.open(wait=wait)
+        _pool, _owner_pid = pool, os.getpid()
+        log.info("opened connection pool role=%s max_size=%s pid=%s", role, pool.max_size, _owner_pid)
+        return pool
+
+
+def get_pool(*, role: str = "cli", max_size: int | None = 1) -> ConnectionPool:
+    """This process's pool, opened lazily (beat, CLI, solo workers) when no worker hook opened it."""
+    if _pool is not None and _owner_pid == os.getpid():
+        return _pool
+    return open_process_pool(role=role, max_size=max_size)
+
+
+def close_process_pool(timeout: float = 5.0) -> None:
+    """Close the pool this process opened; a no-op when there is none."""
+    global _pool, _owner_pid
+    with _lock:
+        pool, owner = _pool, _owner_pid
+        _pool, _owner_pid = None, None
+    if pool is not None and owner == os.getpid():
+        pool.close(timeout=timeout)
+        log.info("closed connection pool pid=%s", owner)
+
+
+def pool_is_open() -> bool:
+    return _pool is not None and _owner_pid == os.getpid() and not _pool.closed

@@ -1,0 +1,96 @@
+"""Checks run before the fleet starts (`fleet check`, and each launcher): every problem, listed at once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+import redis
+
+from shared.core.budget import connection_budget
+from shared.core.migrate import current_revision, head_revision
+from shared.core.settings import Settings
+
+
+@dataclass
+class PreflightReport:
+    lines: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def render(self) -> str:
+        out = list(self.lines)
+        out += [f"PROBLEM: {problem}" for problem in self.problems]
+        out.append("all checks passed" if self.ok else f"{len(self.problems)} problem(s) found")
+        return "\n".join(out)
+
+
+def check_database(settings: Settings, report: PreflightReport, budget_total: int) -> None:
+    try:
+        with psycopg.connect(settings.database_conninfo, connect_timeout=5) as conn:
+            row = conn.execute(
+                "SELECT current_setting('max_connections')::int,"
+                " current_setting('superuser_reserved_connections')::int,"
+                " (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend')"
+            ).fetchone()
+    except psycopg.Error as exc:
+        report.problems.append(f"PostgreSQL unreachable ({type(exc).__name__}): {exc}".strip())
+        return
+    assert row is not None
+    max_connections, superuser_reserved, in_use = row
+    available = max_connections - superuser_reserved
+    report.lines.append(
+        f"PostgreSQL: max_connections {max_connections} ({superuser_reserved} reserved for superusers),"
+        f" {in_use} client connections open now"
+    )
+    if settings.budget.limit > available:
+        report.problems.append(
+            f"FLEET_BUDGET__LIMIT {settings.budget.limit} exceeds what the server allows ({available})"
+        )
+    elif budget_total > available - in_use:
+        report.lines.append(
+            f"warning: only {available - in_use} connections are free now; the fleet may take {budget_total}"
+        )
+    revision, head = current_revision(settings.database_conninfo), head_revision()
+    if revision != head:
+        report.problems.append(f"schema at revision {revision}, code expects {head}: run `fleet migrate`")
+    else:
+        report.lines.append(f"schema: at revision {revision}")
+
+
+def check_redis(settings: Settings, report: PreflightReport) -> None:
+    client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        report.problems.append(f"Redis unreachable ({type(exc).__name__}): {exc}")
+        return
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    except redis.ResponseError:  # managed Redis often disables CONFIG; the operator must confirm by hand
+        report.lines.append("Redis: reachable; CONFIG is disabled, confirm maxmemory-policy noeviction by hand")
+        return
+    report.lines.append(f"Redis: reachable, maxmemory-policy {policy}")
+    if policy not in (None, "noeviction"):
+        report.problems.append(
+            f"Redis maxmemory-policy is {policy}: broker keys could be evicted; set it to noeviction"
+        )
+
+
+def run_preflight(settings: Settings, *, services: bool = True) -> PreflightReport:
+    report = PreflightReport()
+    report.lines.append(f"environment: {settings.environment}")
+    budget = connection_budget(settings)
+    report.lines.append(budget.explain())
+    if not budget.fits:
+        report.problems.append(
+            f"connection budget {budget.total} exceeds the limit {budget.limit}: lower worker concurrency or"
+            " pool max, or raise FLEET_BUDGET__LIMIT"
+        )
+    if services:
+        check_database(settings, report, budget.total)
+        check_redis(settings, report)
+    return report

@@ -1,0 +1,418 @@
+"""Every setting of the fleet, typed and read from the environment (and an optional `.env` file).
+
+This module is the only place configuration comes from. Conventional variables keep their usual names
+(`DATABASE_URL`, `REDIS_URL`, `SENTRY_DSN`); everything else is prefixed `FLEET_`, with `__` for nesting
+(`FLEET_POOL__MAX_SIZE=3`, `FLEET_WORKERS__INBOUND__CONCURRENCY=4`).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerType(StrEnum):
+    """The four kinds of worker process; each consumes exactly one queue (`shared.core.topology.QUEUE_OF_WORKER`:
+    `keys` consumes `maintenance`, which also carries the health jobs)."""
+
+    INBOUND = "inbound"
+    YCLIENTS = "yclients"
+    KEYS = "keys"
+    BACKUPS = "backups"
+
+
+class WorkerTypeSettings(BaseModel):
+    """Process count and time limits of one worker type.
+
+    The limits must nest: soft < hard < Redis visibility timeout, or the broker re-delivers a task that is
+    still running (docs/reliability.md).
+    """
+
+    concurrency: int = Field(ge=1, le=64, description="processes of this worker type")
+    soft_time_limit: int = Field(gt=0, description="seconds; the task gets SoftTimeLimitExceeded")
+    time_limit: int = Field(gt=0, description="seconds; the child is killed")
+    visibility_timeout: int = Field(gt=0, description="seconds before Redis re-delivers an unacked task")
+
+    @model_validator(mode="after")
+    def _limits_nest(self) -> WorkerTypeSettings:
+        if not self.soft_time_limit < self.time_limit < self.visibility_timeout:
+            raise ValueError(
+                "time limits must satisfy soft_time_limit < time_limit < visibility_timeout, got "
+                f"{self.soft_time_limit} < {self.time_limit} < {self.visibility_timeout}"
+            )
+        return self
+
+
+class InboundWorkerSettings(WorkerTypeSettings):
+    concurrency: int = Field(default=2, ge=1, le=64)
+    soft_time_limit: int = 50
+    time_limit: int = 60
+    visibility_timeout: int = 300  # a message lost with a killed worker is re-delivered within 5 minutes
+
+
+class YClientsWorkerSettings(WorkerTypeSettings):
+    concurrency: int = Field(default=1, ge=1, le=64)
+    soft_time_limit: int = 1500
+    time_limit: int = 1800
+    visibility_timeout: int = 2400
+
+
+class KeysWorkerSettings(WorkerTypeSettings):
+    concurrency: int = Field(default=1, ge=1, le=64)
+    soft_time_limit: int = 240
+    time_limit: int = 300
+    visibility_timeout: int = 600
+
+
+class BackupsWorkerSettings(WorkerTypeSettings):
+    concurrency: int = Field(default=1, ge=1, le=64)
+    soft_time_limit: int = 3000
+    time_limit: int = 3600
+    visibility_timeout: int = 4500
+
+
+class WorkersSettings(BaseModel):
+    """Per worker type; a partial override (one variable) keeps the other defaults of that type."""
+
+    inbound: InboundWorkerSettings = InboundWorkerSettings()
+    yclients: YClientsWorkerSettings = YClientsWorkerSettings()
+    keys: KeysWorkerSettings = KeysWorkerSettings()
+    backups: BackupsWorkerSettings = BackupsWorkerSettings()
+
+    def of(self, worker_type: WorkerType) -> WorkerTypeSettings:
+        return getattr(self, worker_type.value)
+
+
+class PoolSettings(BaseModel):
+    """One psycopg pool per process; these bound it (docs/reliability.md)."""
+
+    min_size: int = Field(default=1, ge=0, description="connections each process keeps open")
+    max_size: int = Field(default=3, ge=1, description="connections each process may hold (counts in the budget)")
+    timeout: float = Field(default=10.0, gt=0, description="seconds to wait for a free connection")
+    max_lifetime: float = Field(default=3600.0, gt=0, description="seconds before a connection is replaced")
+    max_idle: float = Field(default=600.0, gt=0, description="seconds an idle connection above min_size is kept")
+    statement_timeout_ms: int = Field(default=30_000, ge=0, description="0 disables the limit")
+    connect_timeout: int = Field(default=5, ge=1, description="seconds to connect to PostgreSQL")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> PoolSettings:
+        if self.min_size > self.max_size:
+            raise ValueError(f"pool min_size {self.min_size} exceeds max_size {self.max_size}")
+        return self
+
+
+class BudgetSettings(BaseModel):
+    """The fleet's share of PostgreSQL connections and who else takes from it."""
+
+    limit: int = Field(default=25, ge=1, description="connections the fleet may hold at most")
+    beat: int = Field(default=1, ge=0, description="pool max of the beat process")
+    flower: int = Field(default=0, ge=0, description="Flower reads Redis only; raise if a plugin needs SQL")
+    health: int = Field(default=1, ge=0, description="pool max of the health service")
+    reserved: int = Field(default=4, ge=0, description="for migrations, the CLI and an operator's psql")
+
+
+class InboundSettings(BaseModel):
+    """How chat messages are answered."""
+
+    burst_window_seconds: float = Field(default=2.0, ge=0, le=60, description="quiet time before answering")
+    max_attempts: int = Field(default=3, ge=1, description="answering attempts before a dead letter")
+    sent_at_max_age_hours: float = Field(
+        default=48.0, gt=0, description="an older sent_at is replaced by the receive time (original kept)"
+    )
+    sent_at_max_ahead_seconds: float = Field(
+        default=300.0, ge=0, description="a sent_at further in the future is replaced by the receive time"
+    )
+    max_text_chars: int = Field(default=16_384, ge=1, description="longest message text accepted")
+    lock_timeout_ms: int = Field(default=10_000, ge=100, description="wait for another worker's drain")
+    sweep_grace_seconds: float = Field(default=30.0, ge=1, description="age after which the sweep re-drives")
+    slot_days_ahead: int = Field(default=7, ge=1, le=60, description="days ahead the assistant offers slots")
+    slots_offered: int = Field(default=8, ge=1, le=30, description="free slots offered at once")
+
+
+class GatewaySettings(BaseModel):
+    """The WhatsApp gateway that delivers replies."""
+
+    send_url: str = Field(default="http://127.0.0.1:3000/send", description="where replies are POSTed")
+    token: SecretStr | None = Field(default=None, description="Bearer token for the gateway (required in production)")
+    timeout_seconds: float = Field(default=10.0, gt=0, description="seconds per delivery request")
+    max_part_chars: int = Field(default=4096, ge=100, description="longer replies are split at paragraph breaks")
+    max_attempts: int = Field(default=8, ge=1, description="delivery attempts before a dead letter")
+    lease_seconds: float = Field(default=120.0, gt=0, description="a claimed reply is re-sent after this")
+    retry_base_seconds: float = Field(default=5.0, gt=0, description="first retry delay; doubles, capped at 300")
+
+
+class KeysSettings(BaseModel):
+    """WhatsApp key maintenance and session health."""
+
+    idle_days: dict[str, int] = Field(
+        default_factory=lambda: {"session": 30, "sender-key": 30, "lid-mapping": 30, "identity-key": 60},
+        description="days without an update before an idle-only key type may be deleted",
+    )
+    batch_size: int = Field(default=5000, ge=1, le=100_000, description="keys deleted per statement")
+    time_budget_seconds: float | None = Field(default=None, gt=0, description="default: soft time limit - 30 s")
+    warning_after_hours: float = Field(default=24.0, gt=0, description="session not updated for this long: warning")
+    unhealthy_after_hours: float = Field(default=48.0, gt=0, description="session not updated for this long: unhealthy")
+    expired_share_unhealthy: float = Field(
+        default=0.5, gt=0, le=1, description="share of expired keys that is unhealthy"
+    )
+    bloat_threshold: int = Field(default=5000, ge=1, description="keys per company above which it is bloated")
+
+
+class YClientsSettings(BaseModel):
+    """The YClients API and how the sync uses it (limits are the API's documented ones, per IP)."""
+
+    base_url: str = Field(default="https://api.yclients.com/api/v1", description="the API's base URL")
+    partner_token: SecretStr | None = Field(default=None, description="partner (Bearer) token")
+    user_token: SecretStr | None = Field(default=None, description="user token of the salons' account")
+    company_ids: list[int] = Field(default_factory=list, description="companies the sync keeps current")
+    requests_per_second: int = Field(default=5, ge=1, description="fleet-wide limit (the API counts per IP)")
+    requests_per_minute: int = Field(default=200, ge=1, description="fleet-wide limit (the API counts per IP)")
+    timeout_seconds: float = Field(default=30.0, gt=0, description="seconds per API request")
+    max_attempts: int = Field(default=6, ge=1, description="tries per request (rate limits, 5xx, network)")
+    retry_initial_seconds: float = Field(default=1.0, gt=0, description="first backoff; doubles, with jitter")
+    retry_max_wait_seconds: float = Field(default=30.0, gt=0, description="longest backoff between tries")
+    page_size: int = Field(default=200, ge=1, le=200, description="the API's maximum for clients is 200")
+    schedule_days_ahead: int = Field(default=14, ge=1, le=90, description="days of staff schedules kept")
+    records_days_back: int = Field(default=30, ge=0, description="records window: days back")
+    records_days_ahead: int = Field(default=90, ge=1, description="records window: days ahead")
+    incremental_overlap_minutes: int = Field(default=10, ge=0, description="re-read records changed this early")
+    stale_after_hours: float = Field(default=36.0, gt=0, description="a sync older than this is stale")
+    max_delete_share: float = Field(
+        default=0.3, gt=0, le=1, description="a run that would mark more of an entity deleted is refused"
+    )
+    mass_delete_min_rows: int = Field(default=5, ge=1, description="below this many rows the share is not judged")
+    max_pages: int = Field(default=1000, ge=1, description="page cap of a walk whose answer has no total_count")
+    run_deadline_seconds: float = Field(default=1200.0, gt=0, description="a walk fails past this (soft limit 1500)")
+
+
+class HealthSettings(BaseModel):
+    """The health service and the thresholds it judges by."""
+
+    address: str = Field(
+        default="127.0.0.1", description="the health service's address (0.0.0.0 needs a token in production)"
+    )
+    port: int = Field(default=8088, ge=1, le=65535, description="the health service's port")
+    token: SecretStr | None = Field(default=None, description="if set, requests need `Authorization: Bearer <token>`")
+    request_timeout_seconds: float = Field(default=10.0, gt=0, description="a client slower than this is dropped")
+    queue_warning: int = Field(default=100, ge=1, description="messages waiting in one queue")
+    queue_unhealthy: int = Field(default=1000, ge=1, description="messages waiting in one queue: unhealthy")
+    heartbeat_unhealthy_seconds: float = Field(default=300.0, gt=0, description="beat or workers silent")
+    backup_warning_hours: float = Field(default=26.0, gt=0, description="newest verified backup older: warning")
+    backup_unhealthy_hours: float = Field(default=50.0, gt=0, description="newest verified backup older: unhealthy")
+    outbox_stuck_minutes: float = Field(default=10.0, gt=0, description="a reply pending longer is stuck")
+    dead_letters_warning_per_day: int = Field(default=20, ge=1, description="dead letters a day: warning")
+    pool_report_ttl_seconds: int = Field(default=180, ge=10, description="a process's stats expire after this")
+
+
+class BackupSettings(BaseModel):
+    """Where backups go, how long they are kept, and which PostgreSQL client tools make them."""
+
+    directory: Path = Field(default=Path(".run/backups"), description="where archives are written (0700)")
+    offsite_directory: Path | None = Field(default=None, description="a mounted remote disk for a second copy")
+    offsite_passphrase_file: Path | None = Field(
+        default=None, description="if set, the off-site copy is encrypted with gpg (AES-256) using this passphrase"
+    )
+    keep_daily: int = Field(default=7, ge=1, description="newest backup of each of the last N days")
+    keep_weekly: int = Field(default=4, ge=0, description="newest backup of each of the last N ISO weeks")
+    keep_monthly: int = Field(default=6, ge=0, description="newest backup of each of the last N months")
+    pg_bin_dir: Path | None = Field(default=None, description="directory of pg_dump/pg_restore; default: PATH")
+    compression: str = Field(
+        default="auto", description="pg_dump -Z value; auto: zstd:1 where pg_dump supports it, else gzip 1"
+    )
+    min_archive_bytes: int = Field(default=2048, ge=0, description="a smaller archive is implausible: failed")
+    dump_timeout_seconds: float = Field(default=3000.0, gt=0, description="pg_dump is stopped after this")
+
+
+class RetentionSettings(BaseModel):
+    """How long rows are kept (days); chat text is personal data, so it does not stay longer than needed."""
+
+    messages_days: int = Field(default=90, ge=1, description="answered messages and sent replies")
+    dead_letters_days: int = Field(default=90, ge=1, description="dead letters")
+    sync_runs_days: int = Field(default=180, ge=1, description="sync journal and refused rows (newest run kept)")
+    flower_tasks: int = Field(default=10_000, ge=100, description="tasks Flower keeps in its state")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="FLEET_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    environment: Literal["development", "test", "production"] = Field(
+        default="development", description="production refuses unsafe or missing settings"
+    )
+    database_url: SecretStr = Field(
+        default=SecretStr("postgresql://postgres@127.0.0.1:5432/fleet"),
+        description="PostgreSQL URL or conninfo",
+        validation_alias=AliasChoices("DATABASE_URL", "FLEET_DATABASE_URL"),
+    )
+    redis_url: SecretStr = Field(
+        default=SecretStr("redis://127.0.0.1:6379/0"),
+        description="broker and result backend (rediss:// for TLS)",
+        validation_alias=AliasChoices("REDIS_URL", "FLEET_REDIS_URL"),
+    )
+    sentry_dsn: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SENTRY_DSN", "FLEET_SENTRY_DSN"),
+        description="no DSN, no Sentry (required in production)",
+    )
+    timezone: str = Field(default="Europe/Moscow", description="beat's crontab timezone")
+
+    worker_type: WorkerType | None = Field(
+        default=None, description="set by `fleet worker TYPE` for the process it starts"
+    )
+    workers: WorkersSettings = WorkersSettings()
+    pool: PoolSettings = PoolSettings()
+    budget: BudgetSettings = BudgetSettings()
+    broker_max_message_bytes: int = Field(
+        default=1_048_576, ge=65_536, description="a larger queue entry is kept as a dead letter, never decoded"
+    )
+    heartbeat_seconds: float = Field(default=60.0, gt=0, description="how often beat sends the heartbeat")
+    slow_query_ms: float = Field(default=1000.0, gt=0, description="statements slower than this are logged")
+
+    inbound: InboundSettings = InboundSettings()
+    gateway: GatewaySettings = GatewaySettings()
+    assistant: str = Field(
+        default="shared.assistant.rules:RuleBasedAssistant", description="module:Class of the chat assistant"
+    )
+    yclients: YClientsSettings = YClientsSettings()
+    keys: KeysSettings = KeysSettings()
+    backup: BackupSettings = BackupSettings()
+    health: HealthSettings = HealthSettings()
+    retention: RetentionSettings = RetentionSettings()
+
+    flower_user: str | None = Field(default=None, description="Flower basic auth user (set with the password)")
+    flower_password: SecretStr | None = Field(default=None, description="Flower basic auth password")
+    flower_address: str = Field(default="127.0.0.1", description="Flower's address")
+    flower_port: int = Field(default=5555, ge=1, le=65535, description="Flower's port")
+    state_dir: Path = Field(default=Path(".run"), description="beat schedule and Flower state")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r}") from exc
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _parsable_database_url(cls, value: SecretStr) -> SecretStr:
+        try:
+            conninfo_to_dict(value.get_secret_value())
+        except Exception as exc:  # psycopg raises ProgrammingError for malformed conninfo
+            raise ValueError("DATABASE_URL is not a valid PostgreSQL URL or conninfo string") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _private_by_default(self) -> Settings:
+        """Outside production too, Flower is never half-protected (a user without a password means no auth)."""
+        if self.environment == "production":
+            return self  # production_problems names it, with everything else
+        if bool(self.flower_user) != bool(self.flower_password and self.flower_password.get_secret_value()):
+            raise ValueError("FLEET_FLOWER_USER and FLEET_FLOWER_PASSWORD must be set together")
+        return self
+
+    @model_validator(mode="after")
+    def _production_requirements(self) -> Settings:
+        """Collect every missing or unsafe production setting so the operator fixes them in one pass."""
+        if self.environment != "production":
+            return self
+        problems = production_problems(self)
+        if problems:
+            raise ValueError("production settings unsafe or incomplete: " + "; ".join(problems))
+        return self
+
+    @property
+    def database_conninfo(self) -> str:
+        return self.database_url.get_secret_value()
+
+    @property
+    def database_name(self) -> str:
+        return str(conninfo_to_dict(self.database_conninfo).get("dbname", ""))
+
+
+PLACEHOLDER_SECRETS = ("change-me", "changeme", "change_me", "password", "secret", "example")
+ANY_ADDRESS = ("0.0.0.0", "::", "")  # noqa: S104  (the addresses refused without auth, not bound)
+
+
+def _placeholder(secret: str | None) -> bool:
+    return bool(secret) and any(marker in secret.lower() for marker in PLACEHOLDER_SECRETS)
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """What production refuses, each named: missing secrets, example passwords, open or unauthenticated services."""
+    problems = []
+    database = conninfo_to_dict(settings.database_url.get_secret_value())
+    if not database.get("password"):
+        problems.append("DATABASE_URL has no password")
+    elif _placeholder(database["password"]):
+        problems.append("DATABASE_URL has the example's placeholder password")
+    redis_url = urlsplit(settings.redis_url.get_secret_value())
+    if not redis_url.password:
+        problems.append("REDIS_URL has no password")
+    elif _placeholder(unquote(redis_url.password)):
+        problems.append("REDIS_URL has the example's placeholder password")
+    if redis_url.scheme != "rediss" and redis_url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        problems.append("REDIS_URL reaches another host without TLS (use rediss://)")
+    if settings.sentry_dsn is None or not settings.sentry_dsn.get_secret_value():
+        problems.append("SENTRY_DSN is not set")
+    if not settings.flower_user:
+        problems.append("FLEET_FLOWER_USER is not set")
+    if settings.flower_password is None or not settings.flower_password.get_secret_value():
+        problems.append("FLEET_FLOWER_PASSWORD is not set")
+    elif _placeholder(settings.flower_password.get_secret_value()):
+        problems.append("FLEET_FLOWER_PASSWORD is the example's placeholder")
+    if settings.health.address in ANY_ADDRESS and settings.health.token is None:
+        problems.append("the health service listens on every address without FLEET_HEALTH__TOKEN")
+    if settings.health.token is not None and _placeholder(settings.health.token.get_secret_value()):
+        problems.append("FLEET_HEALTH__TOKEN is the example's placeholder")
+    if settings.gateway.token is None or not settings.gateway.token.get_secret_value():
+        problems.append("FLEET_GATEWAY__TOKEN is not set")
+    elif _placeholder(settings.gateway.token.get_secret_value()):
+        problems.append("FLEET_GATEWAY__TOKEN is the example's placeholder")
+    return problems
+
+
+class SettingsError(RuntimeError):
+    """Raised with one readable message listing every invalid setting."""
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, turning pydantic's report into one clear message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        lines = []
+        for error in exc.errors():
+            where = ".".join(str(part) for part in error["loc"]) or "settings"
+            lines.append(f"  - {where}: {error['msg'].removeprefix('Value error, ')}")
+        raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,69 @@
+"""The fleet's queues and which tasks go to which: routing is by the module a task lives in."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from shared.core.settings import WorkerType
+
+
+class Queue(StrEnum):
+    INBOUND = "inbound"
+    YCLIENTS = "yclients"
+    MAINTENANCE = "maintenance"  # WhatsApp key maintenance and the health jobs
+    BACKUPS = "backups"
+
+
+QUEUE_OF_WORKER: dict[WorkerType, Queue] = {
+    WorkerType.INBOUND: Queue.INBOUND,
+    WorkerType.YCLIENTS: Queue.YCLIENTS,
+    WorkerType.KEYS: Queue.MAINTENANCE,
+    WorkerType.BACKUPS: Queue.BACKUPS,
+}
+
+QUEUE_OF_MODULE: dict[str, Queue] = {
+    "workers.inbound": Queue.INBOUND,
+    "workers.yclients": Queue.YCLIENTS,
+    "workers.keys": Queue.MAINTENANCE,
+    "workers.health": Queue.MAINTENANCE,
+    "workers.backups": Queue.BACKUPS,
+}
+
+TASK_MODULES: tuple[str, ...] = tuple(QUEUE_OF_MODULE)
+
+
+def task_modules_of(worker_type: WorkerType | None) -> tuple[str, ...]:
+    """The task modules a process imports: a worker only its own queue's, anyone else (producers, beat) all."""
+    if worker_type is None:
+        return TASK_MODULES
+    queue = QUEUE_OF_WORKER[worker_type]
+    return tuple(module for module, module_queue in QUEUE_OF_MODULE.items() if module_queue is queue)
+
+
+def task_allowed(task_name: str, worker_type: WorkerType) -> bool:
+    """Whether a worker of this type may run the task: only its own modules' tasks, never Celery's built-ins."""
+    return task_name.rpartition(".")[0] in task_modules_of(worker_type)
+
+
+class UnroutedTask(LookupError):
+    """A task name that belongs to no worker module: it would sit in a queue nobody consumes."""
+
+
+def queue_for_task(task_name: str) -> Queue:
+    module = task_name.rpartition(".")[0]
+    try:
+        return QUEUE_OF_MODULE[module]
+    except KeyError:
+        raise UnroutedTask(f"task {task_name!r} is not in any worker module {sorted(QUEUE_OF_MODULE)}") from None
+
+
+def route_task(name: str, args: object, kwargs: object, options: object, task: object = None, **kw: object):
+    """Celery `task_routes` hook; Celery's own tasks (celery.*) keep their default routing."""
+    if name.startswith("celery."):
+        return None
+    return {"queue": queue_for_task(name).value}
+
+
+def arguments_are_private(task_name: str) -> bool:
+    """Inbound tasks carry clients' phones and messages: their arguments never appear in events or Flower."""
+    return QUEUE_OF_MODULE.get(task_name.rpartition(".")[0]) is Queue.INBOUND

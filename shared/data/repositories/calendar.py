@@ -1,0 +1,148 @@
+"""Working slots and bookings; the database refuses a second booking over the same staff time."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from shared.core.db import Connection, run, transaction
+from shared.data.errors import ConflictError, NotFoundError
+from shared.data.models import BookingIn, StaffScheduleIn
+from shared.data.repository import Repository, Row
+
+OVERLAP_CONSTRAINT = "bookings_no_double_booking"
+
+
+class SlotTakenError(ConflictError):
+    """The staff member already has a booking over that time."""
+
+
+class StaffScheduleRepository(Repository):
+    table = "staff_schedules"
+    columns = frozenset(
+        {
+            "company_id",
+            "staff_id",
+            "date",
+            "slots",
+            "busy_intervals",
+            "off_day",
+            "synced_at",
+            "deleted_at",
+            "created_at",
+            "updated_at",
+        }
+    )
+    key = ("company_id", "staff_id", "date")
+    model = StaffScheduleIn
+    json_columns = frozenset({"slots", "busy_intervals"})
+
+    def for_staff(
+        self, company_id: int, staff_id: int, first: date, last: date, *, conn: Connection | None = None
+    ) -> list[Row]:
+        return self.find_many(
+            {
+                "company_id": company_id,
+                "staff_id": staff_id,
+                "date__gte": first,
+                "date__lte": last,
+                "deleted_at__is_null": True,
+            },
+            order_by=["date"],
+            conn=conn,
+        )
+
+
+class BookingRepository(Repository):
+    table = "bookings"
+    columns = frozenset(
+        {
+            "id",
+            "company_id",
+            "yclients_id",
+            "client_id",
+            "staff_id",
+            "service_id",
+            "services",
+            "starts_at",
+            "ends_at",
+            "status",
+            "source",
+            "comment",
+            "changed_at",
+            "synced_at",
+            "deleted_at",
+            "created_at",
+            "updated_at",
+        }
+    )
+    model = BookingIn
+    json_columns = frozenset({"services"})
+
+    def create(self, values: dict[str, Any], *, conn: Connection | None = None) -> Row:
+        """Insert a booking; `SlotTakenError` when the staff member is already booked over that time."""
+        try:
+            return self.insert(values, conn=conn)
+        except ConflictError as exc:
+            if exc.constraint == OVERLAP_CONSTRAINT:
+                raise SlotTakenError(
+                    str(exc), table=self.table, operation="insert", sqlstate=exc.sqlstate, constraint=exc.constraint
+                ) from None
+            raise
+
+    def reschedule(
+        self, booking_id: int, starts_at: datetime, ends_at: datetime, *, conn: Connection | None = None
+    ) -> Row:
+        with transaction(conn) as tx:
+            current = self.get({"id": booking_id}, conn=tx)
+            self.validate({**_model_fields(current), "starts_at": starts_at, "ends_at": ends_at})
+            try:
+                rows = run(
+                    "UPDATE bookings SET starts_at = %s, ends_at = %s WHERE id = %s RETURNING *",
+                    (starts_at, ends_at, booking_id),
+                    table=self.table,
+                    operation="update",
+                    conn=tx,
+                )
+            except ConflictError as exc:
+                if exc.constraint == OVERLAP_CONSTRAINT:
+                    raise SlotTakenError(str(exc), table=self.table, operation="update") from None
+                raise
+        return rows[0]
+
+    def cancel(self, booking_id: int, *, conn: Connection | None = None) -> Row:
+        rows = run(
+            "UPDATE bookings SET status = 'cancelled' WHERE id = %s RETURNING *",
+            (booking_id,),
+            table=self.table,
+            operation="update",
+            conn=conn,
+        )
+        if not rows:
+            raise NotFoundError(f"no booking {booking_id}", table=self.table, operation="update")
+        return rows[0]
+
+    def for_client(
+        self, client_id: int, *, upcoming_from: datetime | None = None, conn: Connection | None = None
+    ) -> list[Row]:
+        filters: dict[str, Any] = {"client_id": client_id, "status__neq": "cancelled", "deleted_at__is_null": True}
+        if upcoming_from is not None:
+            filters["starts_at__gte"] = upcoming_from
+        return self.find_many(filters, order_by=["starts_at"], conn=conn)
+
+    def busy(
+        self, company_id: int, staff_id: int, first: datetime, last: datetime, *, conn: Connection | None = None
+    ) -> list[Row]:
+        """Active bookings of one staff member overlapping [first, last)."""
+        return run(
+            "SELECT * FROM bookings WHERE company_id = %s AND staff_id = %s AND status <> 'cancelled'"
+            " AND deleted_at IS NULL AND tstzrange(starts_at, ends_at) && tstzrange(%s, %s) ORDER BY starts_at",
+            (company_id, staff_id, first, last),
+            table=self.table,
+            operation="select",
+            conn=conn,
+        )
+
+
+def _model_fields(row: Row) -> dict[str, Any]:
+    return {name: value for name, value in row.items() if name in BookingIn.model_fields and value is not None}

@@ -1,0 +1,89 @@
+"""`sync_runs`: the journal of YClients sync runs (what each did, where a failed one stopped). Its SQL lives
+here; the sync calls these functions."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from psycopg.types.json import Jsonb
+
+from shared.core.db import run
+
+RESUME_WITHIN = timedelta(hours=24)
+
+
+class Counters(Protocol):
+    pages: int
+    fetched: int
+    upserted: int
+    marked_deleted: int
+    rejected: int
+    pending: int
+    rejections: list[dict[str, Any]]
+    deletion: str | None
+
+
+def start_run(company_id: int, entity: str, mode: str) -> int:
+    return run(
+        "INSERT INTO sync_runs (company_id, entity, mode) VALUES (%s, %s, %s) RETURNING id",
+        (company_id, entity, mode),
+        table="sync_runs",
+        operation="insert",
+    )[0]["id"]
+
+
+def save_progress(run_id: int, c: Counters, cursor: dict[str, Any] | None) -> None:
+    run(
+        "UPDATE sync_runs SET pages = %s, rows_fetched = %s, rows_upserted = %s, rows_marked_deleted = %s,"
+        " rows_rejected = %s, rows_pending = %s, rejections = %s, deletion = %s, cursor = %s WHERE id = %s",
+        (
+            c.pages,
+            c.fetched,
+            c.upserted,
+            c.marked_deleted,
+            c.rejected,
+            c.pending,
+            Jsonb(c.rejections),
+            c.deletion,
+            Jsonb(cursor) if cursor is not None else None,
+            run_id,
+        ),
+        table="sync_runs",
+        operation="update",
+    )
+
+
+def finish_run(run_id: int, status: str, error: str | None) -> None:
+    run(
+        "UPDATE sync_runs SET status = %s, error = %s, finished_at = now() WHERE id = %s",
+        (status, error, run_id),
+        table="sync_runs",
+        operation="update",
+    )
+
+
+def resume_page(company_id: int, entity: str, current_run: int) -> int:
+    """The page after the last one the previous run saved, when that run failed recently; else 1."""
+    rows = run(
+        "SELECT status, cursor, started_at FROM sync_runs WHERE company_id = %s AND entity = %s AND id <> %s"
+        " ORDER BY started_at DESC, id DESC LIMIT 1",
+        (company_id, entity, current_run),
+        table="sync_runs",
+        operation="select",
+    )
+    if not rows or rows[0]["status"] != "failed" or not rows[0]["cursor"]:
+        return 1
+    if datetime.now(UTC) - rows[0]["started_at"] > RESUME_WITHIN:
+        return 1
+    return int(rows[0]["cursor"].get("page", 0)) + 1
+
+
+def last_success(company_id: int, entity: str) -> datetime | None:
+    rows = run(
+        "SELECT max(started_at) AS at FROM sync_runs WHERE company_id = %s AND entity = %s AND status = 'succeeded'",
+        (company_id, entity),
+        table="sync_runs",
+        operation="select",
+    )
+    return rows[0]["at"] if rows else None

@@ -1,0 +1,408 @@
+"""The base repository: safe query building over one table, validated writes, batched upserts.
+
+Identifiers are checked against the table's declared columns and quoted with `psycopg.sql`; values are
+always parameters. A filter is `column` (equality) or `column__op`, e.g. `{"price_min__gte": 1000}`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from pydantic import BaseModel
+from pydantic import ValidationError as PydanticValidationError
+
+from shared.core.db import Connection, copy_rows, execute, run, transaction
+from shared.data.errors import NotFoundError, UnknownIdentifierError, ValidationFailedError
+
+Row = dict[str, Any]
+
+
+class UpsertResult(list[Row]):
+    """Every upserted row, plus how many of them were inserted or changed (the rest were already current)."""
+
+    changed: int = 0
+
+
+Rejection = tuple[int, list[tuple[str, str]]]  # (input index, [(field, problem)])
+MAX_BATCH = 500
+
+_COMPARISONS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+OPERATORS = frozenset([*_COMPARISONS, "ilike", "in", "is_null"])
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
+def pydantic_errors(exc: PydanticValidationError) -> list[tuple[str, str]]:
+    """(field, problem) pairs from pydantic, without echoing the rejected input."""
+    return [
+        (".".join(str(part) for part in err["loc"]) or "row", err["msg"].removeprefix("Value error, "))
+        for err in exc.errors()
+    ]
+
+
+class Repository:
+    """Subclasses declare `table`, `columns`, `key` and the `model` every write is validated with."""
+
+    table: ClassVar[str]
+    columns: ClassVar[frozenset[str]]
+    key: ClassVar[tuple[str, ...]] = ("id",)
+    model: ClassVar[type[BaseModel] | None] = None
+    json_columns: ClassVar[frozenset[str]] = frozenset()
+
+    # ---- identifiers and filters -------------------------------------------------------------------
+    def _column(self, name: str) -> sql.Identifier:
+        if name not in self.columns:
+            raise UnknownIdentifierError(
+                self.table, [(name, f"unknown column of {self.table}")], table=self.table, operation="build"
+            )
+        return sql.Identifier(name)
+
+    def _where(self, filters: Mapping[str, Any] | None) -> tuple[sql.Composable, list[Any]]:
+        if not filters:
+            return sql.SQL(""), []
+        clauses: list[sql.Composable] = []
+        params: list[Any] = []
+        for spec, value in filters.items():
+            name, _, op = spec.partition("__")
+            op = op or "eq"
+            column = self._column(name)
+            if op not in OPERATORS:
+                raise UnknownIdentifierError(
+                    self.table,
+                    [(spec, f"unknown operator {op!r}; use one of {sorted(OPERATORS)}")],
+                    table=self.table,
+                    operation="build",
+                )
+            if op == "is_null":
+                clauses.append(sql.SQL("{} IS NULL" if value else "{} IS NOT NULL").format(column))
+            elif op == "in":
+                clauses.append(sql.SQL("{} = ANY(%s)").format(column))
+                params.append(list(value))
+            elif op == "ilike":
+                clauses.append(sql.SQL("{} ILIKE %s").format(column))
+                params.append(value)
+            else:
+                clauses.append(sql.SQL("{} {} %s").format(column, sql.SQL(_COMPARISONS[op])))
+                params.append(value)
+        return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses), params
+
+    def _order(self, order_by: Sequence[str] | None) -> sql.Composable:
+        if not order_by:
+            return sql.SQL("")
+        parts = []
+        for item in order_by:
+            descending = item.startswith("-")
+            parts.append(sql.SQL("{} DESC" if descending else "{} ASC").format(self._column(item.lstrip("-"))))
+        return sql.SQL(" ORDER BY ") + sql.SQL(", ").join(parts)
+
+    def _adapt(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return {
+            name: Jsonb(value) if name in self.json_columns and value is not None else value
+            for name, value in row.items()
+        }
+
+    # ---- validation --------------------------------------------------------------------------------
+    def validate(self, row: Mapping[str, Any]) -> Row:
+        """The row as the model accepts it; raises naming every bad field, before anything is written."""
+        if self.model is None:
+            return dict(row)
+        try:
+            valid = self.model.model_validate(dict(row))
+        except PydanticValidationError as exc:
+            raise ValidationFailedError(
+                self.table, pydantic_errors(exc), table=self.table, operation="validate"
+            ) from None
+        return valid.model_dump(exclude_unset=True, by_alias=True)
+
+    def validate_many(self, rows: Iterable[Mapping[str, Any]]) -> tuple[list[Row], list[Rejection]]:
+        """(valid rows, [(index, errors)]) so a caller can keep the good rows and report the rest."""
+        valid: list[Row] = []
+        rejected: list[Rejection] = []
+        for index, row in enumerate(rows):
+            try:
+                valid.append(self.validate(row))
+            except ValidationFailedError as exc:
+                rejected.append((index, exc.errors))
+        return valid, rejected
+
+    # ---- reads -------------------------------------------------------------------------------------
+    def find_many(
+        self,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        order_by: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+        conn: Connection | None = None,
+    ) -> list[Row]:
+        where, params = self._where(filters)
+        query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(self.table)) + where + self._order(order_by)
+        if limit is not None:
+            query += sql.SQL(" LIMIT %s")
+            params.append(int(limit))
+        if offset is not None:
+            query += sql.SQL(" OFFSET %s")
+            params.append(int(offset))
+        return run(query, params, table=self.table, operation="select", conn=conn)
+
+    def find_one(self, filters: Mapping[str, Any], *, conn: Connection | None = None) -> Row | None:
+        rows = self.find_many(filters, limit=2, conn=conn)
+        if len(rows) > 1:
+            raise ValidationFailedError(
+                self.table, [("filters", "matched more than one row")], table=self.table, operation="select"
+            )
+        return rows[0] if rows else None
+
+    def get(self, filters: Mapping[str, Any], *, conn: Connection | None = None) -> Row:
+        row = self.find_one(filters, conn=conn)
+        if row is None:
+            raise NotFoundError(f"no {self.table} row matches {sorted(filters)}", table=self.table, operation="select")
+        return row
+
+    def find_by_ids(
+        self,
+        ids: Iterable[Any],
+        *,
+        column: str = "id",
+        scope: Mapping[str, Any] | None = None,
+        conn: Connection | None = None,
+    ) -> list[Row]:
+        """Every row whose `column` is in `ids`, in one query (no N+1), optionally within a scope."""
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return []
+        return self.find_many({**(scope or {}), f"{column}__in": wanted}, conn=conn)
+
+    # ---- writes ------------------------------------------------------------------------------------
+    def insert(self, values: Mapping[str, Any], *, conn: Connection | None = None) -> Row:
+        row = self.validate(values)
+        names = list(row)
+        query = sql.SQL("INSERT INTO {} ({}) VALUES ({}) RETURNING *").format(
+            sql.Identifier(self.table),
+            sql.SQL(", ").join(self._column(name) for name in names),
+            sql.SQL(", ").join(sql.Placeholder(name) for name in names),
+        )
+        return run(query, self._adapt(row), table=self.table, operation="insert", conn=conn)[0]
+
+    def upsert(
+        self,
+        values: Mapping[str, Any],
+        *,
+        conflict: Sequence[str] | None = None,
+        update: Sequence[str] | None = None,
+        conn: Connection | None = None,
+    ) -> Row:
+        """Insert, or update the existing row with the same conflict key; returns the row either way."""
+        return self.bulk_upsert([values], conflict=conflict, update=update, conn=conn)[0]
+
+    def bulk_upsert(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        conflict: Sequence[str] | None = None,
+        update: Sequence[str] | None = None,
+        conn: Connection | None = None,
+        validated: bool = False,
+    ) -> UpsertResult:
+        """Upsert any number of rows, one statement per batch of at most 500; returns every row.
+
+        Rows are validated first (nothing is written if any is invalid). Within the input the last row for
+        a key wins. Unchanged rows are not rewritten, so a repeated sync leaves the table untouched.
+        """
+        conflict_cols = tuple(conflict or self.key)
+        result = UpsertResult()
+        for names, update_cols, group in self._upsert_groups(rows, conflict_cols, update, validated):
+            statement = self._upsert_statement(names, conflict_cols, update_cols)
+            for start in range(0, len(group), MAX_BATCH):
+                batch = group[start : start + MAX_BATCH]
+                payload = Jsonb([{name: row[name] for name in names} for row in batch], dumps=_dumps)
+                for row in run(statement, {"rows": payload}, table=self.table, operation="upsert", conn=conn):
+                    result.changed += int(row.pop("_changed"))
+                    result.append(row)
+        return result
+
+    def _upsert_groups(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        conflict_cols: tuple[str, ...],
+        update: Sequence[str] | None,
+        validated: bool,
+    ) -> list[tuple[tuple[str, ...], list[str], list[Row]]]:
+        """Validated rows, last one per key, grouped by the columns they name: (names, update columns, rows).
+
+        Rows that name different columns go in separate statements: a column a row leaves out keeps its
+        stored value (or its default), it is never overwritten with NULL.
+        """
+        valid = [dict(row) for row in rows] if validated else [self.validate(row) for row in rows]
+        for name in {name for row in valid for name in row} | set(conflict_cols):
+            self._column(name)
+        missing = [name for name in conflict_cols if any(name not in row for row in valid)]
+        if missing:
+            raise ValidationFailedError(
+                self.table, [(name, "required for upsert") for name in missing], table=self.table, operation="upsert"
+            )
+        groups: dict[tuple[str, ...], list[Row]] = {}
+        for row in {tuple(row[c] for c in conflict_cols): row for row in valid}.values():
+            groups.setdefault(tuple(row), []).append(row)
+        prepared = []
+        for names, group in groups.items():
+            update_cols = [c for c in (update if update is not None else names) if c not in conflict_cols]
+            for name in update_cols:
+                self._column(name)
+            prepared.append((names, update_cols, group))
+        return prepared
+
+    def copy_upsert(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        conflict: Sequence[str] | None = None,
+        update: Sequence[str] | None = None,
+        conn: Connection | None = None,
+        validated: bool = False,
+    ) -> int:
+        """The bulk path for large inputs: COPY into a temporary table, then one merge; returns rows changed.
+
+        Same rules as `bulk_upsert` (validated first, last row per key wins, unchanged rows not rewritten,
+        a column a row leaves out is kept), without returning the rows. `validated=True` says the caller
+        already passed every row through `validate`/`validate_many`, so it is not done twice.
+        """
+        conflict_cols = tuple(conflict or self.key)
+        return sum(
+            self._copy_merge(names, conflict_cols, update_cols, group, conn)
+            for names, update_cols, group in self._upsert_groups(rows, conflict_cols, update, validated)
+        )
+
+    def _copy_merge(
+        self,
+        names: Sequence[str],
+        conflict_cols: Sequence[str],
+        update_cols: Sequence[str],
+        rows: list[Row],
+        conn: Connection | None,
+    ) -> int:
+        staging = sql.Identifier(f"incoming_{self.table}")
+        cols = sql.SQL(", ").join(map(sql.Identifier, names))
+        with transaction(conn) as tx:
+            run(
+                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                    staging, cols, sql.Identifier(self.table)
+                ),
+                table=self.table,
+                operation="create",
+                conn=tx,
+            )
+            types = self._column_oids(tx)
+            copy_rows(
+                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(staging, cols),
+                self._copy_values(rows, names),
+                table=self.table,
+                types=[types[name] for name in names],
+                conn=tx,
+            )
+            merge = self._merge_statement(staging, names, conflict_cols, update_cols)
+            changed = execute(merge, table=self.table, operation="upsert", conn=tx)
+            run(sql.SQL("DROP TABLE {}").format(staging), table=self.table, operation="drop", conn=tx)
+        return changed
+
+    def _copy_values(self, rows: list[Row], names: Sequence[str]) -> Iterator[list[Any]]:
+        json_names = [name for name in names if name in self.json_columns]
+        for row in rows:
+            values = [row[name] for name in names]
+            for name in json_names:
+                index = names.index(name)
+                if values[index] is not None:
+                    values[index] = Jsonb(values[index])
+            yield values
+
+    _oids: ClassVar[dict[str, dict[str, int]]] = {}
+
+    def _column_oids(self, conn: Connection) -> dict[str, int]:
+        """Each column's type OID, read once per process, so COPY can send binary rows."""
+        if self.table not in Repository._oids:
+            rows = run(
+                "SELECT attname, atttypid::int AS oid FROM pg_attribute"
+                " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+                (self.table,),
+                table=self.table,
+                operation="select",
+                conn=conn,
+            )
+            Repository._oids[self.table] = {row["attname"]: row["oid"] for row in rows}
+        return Repository._oids[self.table]
+
+    def _merge_statement(
+        self, staging: sql.Identifier, names: Sequence[str], conflict_cols: Sequence[str], update_cols: Sequence[str]
+    ) -> sql.Composable:
+        cols = sql.SQL(", ").join(map(sql.Identifier, names))
+        keys = sql.SQL(", ").join(map(sql.Identifier, conflict_cols))
+        return sql.SQL(
+            "INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM {staging} ON CONFLICT ({keys}) {action}"
+        ).format(
+            table=sql.Identifier(self.table),
+            cols=cols,
+            staging=staging,
+            keys=keys,
+            action=self._conflict_action(update_cols),
+        )
+
+    def _conflict_action(self, update_cols: Sequence[str]) -> sql.Composable:
+        if not update_cols:
+            return sql.SQL("DO NOTHING")
+        sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in update_cols)
+        changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in update_cols),
+            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in update_cols),
+        )
+        return sql.SQL("DO UPDATE SET {} WHERE {}").format(sets, changed)
+
+    def _upsert_statement(
+        self, names: Sequence[str], conflict_cols: Sequence[str], update_cols: Sequence[str]
+    ) -> sql.Composable:
+        """INSERT … ON CONFLICT DO UPDATE that skips unchanged rows, then returns every input row.
+
+        Rows arrive as one JSON array cast to the table's row type, so PostgreSQL converts each column to
+        its own type. The outer SELECT adds the rows the upsert left alone (same values), so the caller
+        always gets one row per input key.
+        """
+        table = sql.Identifier(self.table)
+        cols = sql.SQL(", ").join(map(sql.Identifier, names))
+        keys = sql.SQL(", ").join(map(sql.Identifier, conflict_cols))
+        action = self._conflict_action(update_cols)
+        key_match = sql.SQL(" AND ").join(sql.SQL("u.{0} = i.{0}").format(sql.Identifier(c)) for c in conflict_cols)
+        join_on = sql.SQL(" AND ").join(sql.SQL("t.{0} = i.{0}").format(sql.Identifier(c)) for c in conflict_cols)
+        return sql.SQL(
+            "WITH i AS (SELECT {cols} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s)),"
+            " u AS (INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM i ON CONFLICT ({keys}) {action}"
+            " RETURNING t.*)"
+            " SELECT u.*, true AS _changed FROM u"
+            " UNION ALL"
+            " SELECT t.*, false AS _changed FROM {table} t JOIN i ON {join_on}"
+            " WHERE NOT EXISTS (SELECT 1 FROM u WHERE {key_match})"
+        ).format(cols=cols, table=table, keys=keys, action=action, join_on=join_on, key_match=key_match)
+
+    def delete(self, filters: Mapping[str, Any], *, conn: Connection | None = None) -> int:
+        """Delete matching rows; an empty filter is refused rather than emptying the table."""
+        if not filters:
+            raise ValidationFailedError(
+                self.table, [("filters", "a delete needs at least one filter")], table=self.table, operation="delete"
+            )
+        where, params = self._where(filters)
+        query = sql.SQL("DELETE FROM {}").format(sql.Identifier(self.table)) + where + sql.SQL(" RETURNING 1")
+        return len(run(query, params, table=self.table, operation="delete", conn=conn))

@@ -1,0 +1,1 @@
+"""What operators see: Sentry set-up and scrubbing, per-process query metrics and pool health."""
