@@ -57,7 +57,11 @@ def build_celery_config(settings: Settings) -> dict[str, Any]:
         "task_acks_late": True,
         "worker_prefetch_multiplier": 1,
         "task_reject_on_worker_lost": False,  # opted into per task, only where a repeat is safe
-        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # A task running when the broker connection drops finishes; its ack then fails on the dead channel and
+        # Redis delivers it again after the visibility timeout (every task is idempotent). Cancelling instead
+        # (True) stores the cancellation in the result backend, the same Redis that just went away, inside the
+        # consumer's connection-error handler: that ended the worker ("Unrecoverable error") on a Redis restart.
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_ignore_result": True,
         "result_expires": 3600,
         "task_queues": [KombuQueue(queue.value, routing_key=queue.value) for queue in Queue],
