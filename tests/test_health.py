@@ -67,7 +67,7 @@ def service(db: psycopg.Connection, health_settings: Settings, clean_redis: str)
 
 def get(url: str) -> tuple[int, str]:
     try:
-        with urllib.request.urlopen(url, timeout=10) as response:
+        with urllib.request.urlopen(url, timeout=30) as response:  # a loaded CI machine builds the report slowly
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from shared.core.db import run, transaction
 from shared.core.settings import InboundSettings, get_settings
 from shared.data.errors import NotFoundError, TransientError
+from shared.data.repositories.catalogue import CompanyRepository
+from shared.data.repositories.conversations import MessageRepository
 from shared.inbound.payload import InboundPayload
 
 STORE_LOCK = 1  # advisory lock class: assigning the next sequence number of one chat
@@ -66,12 +66,7 @@ def store_message(message: InboundPayload) -> StoredMessage:
         existing = _stored(message)
         if existing is not None:
             return existing
-        if not run(
-            "SELECT 1 FROM companies WHERE id = %s AND deleted_at IS NULL",
-            (message.company_id,),
-            table="companies",
-            operation="select",
-        ):
+        if CompanyRepository().find_one({"id": message.company_id, "deleted_at__is_null": True}) is None:
             raise UnknownCompanyError(f"company {message.company_id} is not served", table="companies")
         # Serialise sequence assignment within one chat only; other chats store in parallel.
         run(
@@ -80,48 +75,33 @@ def store_message(message: InboundPayload) -> StoredMessage:
             table="messages",
             operation="lock",
         )
-        rows = run(
-            """
-            INSERT INTO messages (company_id, chat_id, gateway_message_id, chat_seq, body, media, sent_at, input_notes)
-            SELECT %(company_id)s, %(chat_id)s, %(gateway_message_id)s, coalesce(max(chat_seq), 0) + 1,
-                   %(body)s, %(media)s, %(sent_at)s, %(notes)s
-              FROM messages WHERE company_id = %(company_id)s AND chat_id = %(chat_id)s
-            ON CONFLICT (company_id, gateway_message_id) DO NOTHING
-            RETURNING id, chat_seq
-            """,
+        row = MessageRepository().insert_next_in_chat(
             {
                 "company_id": message.company_id,
                 "chat_id": message.chat_id,
                 "gateway_message_id": message.gateway_message_id,
                 "body": message.text,
-                "media": Jsonb(message.media.model_dump()) if message.media else None,
+                "media": message.media.model_dump() if message.media else None,
                 "sent_at": sent_at,
                 "notes": notes,
-            },
-            table="messages",
-            operation="insert",
+            }
         )
-        if not rows:  # a concurrent delivery of the same message won the race
+        if row is None:  # a concurrent delivery of the same message won the race
             again = _stored(message)
             if again is None:  # its transaction rolled back after ours waited on it: store again on retry
                 raise TransientError("messages: a concurrent delivery rolled back", table="messages")
             return again
-        return StoredMessage(rows[0]["id"], rows[0]["chat_seq"], duplicate=False)
+        return StoredMessage(row["id"], row["chat_seq"], duplicate=False)
 
 
 def _stored(message: InboundPayload) -> StoredMessage | None:
     """The earlier delivery of this message id, if any; other content under the same id is refused."""
-    rows = run(
-        "SELECT id, chat_seq, chat_id, body, media FROM messages WHERE company_id = %s AND gateway_message_id = %s",
-        (message.company_id, message.gateway_message_id),
-        table="messages",
-        operation="select",
-    )
-    if not rows:
+    row = MessageRepository().by_gateway_id(message.company_id, message.gateway_message_id)
+    if row is None:
         return None
-    if not _same_content(rows[0], message):
+    if not _same_content(row, message):
         raise ConflictingRepeatError(
-            f"gateway_message_id already stored as message {rows[0]['id']} with other content"
+            f"gateway_message_id already stored as message {row['id']} with other content"
             " (chat, text or media differ); this copy is kept here, the stored one is answered"
         )
-    return StoredMessage(rows[0]["id"], rows[0]["chat_seq"], duplicate=True)
+    return StoredMessage(row["id"], row["chat_seq"], duplicate=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.core.db import Connection
+from psycopg.types.json import Jsonb
+
+from shared.core.db import Connection, run
 from shared.data.models import DialogContextIn, MessageIn, OutboxIn
 from shared.data.repository import Repository, Row
 
@@ -48,6 +50,33 @@ class MessageRepository(Repository):
     model = MessageIn
     json_columns = frozenset({"media"})
 
+    def by_gateway_id(self, company_id: int, gateway_message_id: str) -> Row | None:
+        rows = run(
+            "SELECT id, chat_seq, chat_id, body, media FROM messages WHERE company_id = %s AND gateway_message_id = %s",
+            (company_id, gateway_message_id),
+            table=self.table,
+            operation="select",
+        )
+        return rows[0] if rows else None
+
+    def insert_next_in_chat(self, values: dict[str, Any]) -> Row | None:
+        """Insert with the chat's next sequence number (the caller holds the chat's store lock); None when a
+        row with the same gateway message id exists already."""
+        rows = run(
+            """
+            INSERT INTO messages (company_id, chat_id, gateway_message_id, chat_seq, body, media, sent_at, input_notes)
+            SELECT %(company_id)s, %(chat_id)s, %(gateway_message_id)s, coalesce(max(chat_seq), 0) + 1,
+                   %(body)s, %(media)s, %(sent_at)s, %(notes)s
+              FROM messages WHERE company_id = %(company_id)s AND chat_id = %(chat_id)s
+            ON CONFLICT (company_id, gateway_message_id) DO NOTHING
+            RETURNING id, chat_seq
+            """,
+            {**values, "media": Jsonb(values["media"]) if values["media"] is not None else None},
+            table=self.table,
+            operation="insert",
+        )
+        return rows[0] if rows else None
+
 
 class OutboxRepository(Repository):
     table = "outbox"
@@ -69,3 +98,64 @@ class OutboxRepository(Repository):
     )
     key = ("idempotency_key",)
     model = OutboxIn
+
+    def claim(self, outbox_id: int, lease_seconds: float) -> Row | None:
+        """Take the row for one delivery attempt, or None when it is sent, failed, leased by another worker, or
+        an older reply of the same chat is still pending (replies reach the client in order)."""
+        rows = run(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => %s)"
+            " WHERE id = %s AND status = 'pending' AND next_attempt_at <= now()"
+            " AND NOT EXISTS (SELECT 1 FROM outbox older WHERE older.company_id = outbox.company_id"
+            " AND older.chat_id = outbox.chat_id AND older.status = 'pending' AND older.id < outbox.id)"
+            " RETURNING *",
+            (lease_seconds, outbox_id),
+            table=self.table,
+            operation="update",
+        )
+        return rows[0] if rows else None
+
+    def mark_sent(self, outbox_id: int) -> None:
+        run(
+            "UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL"
+            " WHERE id = %s AND status = 'pending'",
+            (outbox_id,),
+            table=self.table,
+            operation="update",
+        )
+
+    def mark_retry(self, outbox_id: int, error: str, delay_seconds: float) -> None:
+        run(
+            "UPDATE outbox SET last_error = %s, next_attempt_at = now() + make_interval(secs => %s)"
+            " WHERE id = %s AND status = 'pending'",
+            (error[:500], delay_seconds, outbox_id),
+            table=self.table,
+            operation="update",
+        )
+
+    def mark_failed(self, outbox_id: int, error: str) -> None:
+        run(
+            "UPDATE outbox SET status = 'failed', last_error = %s WHERE id = %s AND status = 'pending'",
+            (error[:500], outbox_id),
+            table=self.table,
+            operation="update",
+        )
+
+    def next_in_chat(self, outbox_id: int) -> int | None:
+        """The chat's next pending reply after this one."""
+        rows = run(
+            "SELECT o.id FROM outbox o JOIN outbox sent ON sent.id = %s AND o.company_id = sent.company_id"
+            " AND o.chat_id = sent.chat_id WHERE o.status = 'pending' AND o.id > sent.id ORDER BY o.id LIMIT 1",
+            (outbox_id,),
+            table=self.table,
+            operation="select",
+        )
+        return rows[0]["id"] if rows else None
+
+    def due_ids(self, limit: int = 500) -> list[int]:
+        rows = run(
+            "SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY id LIMIT %s",
+            (limit,),
+            table=self.table,
+            operation="select",
+        )
+        return [row["id"] for row in rows]
