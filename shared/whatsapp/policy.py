@@ -1,6 +1,6 @@
 """Which WhatsApp (Baileys) keys the fleet may delete, and when. Deleting the wrong ones breaks the session.
 
-Facts: ../shared/docs/whatsapp-keys.md. The creds document (table whatsapp_auth) is never touched at all.
+Facts and policy: docs/whatsapp-keys.md. The creds document (table whatsapp_auth) is never touched at all.
 """
 
 from __future__ import annotations
