@@ -19,6 +19,7 @@ from pathlib import Path
 from shared.core.settings import Settings, WorkerType, get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
+WORKER_NAMES = frozenset(worker_type.value for worker_type in WorkerType)
 GRACE_SECONDS = 30  # beyond the hard time limit: the task is killed by then, the worker still has to ack and exit
 
 
@@ -34,7 +35,7 @@ def read_procfiles(paths: list[Path]) -> dict[str, str]:
 
 def stop_wait_seconds(name: str, settings: Settings) -> int:
     """How long a process may take to stop warmly: a worker type's hard time limit plus a margin."""
-    if name in {worker_type.value for worker_type in WorkerType}:
+    if name in WORKER_NAMES:
         return settings.workers.of(WorkerType(name)).time_limit + GRACE_SECONDS
     return 20
 
@@ -74,7 +75,7 @@ def render(processes: dict[str, str], settings: Settings, run_dir: Path) -> str:
             f"stopwaitsecs={stop_wait_seconds(name, settings)}",
             # A worker: SIGTERM to its main process only, whose warm shutdown stops its children in turn.
             # Anything else (beat, Flower, shell lines of the demo): the whole group.
-            f"stopasgroup={'false' if name in {wt.value for wt in WorkerType} else 'true'}",
+            f"stopasgroup={'false' if name in WORKER_NAMES else 'true'}",
             "killasgroup=true",  # but a SIGKILL after the wait takes the whole group
             "redirect_stderr=true",
             "stdout_logfile=/dev/stdout",

@@ -12,11 +12,11 @@ import redis
 
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import RetentionSettings
+from shared.core.topology import hide_private_arguments
 from shared.data.retention import apply_retention
 from shared.observability.sentry import scrub_text
 from tests.support.seed import COMPANY, seed_salon
 from workers.app import app
-from workers.broker import hide_private_arguments
 
 
 @pytest.mark.parametrize(
@@ -52,7 +52,7 @@ def test_inbound_task_arguments_never_reach_events(clean_redis: str) -> None:
     assert str(COMPANY) in sync["headers"]["argsrepr"], "other tasks keep readable arguments"
     # A producer in another language sets its own reprs; the worker replaces them before any event is sent.
     headers = {"task": "workers.inbound.receive_message", "argsrepr": "('+79991234567',)", "kwargsrepr": "{}"}
-    hide_private_arguments(headers)
+    hide_private_arguments(headers, headers["task"])
     assert "79991234567" not in json.dumps(headers)
 
 

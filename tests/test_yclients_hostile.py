@@ -19,11 +19,12 @@ import sentry_sdk
 
 from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
 from shared.core.pool import close_process_pool, open_process_pool
-from shared.core.settings import Settings, load_settings
+from shared.core.settings import Settings
 from shared.yclients.client import make_client, retry_after_seconds
 from shared.yclients.ratelimit import FleetRateLimiter
 from shared.yclients.sync import SyncFailedError, SyncSummary, sync_entity
 from tests.support.processes import ROOT
+from tests.test_yclients_sync import sync_settings
 
 COMPANY = 962302
 TOKENS = ("partner-token", "user-token")
@@ -48,20 +49,8 @@ def stand_in(salon: Salon, db: psycopg.Connection, clean_redis: str) -> Iterator
 
 
 def settings_for(stand_in: YClientsStandIn, **overrides: Any) -> Settings:
-    return load_settings(
-        yclients={
-            "base_url": stand_in.url,
-            "partner_token": TOKENS[0],
-            "user_token": TOKENS[1],
-            "company_ids": [COMPANY],
-            "requests_per_second": 1000,
-            "requests_per_minute": 100_000,
-            "retry_initial_seconds": 0.05,
-            "retry_max_wait_seconds": 0.2,
-            "max_attempts": 3,
-            **overrides,
-        }
-    )
+    """The sync tests' settings, with three tries per request so a lasting bad answer fails fast."""
+    return sync_settings(stand_in, **{"max_attempts": 3, **overrides})
 
 
 def sync(settings: Settings, entity: str, **options: Any) -> SyncSummary:

@@ -27,7 +27,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.json import loads
 
 from shared.core.settings import get_settings
-from shared.core.topology import arguments_are_private
+from shared.core.topology import hide_private_arguments
 from shared.data.dead_letters import dead_letter_row, spool
 
 log = logging.getLogger(__name__)
@@ -171,12 +171,6 @@ def _parse_time(value: Any) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-def hide_private_arguments(headers: dict[str, Any]) -> None:
-    """Producers in other languages set their own reprs (or none, and Celery would repr the arguments)."""
-    if arguments_are_private(headers["task"]):
-        headers["argsrepr"] = headers["kwargsrepr"] = "<hidden: personal data>"
-
-
 def _within_limits(timelimit: Any, conf: Any) -> bool:
     """A message may shorten its (hard, soft) time limits, never lengthen them past the worker type's."""
     if not isinstance(timelimit, list | tuple) or len(timelimit) != 2:
@@ -226,13 +220,14 @@ class GuardedConsumer(Consumer):
             try:
                 refused = self.refusal(message)
                 if refused is None:
-                    hide_private_arguments(message.headers)
+                    # Producers in other languages set their own reprs (or none, and Celery would repr the args).
+                    hide_private_arguments(message.headers, message.headers["task"])
                     return handle(message)
             except Exception as exc:  # one message's fault must not end the event loop
                 log.exception("a task message could not be handled")
                 refused = "InvalidTaskMessage", f"message could not be handled: {type(exc).__name__}: {str(exc)[:300]}"
             error_type, reason = refused
-            park("broker.refused", reason, _message_record(message), error_type=error_type, task_id=_task_id(message))
+            self._keep("broker.refused", reason, message, None, error_type)
             try:
                 message.reject_log_error(log, self.connection_errors)
             except Exception:  # noqa: BLE001  (already acknowledged or rejected by the failed handler)
@@ -241,42 +236,24 @@ class GuardedConsumer(Consumer):
 
         return guarded
 
+    def _keep(self, source: str, reason: str, message: Any, body: Any, error_type: str) -> None:
+        park(source, reason, _message_record(message, body), error_type=error_type, task_id=_task_id(message))
+
     def on_decode_error(self, message: Any, exc: Exception) -> None:
-        park(
-            "broker.decode",
-            f"message body cannot be decoded: {type(exc).__name__}: {str(exc)[:300]}",
-            _message_record(message),
-            error_type="UndecodableMessage",
-            task_id=_task_id(message),
-        )
+        reason = f"message body cannot be decoded: {type(exc).__name__}: {str(exc)[:300]}"
+        self._keep("broker.decode", reason, message, None, "UndecodableMessage")
         super().on_decode_error(message, exc)
 
     def on_unknown_message(self, body: Any, message: Any) -> None:
-        park(
-            "broker.unknown",
-            "message is not a Celery task message",
-            _message_record(message, body),
-            error_type="UnknownMessage",
-            task_id=_task_id(message),
-        )
+        self._keep("broker.unknown", "message is not a Celery task message", message, body, "UnknownMessage")
         super().on_unknown_message(body, message)
 
     def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
-        park(
-            "broker.refused",
-            f"task is not accepted by this worker type: {str(exc)[:200]}",
-            _message_record(message, body),
-            error_type="RefusedTask",
-            task_id=_task_id(message),
-        )
+        reason = f"task is not accepted by this worker type: {str(exc)[:200]}"
+        self._keep("broker.refused", reason, message, body, "RefusedTask")
         super().on_unknown_task(body, message, exc)
 
     def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
-        park(
-            "broker.invalid",
-            f"invalid task message: {type(exc).__name__}: {str(exc)[:300]}",
-            _message_record(message, body),
-            error_type="InvalidTaskMessage",
-            task_id=_task_id(message),
-        )
+        reason = f"invalid task message: {type(exc).__name__}: {str(exc)[:300]}"
+        self._keep("broker.invalid", reason, message, body, "InvalidTaskMessage")
         super().on_invalid_task(body, message, exc)

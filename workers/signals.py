@@ -23,7 +23,7 @@ from celery.worker import control
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.resources import close_all
 from shared.core.settings import get_settings
-from shared.core.topology import arguments_are_private, queue_for_task, task_allowed
+from shared.core.topology import hide_private_arguments, queue_for_task, task_allowed
 from shared.observability.sentry import init_sentry
 
 log = logging.getLogger(__name__)
@@ -83,15 +83,11 @@ def _close_child_resources(**_: Any) -> None:
     close_process_pool()
 
 
-HIDDEN = "<hidden: personal data>"
-
-
 @before_task_publish.connect
 def _hide_private_arguments(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
-    """Task events (and so Flower and its stored state) show these reprs; for inbound tasks they say nothing."""
-    if headers is not None and sender and arguments_are_private(sender):
-        headers["argsrepr"] = HIDDEN
-        headers["kwargsrepr"] = HIDDEN
+    """Python producers: inbound tasks' reprs are hidden before the message leaves (the worker hides them too)."""
+    if headers is not None and sender:
+        hide_private_arguments(headers, sender)
 
 
 @task_internal_error.connect

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 from shared.core.settings import WorkerType
 
@@ -64,6 +65,15 @@ def route_task(name: str, args: object, kwargs: object, options: object, task: o
     return {"queue": queue_for_task(name).value}
 
 
+HIDDEN_ARGUMENTS = "<hidden: personal data>"
+
+
 def arguments_are_private(task_name: str) -> bool:
     """Inbound tasks carry clients' phones and messages: their arguments never appear in events or Flower."""
     return QUEUE_OF_MODULE.get(task_name.rpartition(".")[0]) is Queue.INBOUND
+
+
+def hide_private_arguments(headers: dict[str, Any], task_name: str) -> None:
+    """Replace the argument reprs a message carries (task events, Flower and its state show them)."""
+    if arguments_are_private(task_name):
+        headers["argsrepr"] = headers["kwargsrepr"] = HIDDEN_ARGUMENTS

@@ -75,9 +75,14 @@ class RunCounters:
 
 
 def _short(reference: Any) -> Any:
-    if isinstance(reference, int) and not isinstance(reference, bool) and reference.bit_length() <= 63:
+    """The row's id as the journal can hold it: a bigint, a short string, or a note that it was unusable."""
+    if reference is None or (
+        isinstance(reference, int) and not isinstance(reference, bool) and reference.bit_length() <= 63
+    ):
         return reference
-    return None if reference is None else str(reference)[:40] if isinstance(reference, str) else "<unusable>"
+    if isinstance(reference, str):
+        return reference[:40]
+    return "<unusable>"
 
 
 @dataclass
