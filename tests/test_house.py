@@ -55,3 +55,24 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for page in (ROOT / "docs").glob("*.md"):
         assert f"docs/{page.name}" in readme, page.name
+
+
+SQL_START = re.compile(
+    r"^\s*(SELECT\b|INSERT INTO|UPDATE \w+ SET|DELETE FROM|WITH \w+ AS|CREATE |DROP |ALTER |SET LOCAL|COPY \w)"
+)
+SQL_HOMES = ("shared/data/", "shared/core/")
+CATALOGUE = "shared/backups/catalog.py"  # the server's own catalogue and databases, not a table of ours
+
+
+def test_sql_lives_in_repositories() -> None:
+    """A feature module or task that writes a statement itself bypasses the repositories' checks and the one
+    place a table's queries can be read together."""
+    offenders: dict[str, list[int]] = {}
+    for path in [*(ROOT / "shared").rglob("*.py"), *(ROOT / "workers").rglob("*.py")]:
+        relative = str(path.relative_to(ROOT))
+        if relative.startswith(SQL_HOMES) or relative == CATALOGUE:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_START.match(node.value):
+                offenders.setdefault(relative, []).append(node.lineno)
+    assert offenders == {}

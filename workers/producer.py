@@ -8,8 +8,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.core.topology import Queue
-from shared.data.errors import ValidationFailedError
-from shared.data.repository import pydantic_errors
+from shared.data.errors import ValidationFailedError, pydantic_errors
 from shared.inbound.payload import TASK_NAME, InboundPayload
 from workers.app import app
 

@@ -19,13 +19,12 @@ from typing import Any
 
 import psycopg
 import sentry_sdk
-from psycopg import sql
-from psycopg.types.json import Jsonb
 
+from shared.backups import catalog
 from shared.backups.files import make_private, private_directory, private_files
 from shared.backups.tools import BackupError, PgTools, sha256_of
-from shared.core.db import run
 from shared.core.settings import BackupSettings
+from shared.data.repositories import backups
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +46,6 @@ class BackupResult:
         )
 
 
-def server_major(conn: psycopg.Connection) -> tuple[int, str]:
-    row = conn.execute("SELECT current_setting('server_version_num')::int, current_setting('server_version')")
-    number, text = row.fetchone()  # type: ignore[misc]
-    return number // 10000, text
-
-
 def require_client_not_older(tools: PgTools, program: str, server: int) -> str:
     """Old pg_dump clients have written near-empty archives that were reported as success: refuse them."""
     major, minor = tools.version(program)
@@ -62,19 +55,6 @@ def require_client_not_older(tools: PgTools, program: str, server: int) -> str:
             " tools (Debian: postgresql-client-{server}) or set FLEET_BACKUP__PG_BIN_DIR"
         )
     return f"{major}.{minor}"
-
-
-def _count_rows(conn: psycopg.Connection) -> dict[str, int]:
-    tables = [
-        row[0]
-        for row in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
-        ).fetchall()
-    ]
-    counts = {}
-    for table in tables:
-        counts[table] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(table))).fetchone()[0]
-    return counts
 
 
 def verify_archive(tools: PgTools, path: Path, sha256: str, expected_tables: list[str], min_bytes: int) -> None:
@@ -163,9 +143,7 @@ def take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
 def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
     tools = PgTools(settings, conninfo)
     directory = private_directory(settings.directory.resolve())
-    backup_id = run(
-        "INSERT INTO backups (status) VALUES ('running') RETURNING id", table="backups", operation="insert"
-    )[0]["id"]
+    backup_id = backups.start()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     final = directory / f"fleet-{stamp}-{backup_id}.dump"
     temporary = final.with_name(final.name + ".tmp")
@@ -174,11 +152,11 @@ def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
             # One repeatable-read transaction: its exported snapshot is what pg_dump dumps and what we count.
             snapshot_conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             snapshot_conn.read_only = True
-            server, server_text = server_major(snapshot_conn)
+            server, server_text = catalog.server_major(snapshot_conn)
             client = require_client_not_older(tools, "pg_dump", server)
             require_client_not_older(tools, "pg_restore", server)
-            snapshot = snapshot_conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-            counts = _count_rows(snapshot_conn)
+            snapshot = catalog.export_snapshot(snapshot_conn)
+            counts = catalog.count_rows(snapshot_conn)
             tools.run(
                 "pg_dump",
                 "--format=custom",
@@ -210,22 +188,19 @@ def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
     except Exception as exc:
         temporary.unlink(missing_ok=True)
         error = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
-        run(
-            "UPDATE backups SET status = 'failed', finished_at = now(), error = %s WHERE id = %s",
-            (error[:2000], backup_id),
-            table="backups",
-            operation="update",
-        )
+        backups.mark_failed(backup_id, error)
         if final.exists():
             final.unlink()
         raise BackupError(f"backup {backup_id} failed: {error}") from exc
-    run(
-        "UPDATE backups SET status = 'verified', finished_at = now(), verified_at = now(), path = %s,"
-        " offsite_path = %s, size_bytes = %s, sha256 = %s, pg_dump_version = %s, server_version = %s,"
-        " table_counts = %s WHERE id = %s",
-        (str(final), str(offsite) if offsite else None, size, digest, client, server_text, Jsonb(counts), backup_id),
-        table="backups",
-        operation="update",
+    backups.mark_verified(
+        backup_id,
+        path=str(final),
+        offsite_path=str(offsite) if offsite else None,
+        size_bytes=size,
+        sha256=digest,
+        pg_dump_version=client,
+        server_version=server_text,
+        table_counts=counts,
     )
     log.info("backup %s verified: %s bytes", backup_id, size)
     return BackupResult(backup_id, final, size, digest, counts, offsite)

@@ -7,51 +7,30 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+from shared.backups import catalog
 from shared.backups.engine import verify_archive
 from shared.backups.files import archive_in, checked_database_name, scratch_name
 from shared.backups.tools import BackupError, PgTools
-from shared.core.db import run
 from shared.core.settings import BackupSettings
-from shared.data.repositories import health_checks
+from shared.data.repositories import backups, health_checks
 
 log = logging.getLogger(__name__)
 
 
 def chosen_backup(backup_id: int | None) -> dict[str, Any]:
     if backup_id is None:
-        rows = run(
-            "SELECT * FROM backups WHERE status = 'verified' ORDER BY finished_at DESC LIMIT 1",
-            table="backups",
-            operation="select",
-        )
-        if not rows:
+        newest = backups.newest_verified()
+        if newest is None:
             raise BackupError("there is no verified backup to restore")
-        return rows[0]
-    rows = run("SELECT * FROM backups WHERE id = %s", (backup_id,), table="backups", operation="select")
-    if not rows:
+        return newest
+    row = backups.by_id(backup_id)
+    if row is None:
         raise BackupError(f"backup {backup_id} does not exist")
-    if rows[0]["status"] != "verified":
-        raise BackupError(f"backup {backup_id} is {rows[0]['status']}, not verified: it cannot be restored")
-    return rows[0]
-
-
-def _admin(conninfo: str) -> psycopg.Connection:
-    return psycopg.connect(make_conninfo(conninfo, dbname="postgres"), autocommit=True)
-
-
-def _has_tables(conninfo: str, dbname: str) -> bool | None:
-    """None when the database does not exist."""
-    with _admin(conninfo) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
-            return None
-    with psycopg.connect(make_conninfo(conninfo, dbname=dbname)) as conn:
-        row = conn.execute(
-            "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
-        ).fetchone()
-    return bool(row and row[0])
+    if row["status"] != "verified":
+        raise BackupError(f"backup {backup_id} is {row['status']}, not verified: it cannot be restored")
+    return row
 
 
 def restore_backup(
@@ -68,22 +47,17 @@ def restore_backup(
         verify_archive(tools, archive, backup["sha256"], list(backup["table_counts"]), settings.min_archive_bytes)
     except BackupError as exc:
         # A backup that no longer verifies never counts as good again (retention keeps an older one).
-        run(
-            "UPDATE backups SET status = 'failed', error = %s WHERE id = %s",
-            (f"re-verification failed: {exc}"[:2000], backup["id"]),
-            table="backups",
-            operation="update",
-        )
+        backups.mark_failed(backup["id"], f"re-verification failed: {exc}", finished=False)
         raise
-    state = _has_tables(conninfo, target)
-    with _admin(conninfo) as admin:
+    state = catalog.has_tables(conninfo, target)
+    with catalog.admin_connection(conninfo) as admin:
         if state and not force:
             raise BackupError(f"database {target!r} is not empty; restore into a new name or pass --force")
         if state is not None and (state or force):
-            admin.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(target)))
+            catalog.drop_database(admin, target)
             state = None
         if state is None:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(target)))
+            catalog.create_database(admin, target)
     # `target` is a checked identifier (no "=" or spaces), so pg_restore cannot read it as a connection string.
     tools.for_database(target).run(
         "pg_restore", "--no-owner", "--exit-on-error", "--single-transaction", f"--dbname={target}", "--", str(archive)
@@ -94,15 +68,7 @@ def restore_backup(
 
 def count_rows(conninfo: str, dbname: str) -> dict[str, int]:
     with psycopg.connect(make_conninfo(conninfo, dbname=dbname)) as conn:
-        tables = [
-            row[0]
-            for row in conn.execute(
-                "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename"
-            ).fetchall()
-        ]
-        return {
-            t: conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(t))).fetchone()[0] for t in tables
-        }
+        return catalog.count_rows(conn)
 
 
 @dataclass
@@ -138,8 +104,8 @@ def drill(settings: BackupSettings, conninfo: str, backup_id: int | None = None)
     except BackupError as exc:
         result.error = str(exc)
     finally:
-        with _admin(conninfo) as admin:
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(scratch)))
+        with catalog.admin_connection(conninfo) as admin:
+            catalog.drop_database(admin, scratch)
     health_checks.record(
         "backup_drill",
         "healthy" if result.passed else "unhealthy",

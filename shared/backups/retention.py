@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 from shared.backups.files import archive_in, companions
 from shared.backups.tools import BackupError
-from shared.core.db import run
 from shared.core.settings import BackupSettings
+from shared.data.repositories import backups
 
 log = logging.getLogger(__name__)
 
@@ -56,23 +56,14 @@ def _delete_files(settings: BackupSettings, path: str | None, offsite: str | Non
 
 def prune(settings: BackupSettings, zone: ZoneInfo) -> list[int]:
     """Delete the archives of verified backups outside the retention set; returns the pruned ids."""
-    rows = run(
-        "SELECT id, finished_at, path, offsite_path FROM backups WHERE status = 'verified'",
-        table="backups",
-        operation="select",
-    )
+    rows = backups.verified()
     keep = backups_to_keep([(row["id"], row["finished_at"]) for row in rows], settings, zone)
     pruned = []
     for row in rows:
         if row["id"] in keep:
             continue
         _delete_files(settings, row["path"], row["offsite_path"])
-        run(
-            "UPDATE backups SET status = 'pruned' WHERE id = %s AND status = 'verified'",
-            (row["id"],),
-            table="backups",
-            operation="update",
-        )
+        backups.mark_pruned(row["id"])
         pruned.append(row["id"])
     if pruned:
         log.info("pruned %s backups, kept %s", len(pruned), len(keep))

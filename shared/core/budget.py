@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from shared.core.db import run
 from shared.core.settings import Settings, WorkerType
 
 
@@ -72,3 +73,14 @@ def require_budget(settings: Settings) -> ConnectionBudget:
             + "\nlower FLEET_WORKERS__<TYPE>__CONCURRENCY or FLEET_POOL__MAX_SIZE, or raise FLEET_BUDGET__LIMIT"
         )
     return budget
+
+
+def connections_by_role() -> dict[str, int]:
+    """The fleet's open connections to PostgreSQL, by application name (`fleet-<role>`), as the server sees them."""
+    rows = run(
+        "SELECT application_name, count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'fleet-%%'"
+        " GROUP BY application_name ORDER BY 1",
+        table="pg_stat_activity",
+        operation="select",
+    )
+    return {row["application_name"]: row["n"] for row in rows}

@@ -140,3 +140,8 @@ def run(
     ):
         cur.execute(query, params)
         return cur.fetchall() if cur.description is not None else []
+
+
+def database_now(conn: Connection | None = None) -> Any:
+    """The transaction's start time by the database clock (one clock for every worker host)."""
+    return run("SELECT now() AS now", table=None, operation="select", conn=conn)[0]["now"]

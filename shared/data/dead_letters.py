@@ -19,6 +19,7 @@ import sentry_sdk
 from psycopg.types.json import Jsonb
 
 from shared.core.db import Connection, run, transaction
+from shared.core.locks import LockClass, transaction_lock
 from shared.core.redis_clients import process_redis
 from shared.core.settings import get_settings
 from shared.core.storable import JsonSafe, clean_text, is_bigint_id
@@ -27,7 +28,6 @@ from shared.data.errors import DataLayerError
 log = logging.getLogger(__name__)
 
 SPOOL_KEY = "fleet:dead_letters:spool"
-SPOOL_LOCK = 3  # advisory lock class: one filer of the spool at a time
 MAX_STORED_STRING = 100_000  # a 10 MB text is kept as its first 100k characters, with a note
 
 
@@ -114,6 +114,17 @@ def record_dead_letter(
     return letter_id
 
 
+def counts() -> dict[str, int]:
+    """Dead letters kept in all, and in the last day."""
+    row = run(
+        "SELECT count(*) AS total, count(*) FILTER (WHERE created_at > now() - interval '1 day') AS day"
+        " FROM dead_letters",
+        table="dead_letters",
+        operation="select",
+    )[0]
+    return {"total": row["total"], "day": row["day"]}
+
+
 def spool(row: dict[str, Any], client: redis.Redis | None = None) -> bool:
     """Park a dead letter in Redis until the maintenance worker files it; False when Redis is away too."""
     entry = {**row, "spooled_at": datetime.now(UTC).isoformat()}
@@ -145,7 +156,7 @@ def file_spooled(limit: int = 500, client: redis.Redis | None = None) -> int:
     """
     client = client or process_redis(get_settings().redis_url.get_secret_value())
     with transaction() as conn:
-        run("SELECT pg_advisory_xact_lock(%s, 0)", (SPOOL_LOCK,), table="dead_letters", operation="lock", conn=conn)
+        transaction_lock(LockClass.FILE_SPOOL, "spool", table="dead_letters", conn=conn)
         raw_entries = client.lrange(SPOOL_KEY, -limit, -1)  # LPUSH adds at the head: the oldest are at the tail
         for raw in reversed(raw_entries):
             _insert(_spooled_row(raw), conn)

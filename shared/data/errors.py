@@ -14,6 +14,7 @@ import psycopg
 import sentry_sdk
 from psycopg import errors as pg
 from psycopg_pool import PoolTimeout
+from pydantic import ValidationError as PydanticValidationError
 
 from shared.core.failure import FleetError
 
@@ -153,3 +154,11 @@ def translated_errors(*, table: str | None, operation: str | None) -> Iterator[N
         log.warning("database error: %s", error)
         report(error)
         raise error from None
+
+
+def pydantic_errors(exc: PydanticValidationError) -> list[tuple[str, str]]:
+    """(field, problem) pairs from pydantic, without echoing the rejected input."""
+    return [
+        (".".join(str(part) for part in err["loc"]) or "row", err["msg"].removeprefix("Value error, "))
+        for err in exc.errors()
+    ]

@@ -1,4 +1,5 @@
-"""The base repository: safe query building over one table, validated writes, batched upserts.
+"""The base repository: safe query building over one table, validated writes, batched upserts (their SQL is
+built in `upsert_sql`).
 
 Identifiers are checked against the table's declared columns and quoted with `psycopg.sql`; values are
 always parameters. A filter is `column` (equality) or `column__op`, e.g. `{"price_min__gte": 1000}`.
@@ -6,10 +7,7 @@ always parameters. A filter is `column` (equality) or `column__op`, e.g. `{"pric
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import date, datetime, time
-from decimal import Decimal
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from psycopg import sql
@@ -17,8 +15,9 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel
 from pydantic import ValidationError as PydanticValidationError
 
-from shared.core.db import Connection, copy_rows, execute, run, transaction
-from shared.data.errors import NotFoundError, UnknownIdentifierError, ValidationFailedError
+from shared.core.db import Connection, run
+from shared.data import upsert_sql
+from shared.data.errors import NotFoundError, UnknownIdentifierError, ValidationFailedError, pydantic_errors
 
 Row = dict[str, Any]
 
@@ -34,26 +33,6 @@ MAX_BATCH = 500
 
 _COMPARISONS = {"eq": "=", "neq": "<>", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 OPERATORS = frozenset([*_COMPARISONS, "ilike", "in", "is_null"])
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return str(value)
-    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, default=_json_default, ensure_ascii=False)
-
-
-def pydantic_errors(exc: PydanticValidationError) -> list[tuple[str, str]]:
-    """(field, problem) pairs from pydantic, without echoing the rejected input."""
-    return [
-        (".".join(str(part) for part in err["loc"]) or "row", err["msg"].removeprefix("Value error, "))
-        for err in exc.errors()
-    ]
 
 
 class Repository:
@@ -228,10 +207,10 @@ class Repository:
         conflict_cols = tuple(conflict or self.key)
         result = UpsertResult()
         for names, update_cols, group in self._upsert_groups(rows, conflict_cols, update, validated):
-            statement = self._upsert_statement(names, conflict_cols, update_cols)
+            statement = upsert_sql.upsert_statement(self.table, names, conflict_cols, update_cols)
             for start in range(0, len(group), MAX_BATCH):
                 batch = group[start : start + MAX_BATCH]
-                payload = Jsonb([{name: row[name] for name in names} for row in batch], dumps=_dumps)
+                payload = upsert_sql.json_rows(batch, names)
                 for row in run(statement, {"rows": payload}, table=self.table, operation="upsert", conn=conn):
                     result.changed += int(row.pop("_changed"))
                     result.append(row)
@@ -285,117 +264,9 @@ class Repository:
         """
         conflict_cols = tuple(conflict or self.key)
         return sum(
-            self._copy_merge(names, conflict_cols, update_cols, group, conn)
+            upsert_sql.copy_merge(self.table, self.json_columns, names, conflict_cols, update_cols, group, conn)
             for names, update_cols, group in self._upsert_groups(rows, conflict_cols, update, validated)
         )
-
-    def _copy_merge(
-        self,
-        names: Sequence[str],
-        conflict_cols: Sequence[str],
-        update_cols: Sequence[str],
-        rows: list[Row],
-        conn: Connection | None,
-    ) -> int:
-        staging = sql.Identifier(f"incoming_{self.table}")
-        cols = sql.SQL(", ").join(map(sql.Identifier, names))
-        with transaction(conn) as tx:
-            run(
-                sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
-                    staging, cols, sql.Identifier(self.table)
-                ),
-                table=self.table,
-                operation="create",
-                conn=tx,
-            )
-            types = self._column_oids(tx)
-            copy_rows(
-                sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(staging, cols),
-                self._copy_values(rows, names),
-                table=self.table,
-                types=[types[name] for name in names],
-                conn=tx,
-            )
-            merge = self._merge_statement(staging, names, conflict_cols, update_cols)
-            changed = execute(merge, table=self.table, operation="upsert", conn=tx)
-            run(sql.SQL("DROP TABLE {}").format(staging), table=self.table, operation="drop", conn=tx)
-        return changed
-
-    def _copy_values(self, rows: list[Row], names: Sequence[str]) -> Iterator[list[Any]]:
-        json_names = [name for name in names if name in self.json_columns]
-        for row in rows:
-            values = [row[name] for name in names]
-            for name in json_names:
-                index = names.index(name)
-                if values[index] is not None:
-                    values[index] = Jsonb(values[index])
-            yield values
-
-    _oids: ClassVar[dict[str, dict[str, int]]] = {}
-
-    def _column_oids(self, conn: Connection) -> dict[str, int]:
-        """Each column's type OID, read once per process, so COPY can send binary rows."""
-        if self.table not in Repository._oids:
-            rows = run(
-                "SELECT attname, atttypid::int AS oid FROM pg_attribute"
-                " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
-                (self.table,),
-                table=self.table,
-                operation="select",
-                conn=conn,
-            )
-            Repository._oids[self.table] = {row["attname"]: row["oid"] for row in rows}
-        return Repository._oids[self.table]
-
-    def _merge_statement(
-        self, staging: sql.Identifier, names: Sequence[str], conflict_cols: Sequence[str], update_cols: Sequence[str]
-    ) -> sql.Composable:
-        cols = sql.SQL(", ").join(map(sql.Identifier, names))
-        keys = sql.SQL(", ").join(map(sql.Identifier, conflict_cols))
-        return sql.SQL(
-            "INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM {staging} ON CONFLICT ({keys}) {action}"
-        ).format(
-            table=sql.Identifier(self.table),
-            cols=cols,
-            staging=staging,
-            keys=keys,
-            action=self._conflict_action(update_cols),
-        )
-
-    def _conflict_action(self, update_cols: Sequence[str]) -> sql.Composable:
-        if not update_cols:
-            return sql.SQL("DO NOTHING")
-        sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in update_cols)
-        changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
-            sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in update_cols),
-            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in update_cols),
-        )
-        return sql.SQL("DO UPDATE SET {} WHERE {}").format(sets, changed)
-
-    def _upsert_statement(
-        self, names: Sequence[str], conflict_cols: Sequence[str], update_cols: Sequence[str]
-    ) -> sql.Composable:
-        """INSERT … ON CONFLICT DO UPDATE that skips unchanged rows, then returns every input row.
-
-        Rows arrive as one JSON array cast to the table's row type, so PostgreSQL converts each column to
-        its own type. The outer SELECT adds the rows the upsert left alone (same values), so the caller
-        always gets one row per input key.
-        """
-        table = sql.Identifier(self.table)
-        cols = sql.SQL(", ").join(map(sql.Identifier, names))
-        keys = sql.SQL(", ").join(map(sql.Identifier, conflict_cols))
-        action = self._conflict_action(update_cols)
-        key_match = sql.SQL(" AND ").join(sql.SQL("u.{0} = i.{0}").format(sql.Identifier(c)) for c in conflict_cols)
-        join_on = sql.SQL(" AND ").join(sql.SQL("t.{0} = i.{0}").format(sql.Identifier(c)) for c in conflict_cols)
-        return sql.SQL(
-            "WITH i AS (SELECT {cols} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s)),"
-            " u AS (INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM i ON CONFLICT ({keys}) {action}"
-            " RETURNING t.*)"
-            " SELECT u.*, true AS _changed FROM u"
-            " UNION ALL"
-            " SELECT t.*, false AS _changed FROM {table} t JOIN i ON {join_on}"
-            " WHERE NOT EXISTS (SELECT 1 FROM u WHERE {key_match})"
-        ).format(cols=cols, table=table, keys=keys, action=action, join_on=join_on, key_match=key_match)
 
     def delete(self, filters: Mapping[str, Any], *, conn: Connection | None = None) -> int:
         """Delete matching rows; an empty filter is refused rather than emptying the table."""

@@ -11,13 +11,14 @@ import redis
 from celery.schedules import crontab
 
 from beat_schedule import build_beat_schedule
-from shared.core.budget import connection_budget
-from shared.core.db import run
+from shared.core.budget import connection_budget, connections_by_role
 from shared.core.settings import Settings
 from shared.core.topology import QUEUE_OF_WORKER, Queue
+from shared.data import dead_letters
 from shared.data.dead_letters import SPOOL_KEY
 from shared.data.errors import DataLayerError
-from shared.data.repositories import health_checks
+from shared.data.repositories import backups, health_checks, sync_runs
+from shared.data.repositories.conversations import OutboxRepository
 from shared.health.process_stats import read_all
 from shared.yclients.sync import ENTITIES
 
@@ -99,13 +100,7 @@ def check_heartbeat(settings: Settings) -> Component:
 
 def check_database(settings: Settings, client: redis.Redis) -> Component:
     component = Component("database")
-    rows = run(
-        "SELECT application_name, count(*) AS n FROM pg_stat_activity WHERE application_name LIKE 'fleet-%%'"
-        " GROUP BY application_name ORDER BY 1",
-        table="pg_stat_activity",
-        operation="select",
-    )
-    by_role = {row["application_name"]: row["n"] for row in rows}
+    by_role = connections_by_role()
     budget = connection_budget(settings)
     in_use = sum(by_role.values())
     component.details.update(
@@ -183,25 +178,16 @@ def check_whatsapp() -> Component:
 
 def check_backups(settings: Settings) -> Component:
     component = Component("backups")
-    row = run(
-        "SELECT id, extract(epoch FROM now() - finished_at) AS age, size_bytes FROM backups WHERE status = 'verified'"
-        " ORDER BY finished_at DESC LIMIT 1",
-        table="backups",
-        operation="select",
-    )
+    newest = backups.newest_verified()
     drill_row = health_checks.latest("backup_drill")
     drill = [drill_row] if drill_row else []
-    failed = run(
-        "SELECT count(*) AS n FROM backups WHERE status = 'failed' AND started_at > now() - interval '7 days'",
-        table="backups",
-        operation="select",
-    )[0]["n"]
-    age = float(row[0]["age"]) if row else None
+    failed = backups.failed_within_days(7)
+    age = float(newest["age"]) if newest else None
     component.details.update(
         {
-            "newest_verified_id": row[0]["id"] if row else None,
+            "newest_verified_id": newest["id"] if newest else None,
             "newest_verified_hours": _hours(age),
-            "newest_verified_bytes": row[0]["size_bytes"] if row else None,
+            "newest_verified_bytes": newest["size_bytes"] if newest else None,
             "failed_last_7_days": failed,
             "last_drill": drill[0]["status"] if drill else None,
         }
@@ -219,13 +205,7 @@ def check_backups(settings: Settings) -> Component:
 
 def check_sync(settings: Settings) -> Component:
     component = Component("sync")
-    rows = run(
-        "SELECT company_id, entity, extract(epoch FROM now() - max(finished_at)) AS age FROM sync_runs"
-        " WHERE status = 'succeeded' GROUP BY company_id, entity",
-        table="sync_runs",
-        operation="select",
-    )
-    ages = {(row["company_id"], row["entity"]): float(row["age"]) for row in rows}
+    ages = sync_runs.seconds_since_success()
     companies = sorted(set(settings.yclients.company_ids) | {company for company, _ in ages})
     report: dict[str, dict[str, float | None]] = {}
     for company in companies:
@@ -241,29 +221,15 @@ def check_sync(settings: Settings) -> Component:
                 component.flag("unhealthy", f"{entity} of company {company} is stale ({age / 3600:.1f} h)")
             elif age > 1.5 * period:
                 component.flag("warning", f"{entity} of company {company} is late ({age / 3600:.1f} h)")
-    failing = run(
-        "SELECT count(*) AS n FROM sync_runs WHERE status = 'failed' AND started_at > now() - interval '1 day'",
-        table="sync_runs",
-        operation="select",
-    )[0]["n"]
+    failing = sync_runs.failed_within_hours(24)
     component.details.update({"hours_since_success": report, "failed_runs_last_day": failing})
     return component
 
 
 def check_outbox(settings: Settings) -> Component:
     component = Component("outbox")
-    row = run(
-        "SELECT count(*) FILTER (WHERE status = 'pending') AS pending, count(*) FILTER (WHERE status = 'failed') AS"
-        " failed, extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')) AS oldest FROM outbox",
-        table="outbox",
-        operation="select",
-    )[0]
-    letters = run(
-        "SELECT count(*) AS total, count(*) FILTER (WHERE created_at > now() - interval '1 day') AS day"
-        " FROM dead_letters",
-        table="dead_letters",
-        operation="select",
-    )[0]
+    row = OutboxRepository().backlog()
+    letters = dead_letters.counts()
     oldest = None if row["oldest"] is None else float(row["oldest"])
     component.details.update(
         {

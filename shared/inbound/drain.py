@@ -14,19 +14,18 @@ from typing import Any
 
 from shared.assistant import Assistant, Reply, Turn, load_assistant
 from shared.assistant.tools import SalonTools
-from shared.core.db import Connection, run, transaction
+from shared.core.db import Connection, database_now, transaction
+from shared.core.locks import LockClass, limit_lock_wait, session_lock, session_unlock
 from shared.core.pool import get_pool
 from shared.core.resources import resource
 from shared.core.settings import InboundSettings, get_settings
 from shared.data.dead_letters import record_dead_letter
 from shared.data.repositories.catalogue import CompanyRepository
-from shared.data.repositories.conversations import DialogContextRepository, OutboxRepository
+from shared.data.repositories.conversations import DialogContextRepository, MessageRepository, OutboxRepository
 from shared.data.repositories.people import ClientRepository
 from shared.inbound.store import chat_key
 
 log = logging.getLogger(__name__)
-
-DRAIN_LOCK = 2  # advisory lock class: answering one chat
 
 
 @dataclass
@@ -53,42 +52,9 @@ def merge_replies(texts: list[str]) -> str:
     return "\n\n".join(merged)
 
 
-def _pending(company_id: int, chat_id: str, conn: Connection) -> list[dict[str, Any]]:
-    """Only columns that always load (ids, counters, flags): the attempt is counted before any content is read."""
-    return run(
-        "SELECT id, chat_seq, attempts, error, received_at > now() - make_interval(secs => %s) AS fresh"
-        " FROM messages WHERE company_id = %s AND chat_id = %s AND status = 'pending'"
-        " ORDER BY sent_at, chat_seq",
-        (get_settings().inbound.burst_window_seconds, company_id, chat_id),
-        table="messages",
-        operation="select",
-        conn=conn,
-    )
-
-
-def _contents(ids: list[int], conn: Connection) -> dict[int, dict[str, Any]]:
-    rows = run(
-        "SELECT id, body, media FROM messages WHERE id = ANY(%s)",
-        (ids,),
-        table="messages",
-        operation="select",
-        conn=conn,
-    )
-    return {row["id"]: row for row in rows}
-
-
 def _dead_letter_exhausted(company_id: int, chat_id: str, rows: list[dict[str, Any]], conn: Connection) -> list[int]:
     ids = [row["id"] for row in rows]
-    # As text, so a value Python cannot load (a year 20000, say) is still kept with the dead letter.
-    texts = run(
-        "UPDATE messages SET status = 'failed' WHERE id = ANY(%s)"
-        " RETURNING id, body, media::text AS media, sent_at::text AS sent_at",
-        (ids,),
-        table="messages",
-        operation="update",
-        conn=conn,
-    )
-    content = {row["id"]: row for row in texts}
+    content = MessageRepository().mark_failed(ids, conn=conn)
     for row in rows:
         record_dead_letter(
             "inbound.answer",
@@ -118,7 +84,7 @@ def _answer(company_id: int, chat_id: str, batch: list[dict[str, Any]], conn: Co
     tools = SalonTools(company, client, now)
     state, data = context["state"], context["data"]
     texts = []
-    contents = _contents([message["id"] for message in batch], conn)
+    contents = MessageRepository().contents([message["id"] for message in batch], conn=conn)
     for message in batch:
         content = contents[message["id"]]
         turn = Turn(company, client, content["body"], content["media"], state, data, now)
@@ -148,26 +114,13 @@ def _answer(company_id: int, chat_id: str, batch: list[dict[str, Any]], conn: Co
         },
         conn=conn,
     )
-    run(
-        "UPDATE messages SET status = CASE WHEN id = %(last)s THEN 'answered' ELSE 'merged' END,"
-        " answered_at = now(), outbox_id = %(outbox)s, error = NULL WHERE id = ANY(%(ids)s)",
-        {"last": ids[-1], "outbox": outbox["id"], "ids": ids},
-        table="messages",
-        operation="update",
-        conn=conn,
-    )
+    MessageRepository().mark_answered(ids, outbox["id"], conn=conn)
     return outbox["id"]
 
 
 def record_failure(message_ids: list[int], error: BaseException, conn: Connection) -> None:
     """Keep why the last attempt failed, for the dead letter; the message itself stays pending."""
-    run(
-        "UPDATE messages SET error = %s WHERE id = ANY(%s) AND status = 'pending'",
-        (f"{type(error).__name__}: {str(error)[:500]}", message_ids),
-        table="messages",
-        operation="update",
-        conn=conn,
-    )
+    MessageRepository().record_error(message_ids, f"{type(error).__name__}: {str(error)[:500]}", conn=conn)
 
 
 def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: datetime | None = None) -> DrainResult:
@@ -175,19 +128,14 @@ def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: dat
     settings: InboundSettings = get_settings().inbound
     result = DrainResult()
     key = chat_key(company_id, chat_id)
+    messages = MessageRepository()
     with get_pool().connection() as conn:
         with transaction(conn):
-            run(f"SET LOCAL lock_timeout = {int(settings.lock_timeout_ms)}", table=None, operation="set", conn=conn)
-            run(
-                "SELECT pg_advisory_lock(%s, hashtext(%s))",
-                (DRAIN_LOCK, key),
-                table="messages",
-                operation="lock",
-                conn=conn,
-            )
+            limit_lock_wait(settings.lock_timeout_ms, conn=conn)
+            session_lock(LockClass.ANSWER_CHAT, key, table="messages", conn=conn)
         try:
             with transaction(conn):
-                pending = _pending(company_id, chat_id, conn)
+                pending = messages.pending_in_chat(company_id, chat_id, settings.burst_window_seconds, conn=conn)
                 if pending and any(row["fresh"] for row in pending):
                     result.unsettled = True  # a newer message's own drain answers the burst
                     return result
@@ -199,17 +147,11 @@ def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: dat
                     batch = batch[:1]
                 if not batch:
                     return result
-                run(
-                    "UPDATE messages SET attempts = attempts + 1 WHERE id = ANY(%s)",
-                    ([row["id"] for row in batch],),
-                    table="messages",
-                    operation="update",
-                    conn=conn,
-                )
+                messages.count_attempt([row["id"] for row in batch], conn=conn)
             result.more_pending = len(batch) < len(pending) - len(exhausted)
             try:
                 with transaction(conn):
-                    moment = now or run("SELECT now() AS now", table=None, operation="select", conn=conn)[0]["now"]
+                    moment = now or database_now(conn)
                     result.outbox_ids.append(_answer(company_id, chat_id, batch, conn, moment))
             except Exception as exc:
                 record_failure([row["id"] for row in batch], exc, conn)
@@ -218,23 +160,10 @@ def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: dat
             result.answered = [row["id"] for row in batch]
             return result
         finally:
-            run(
-                "SELECT pg_advisory_unlock(%s, hashtext(%s))",
-                (DRAIN_LOCK, key),
-                table="messages",
-                operation="unlock",
-                conn=conn,
-            )
+            session_unlock(LockClass.ANSWER_CHAT, key, table="messages", conn=conn)
             conn.commit()
 
 
 def chats_needing_a_drain(grace_seconds: float, limit: int = 500) -> list[tuple[int, str]]:
     """Chats whose pending messages are older than the grace period: their drain was lost or failed."""
-    rows = run(
-        "SELECT DISTINCT company_id, chat_id FROM messages WHERE status = 'pending'"
-        " AND received_at < now() - make_interval(secs => %s) LIMIT %s",
-        (grace_seconds, limit),
-        table="messages",
-        operation="select",
-    )
-    return [(row["company_id"], row["chat_id"]) for row in rows]
+    return MessageRepository().chats_pending_since(grace_seconds, limit)

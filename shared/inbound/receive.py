@@ -15,8 +15,7 @@ import sentry_sdk
 from pydantic import ValidationError
 
 from shared.data.dead_letters import record_dead_letter
-from shared.data.errors import DataLayerError, TransientError
-from shared.data.repository import pydantic_errors
+from shared.data.errors import DataLayerError, TransientError, pydantic_errors
 from shared.inbound.payload import InboundPayload
 from shared.inbound.store import ConflictingRepeatError, UnknownCompanyError, store_message
 

@@ -6,14 +6,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.core.db import run, transaction
+from shared.core.db import transaction
+from shared.core.locks import LockClass, transaction_lock
 from shared.core.settings import InboundSettings, get_settings
 from shared.data.errors import NotFoundError, TransientError
 from shared.data.repositories.catalogue import CompanyRepository
 from shared.data.repositories.conversations import MessageRepository
 from shared.inbound.payload import InboundPayload
-
-STORE_LOCK = 1  # advisory lock class: assigning the next sequence number of one chat
 
 
 @dataclass(frozen=True)
@@ -69,12 +68,7 @@ def store_message(message: InboundPayload) -> StoredMessage:
         if CompanyRepository().find_one({"id": message.company_id, "deleted_at__is_null": True}) is None:
             raise UnknownCompanyError(f"company {message.company_id} is not served", table="companies")
         # Serialise sequence assignment within one chat only; other chats store in parallel.
-        run(
-            "SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-            (STORE_LOCK, chat_key(message.company_id, message.chat_id)),
-            table="messages",
-            operation="lock",
-        )
+        transaction_lock(LockClass.STORE_CHAT, chat_key(message.company_id, message.chat_id), table="messages")
         row = MessageRepository().insert_next_in_chat(
             {
                 "company_id": message.company_id,

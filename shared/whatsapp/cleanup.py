@@ -11,43 +11,23 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
-from psycopg import sql
-from psycopg.types.json import Jsonb
-
-from shared.core.db import run, transaction
 from shared.core.settings import KeysSettings
+from shared.data.repositories import key_cleanup_runs
+from shared.data.repositories.whatsapp import Deletable, WhatsAppKeysRepository
 from shared.whatsapp.policy import POLICY, PROTECTED_KEY_IDS, Retention
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Rule:
-    """The deletable rows of one key type."""
-
-    key_type: str
-    condition: sql.Composable
-    params: tuple[Any, ...]
-
-
-def rules(settings: KeysSettings) -> list[Rule]:
-    found: list[Rule] = []
+def rules(settings: KeysSettings) -> list[Deletable]:
+    """The policy as deletion rules, one per key type that may be pruned."""
+    found: list[Deletable] = []
     for key_type, retention in POLICY.items():
         if retention is Retention.NEVER:
             continue
-        if retention is Retention.EXPIRED:
-            condition = sql.SQL("key_type = %s AND expires_at < now()")
-            params: tuple[Any, ...] = (key_type,)
-        else:
-            condition = sql.SQL("key_type = %s AND updated_at < now() - make_interval(days => %s)")
-            params = (key_type, settings.idle_days.get(key_type, 30))
-        protected = PROTECTED_KEY_IDS.get(key_type)
-        if protected:
-            condition = condition + sql.SQL(" AND key_id <> ALL(%s)")
-            params = (*params, sorted(protected))
-        found.append(Rule(key_type, condition, params))
+        idle_days = None if retention is Retention.EXPIRED else settings.idle_days.get(key_type, 30)
+        found.append(Deletable(key_type, idle_days, tuple(sorted(PROTECTED_KEY_IDS.get(key_type, ())))))
     return found
 
 
@@ -81,51 +61,27 @@ class CleanupReport:
 
 
 def _record(report: CleanupReport, *, finished: bool, error: str | None = None) -> None:
-    run(
-        "UPDATE key_cleanup_runs SET status = %s, batches = %s, deleted = %s, by_company = %s, unknown_types = %s,"
-        " error = %s, finished_at = CASE WHEN %s THEN now() END WHERE id = %s",
-        (
-            report.status,
-            report.batches,
-            Jsonb(dict(report.deleted)),
-            Jsonb({company: dict(counts) for company, counts in report.by_company.items()}),
-            Jsonb(report.unknown_types),
-            error,
-            finished,
-            report.run_id,
-        ),
-        table="key_cleanup_runs",
-        operation="update",
+    key_cleanup_runs.save_run(
+        report.run_id,
+        status=report.status,
+        batches=report.batches,
+        deleted=dict(report.deleted),
+        by_company={company: dict(counts) for company, counts in report.by_company.items()},
+        unknown_types=report.unknown_types,
+        error=error,
+        finished=finished,
     )
 
 
 def unknown_key_types() -> dict[str, int]:
-    rows = run(
-        "SELECT key_type, count(*) AS n FROM whatsapp_keys WHERE key_type <> ALL(%s) GROUP BY key_type",
-        (sorted(POLICY),),
-        table="whatsapp_keys",
-        operation="select",
-    )
-    return {row["key_type"]: row["n"] for row in rows}
+    return WhatsAppKeysRepository().counts_outside(sorted(POLICY))
 
 
 def _dry_run(report: CleanupReport, settings: KeysSettings) -> None:
+    keys = WhatsAppKeysRepository()
     for rule in rules(settings):
-        query = sql.SQL("SELECT company_id, count(*) AS n FROM whatsapp_keys WHERE {} GROUP BY company_id").format(
-            rule.condition
-        )
-        for row in run(query, rule.params, table="whatsapp_keys", operation="select"):
-            report.count(row["company_id"], rule.key_type, row["n"])
-
-
-def _delete_batch(rule: Rule, batch_size: int) -> list[dict[str, Any]]:
-    query = sql.SQL(
-        "DELETE FROM whatsapp_keys WHERE ctid = ANY(ARRAY("
-        "SELECT ctid FROM whatsapp_keys WHERE {} LIMIT %s FOR UPDATE SKIP LOCKED"
-        ")) RETURNING company_id"
-    ).format(rule.condition)
-    with transaction():
-        return run(query, (*rule.params, batch_size), table="whatsapp_keys", operation="delete")
+        for company_id, n in keys.count_deletable(rule).items():
+            report.count(company_id, rule.key_type, n)
 
 
 def cleanup_keys(
@@ -133,13 +89,8 @@ def cleanup_keys(
 ) -> CleanupReport:
     """Delete (or count, dry) what the policy allows; stops cleanly between batches when the time budget or
     the batch allowance runs out (status "partial"), and the next run carries on."""
-    run_id = run(
-        "INSERT INTO key_cleanup_runs (dry_run) VALUES (%s) RETURNING id",
-        (dry_run,),
-        table="key_cleanup_runs",
-        operation="insert",
-    )[0]["id"]
-    report = CleanupReport(run_id, dry_run)
+    report = CleanupReport(key_cleanup_runs.start_run(dry_run), dry_run)
+    keys = WhatsAppKeysRepository()
     deadline = time.monotonic() + time_budget if time_budget else None
     try:
         report.unknown_types = unknown_key_types()
@@ -157,10 +108,10 @@ def cleanup_keys(
                     report.status = "partial"
                     log.info("key cleanup stopped after %s batches; the next run continues", report.batches)
                     return report
-                deleted = _delete_batch(rule, settings.batch_size)
+                deleted = keys.delete_batch(rule, settings.batch_size)
                 report.batches += 1
-                for row in deleted:
-                    report.count(row["company_id"], rule.key_type)
+                for company_id in deleted:
+                    report.count(company_id, rule.key_type)
                 if report.batches % 20 == 0:
                     _record(report, finished=False)  # progress visible while a long run goes on
                 if len(deleted) < settings.batch_size:

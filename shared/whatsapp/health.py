@@ -8,9 +8,10 @@ from typing import Any
 
 import sentry_sdk
 
-from shared.core.db import run, transaction
+from shared.core.db import transaction
 from shared.core.settings import KeysSettings
 from shared.data.repositories import health_checks
+from shared.data.repositories.whatsapp import WhatsAppKeysRepository
 
 log = logging.getLogger(__name__)
 
@@ -58,40 +59,6 @@ def assess(company_id: str, stats: dict[str, Any], settings: KeysSettings) -> Se
     return SessionHealth(company_id, _worst([status for status, _ in found]), details["problems"], details)
 
 
-def company_stats() -> dict[str, dict[str, Any]]:
-    rows = run(
-        """
-        WITH companies AS (
-            SELECT company_id FROM whatsapp_auth UNION SELECT DISTINCT company_id FROM whatsapp_keys
-        ), counts AS (
-            SELECT company_id, key_type, count(*) AS n, count(*) FILTER (WHERE expires_at < now()) AS expired,
-                   max(updated_at) AS last_update
-              FROM whatsapp_keys GROUP BY company_id, key_type
-        )
-        SELECT c.company_id,
-               EXISTS (SELECT 1 FROM whatsapp_auth a WHERE a.company_id = c.company_id) AS has_auth,
-               coalesce(jsonb_object_agg(k.key_type, k.n) FILTER (WHERE k.key_type IS NOT NULL), '{}') AS by_type,
-               coalesce(sum(k.n), 0)::bigint AS total,
-               coalesce(sum(k.expired), 0)::bigint AS expired,
-               extract(epoch FROM now() - max(k.last_update)) / 3600 AS hours_since_update
-          FROM companies c LEFT JOIN counts k USING (company_id)
-         GROUP BY c.company_id
-        """,
-        table="whatsapp_keys",
-        operation="select",
-    )
-    return {
-        row["company_id"]: {
-            "has_auth": row["has_auth"],
-            "by_type": row["by_type"],
-            "total": int(row["total"]),
-            "expired": int(row["expired"]),
-            "hours_since_update": None if row["hours_since_update"] is None else float(row["hours_since_update"]),
-        }
-        for row in rows
-    }
-
-
 def _previous_status(company_id: str) -> str | None:
     previous = health_checks.latest(CHECK, subject=company_id)
     return previous["status"] if previous else None
@@ -121,7 +88,7 @@ def _alert(health: SessionHealth) -> None:
 def check_sessions(settings: KeysSettings) -> list[SessionHealth]:
     """Assess every company, store each result, alert on each change of status."""
     results = []
-    for company_id, stats in sorted(company_stats().items()):
+    for company_id, stats in sorted(WhatsAppKeysRepository().session_stats().items()):
         health = assess(company_id, stats, settings)
         with transaction():
             health.previous = _previous_status(company_id)

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import sentry_sdk
 
-from shared.core.db import run, transaction
+from shared.core.db import transaction
 from shared.core.settings import YClientsSettings
 from shared.data.errors import ConflictError, DataLayerError, ForeignKeyError, TransientError
 from shared.data.repositories import sync_held_rows as held_rows
@@ -37,6 +37,7 @@ from shared.data.repositories.catalogue import (
     StaffRepository,
 )
 from shared.data.repositories.people import ClientRepository
+from shared.data.repositories.vanished import Vanished, by_key
 from shared.data.repository import Repository, Row
 from shared.yclients import rows as convert
 from shared.yclients.client import Page, Walk, YClientsClient
@@ -196,48 +197,6 @@ def _raw_ids(raw_rows: Iterable[Any], field: str = "id") -> list[int]:
             except convert.RowError:
                 continue
     return ids
-
-
-@dataclass(frozen=True)
-class Vanished:
-    """Live rows of one entity that the answer no longer lists, judged before any is marked deleted."""
-
-    table: str
-    where: str  # the live rows of this entity in scope
-    where_params: tuple[Any, ...]
-    gone: str  # the subset the answer did not list
-    gone_params: tuple[Any, ...]
-
-    def counts(self) -> tuple[int, int]:
-        row = run(
-            f"SELECT count(*) AS live, count(*) FILTER (WHERE {self.gone}) AS gone FROM {self.table}"
-            f" WHERE {self.where}",
-            (*self.gone_params, *self.where_params),
-            table=self.table,
-            operation="select",
-        )[0]
-        return row["live"], row["gone"]
-
-    def mark(self) -> int:
-        rows = run(
-            f"UPDATE {self.table} SET deleted_at = now() WHERE {self.where} AND {self.gone} RETURNING 1",
-            (*self.where_params, *self.gone_params),
-            table=self.table,
-            operation="update",
-        )
-        return len(rows)
-
-
-def by_key(
-    table: str, company_id: int, key: str, seen: list[int], extra: str = "", params: tuple[Any, ...] = ()
-) -> Vanished:
-    return Vanished(
-        table,
-        f"company_id = %s AND deleted_at IS NULL AND {key} IS NOT NULL{extra}",
-        (company_id, *params),
-        f"NOT ({key} = ANY(%s))",
-        (seen,),
-    )
 
 
 # ---- entities --------------------------------------------------------------------------------------------

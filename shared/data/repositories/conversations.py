@@ -77,6 +77,82 @@ class MessageRepository(Repository):
         )
         return rows[0] if rows else None
 
+    def pending_in_chat(self, company_id: int, chat_id: str, burst_window: float, *, conn: Connection) -> list[Row]:
+        """The chat's pending messages in order, only columns that always load (ids, counters, flags): an
+        attempt is counted before any content is read. `fresh`: received within the burst window."""
+        return run(
+            "SELECT id, chat_seq, attempts, error, received_at > now() - make_interval(secs => %s) AS fresh"
+            " FROM messages WHERE company_id = %s AND chat_id = %s AND status = 'pending'"
+            " ORDER BY sent_at, chat_seq",
+            (burst_window, company_id, chat_id),
+            table=self.table,
+            operation="select",
+            conn=conn,
+        )
+
+    def contents(self, ids: list[int], *, conn: Connection) -> dict[int, Row]:
+        rows = run(
+            "SELECT id, body, media FROM messages WHERE id = ANY(%s)",
+            (ids,),
+            table=self.table,
+            operation="select",
+            conn=conn,
+        )
+        return {row["id"]: row for row in rows}
+
+    def count_attempt(self, ids: list[int], *, conn: Connection) -> None:
+        run(
+            "UPDATE messages SET attempts = attempts + 1 WHERE id = ANY(%s)",
+            (ids,),
+            table=self.table,
+            operation="update",
+            conn=conn,
+        )
+
+    def mark_answered(self, ids: list[int], outbox_id: int, *, conn: Connection) -> None:
+        """The last message of a burst is answered, the ones before it merged into that answer."""
+        run(
+            "UPDATE messages SET status = CASE WHEN id = %(last)s THEN 'answered' ELSE 'merged' END,"
+            " answered_at = now(), outbox_id = %(outbox)s, error = NULL WHERE id = ANY(%(ids)s)",
+            {"last": ids[-1], "outbox": outbox_id, "ids": ids},
+            table=self.table,
+            operation="update",
+            conn=conn,
+        )
+
+    def mark_failed(self, ids: list[int], *, conn: Connection) -> dict[int, Row]:
+        """Give the messages up; their content comes back as text, so a value Python cannot load (a year
+        20000, say) is still kept with the dead letter."""
+        rows = run(
+            "UPDATE messages SET status = 'failed' WHERE id = ANY(%s)"
+            " RETURNING id, body, media::text AS media, sent_at::text AS sent_at",
+            (ids,),
+            table=self.table,
+            operation="update",
+            conn=conn,
+        )
+        return {row["id"]: row for row in rows}
+
+    def record_error(self, ids: list[int], error: str, *, conn: Connection) -> None:
+        """Keep why the last attempt failed; the messages stay pending."""
+        run(
+            "UPDATE messages SET error = %s WHERE id = ANY(%s) AND status = 'pending'",
+            (error, ids),
+            table=self.table,
+            operation="update",
+            conn=conn,
+        )
+
+    def chats_pending_since(self, grace_seconds: float, limit: int) -> list[tuple[int, str]]:
+        rows = run(
+            "SELECT DISTINCT company_id, chat_id FROM messages WHERE status = 'pending'"
+            " AND received_at < now() - make_interval(secs => %s) LIMIT %s",
+            (grace_seconds, limit),
+            table=self.table,
+            operation="select",
+        )
+        return [(row["company_id"], row["chat_id"]) for row in rows]
+
 
 class OutboxRepository(Repository):
     table = "outbox"
@@ -159,3 +235,13 @@ class OutboxRepository(Repository):
             operation="select",
         )
         return [row["id"] for row in rows]
+
+    def backlog(self) -> Row:
+        """Replies pending and failed, and the age in seconds of the oldest pending one (None when none)."""
+        return run(
+            "SELECT count(*) FILTER (WHERE status = 'pending') AS pending,"
+            " count(*) FILTER (WHERE status = 'failed') AS failed,"
+            " extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')) AS oldest FROM outbox",
+            table=self.table,
+            operation="select",
+        )[0]

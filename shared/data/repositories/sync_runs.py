@@ -87,3 +87,24 @@ def last_success(company_id: int, entity: str) -> datetime | None:
         operation="select",
     )
     return rows[0]["at"] if rows else None
+
+
+def seconds_since_success() -> dict[tuple[int, str], float]:
+    """Per (company, entity), seconds since its last successful run."""
+    rows = run(
+        "SELECT company_id, entity, extract(epoch FROM now() - max(finished_at)) AS age FROM sync_runs"
+        " WHERE status = 'succeeded' GROUP BY company_id, entity",
+        table="sync_runs",
+        operation="select",
+    )
+    return {(row["company_id"], row["entity"]): float(row["age"]) for row in rows}
+
+
+def failed_within_hours(hours: int) -> int:
+    return run(
+        "SELECT count(*) AS n FROM sync_runs WHERE status = 'failed'"
+        " AND started_at > now() - make_interval(hours => %s)",
+        (hours,),
+        table="sync_runs",
+        operation="select",
+    )[0]["n"]

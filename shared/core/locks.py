@@ -1,0 +1,38 @@
+"""PostgreSQL advisory locks: every lock class the fleet takes, declared once, and the statements that take them.
+
+A lock is a (class, key) pair: the class says what is being serialised, the key (hashed text) which one.
+Transaction locks end with their transaction; a session lock is held across transactions on one connection
+and must be released on that connection.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+from shared.core.db import Connection, run
+
+
+class LockClass(IntEnum):
+    STORE_CHAT = 1  # assigning the next sequence number of one chat
+    ANSWER_CHAT = 2  # answering one chat
+    FILE_SPOOL = 3  # one filer of the dead-letter spool at a time
+    CRM_BOOKING = 4  # one CRM operation of one booking at a time
+
+
+def transaction_lock(lock: LockClass, key: str, *, table: str, conn: Connection | None = None) -> None:
+    """Wait for the lock; it is released when the current transaction ends."""
+    run("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (int(lock), key), table=table, operation="lock", conn=conn)
+
+
+def session_lock(lock: LockClass, key: str, *, table: str, conn: Connection) -> None:
+    """Wait for the lock on this connection, across its transactions, until `session_unlock`."""
+    run("SELECT pg_advisory_lock(%s, hashtext(%s))", (int(lock), key), table=table, operation="lock", conn=conn)
+
+
+def session_unlock(lock: LockClass, key: str, *, table: str, conn: Connection) -> None:
+    run("SELECT pg_advisory_unlock(%s, hashtext(%s))", (int(lock), key), table=table, operation="unlock", conn=conn)
+
+
+def limit_lock_wait(milliseconds: float, *, conn: Connection) -> None:
+    """For the rest of this transaction, a lock that cannot be had within the limit raises instead of waiting."""
+    run(f"SET LOCAL lock_timeout = {int(milliseconds)}", table=None, operation="set", conn=conn)

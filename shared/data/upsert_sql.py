@@ -1,0 +1,154 @@
+"""The two upsert engines' SQL: a JSON batch upserted in one statement that returns every row (small and
+medium inputs), and COPY into a temporary table merged by one statement (large inputs). Both skip rows whose
+values are unchanged, so a repeated sync rewrites nothing. Identifiers come checked from the repository."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from datetime import date, datetime, time
+from decimal import Decimal
+from typing import Any
+
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from shared.core.db import Connection, copy_rows, execute, run, transaction
+
+Row = dict[str, Any]
+_oids: dict[str, dict[str, int]] = {}
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, default=_json_default, ensure_ascii=False)
+
+
+def json_rows(rows: list[Row], names: Sequence[str]) -> Jsonb:
+    """One batch as the JSON array `upsert_statement` takes."""
+    return Jsonb([{name: row[name] for name in names} for row in rows], dumps=_dumps)
+
+
+def conflict_action(update_cols: Sequence[str]) -> sql.Composable:
+    if not update_cols:
+        return sql.SQL("DO NOTHING")
+    sets = sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in update_cols)
+    changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+        sql.SQL(", ").join(sql.SQL("t.{}").format(sql.Identifier(c)) for c in update_cols),
+        sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(sql.Identifier(c)) for c in update_cols),
+    )
+    return sql.SQL("DO UPDATE SET {} WHERE {}").format(sets, changed)
+
+
+def upsert_statement(
+    table_name: str, names: Sequence[str], conflict_cols: Sequence[str], update_cols: Sequence[str]
+) -> sql.Composable:
+    """INSERT … ON CONFLICT DO UPDATE that skips unchanged rows, then returns every input row.
+
+    Rows arrive as one JSON array cast to the table's row type, so PostgreSQL converts each column to
+    its own type. The outer SELECT adds the rows the upsert left alone (same values), so the caller
+    always gets one row per input key.
+    """
+    table = sql.Identifier(table_name)
+    cols = sql.SQL(", ").join(map(sql.Identifier, names))
+    keys = sql.SQL(", ").join(map(sql.Identifier, conflict_cols))
+    action = conflict_action(update_cols)
+    key_match = sql.SQL(" AND ").join(sql.SQL("u.{0} = i.{0}").format(sql.Identifier(c)) for c in conflict_cols)
+    join_on = sql.SQL(" AND ").join(sql.SQL("t.{0} = i.{0}").format(sql.Identifier(c)) for c in conflict_cols)
+    return sql.SQL(
+        "WITH i AS (SELECT {cols} FROM jsonb_populate_recordset(NULL::{table}, %(rows)s)),"
+        " u AS (INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM i ON CONFLICT ({keys}) {action}"
+        " RETURNING t.*)"
+        " SELECT u.*, true AS _changed FROM u"
+        " UNION ALL"
+        " SELECT t.*, false AS _changed FROM {table} t JOIN i ON {join_on}"
+        " WHERE NOT EXISTS (SELECT 1 FROM u WHERE {key_match})"
+    ).format(cols=cols, table=table, keys=keys, action=action, join_on=join_on, key_match=key_match)
+
+
+def merge_statement(
+    table_name: str,
+    staging: sql.Identifier,
+    names: Sequence[str],
+    conflict_cols: Sequence[str],
+    update_cols: Sequence[str],
+) -> sql.Composable:
+    cols = sql.SQL(", ").join(map(sql.Identifier, names))
+    keys = sql.SQL(", ").join(map(sql.Identifier, conflict_cols))
+    return sql.SQL(
+        "INSERT INTO {table} AS t ({cols}) SELECT {cols} FROM {staging} ON CONFLICT ({keys}) {action}"
+    ).format(
+        table=sql.Identifier(table_name),
+        cols=cols,
+        staging=staging,
+        keys=keys,
+        action=conflict_action(update_cols),
+    )
+
+
+def column_oids(table: str, conn: Connection) -> dict[str, int]:
+    """Each column's type OID, read once per process, so COPY can send binary rows."""
+    if table not in _oids:
+        rows = run(
+            "SELECT attname, atttypid::int AS oid FROM pg_attribute"
+            " WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped",
+            (table,),
+            table=table,
+            operation="select",
+            conn=conn,
+        )
+        _oids[table] = {row["attname"]: row["oid"] for row in rows}
+    return _oids[table]
+
+
+def _copy_values(rows: list[Row], names: Sequence[str], json_columns: frozenset[str]) -> Iterator[list[Any]]:
+    json_indexes = [index for index, name in enumerate(names) if name in json_columns]
+    for row in rows:
+        values = [row[name] for name in names]
+        for index in json_indexes:
+            if values[index] is not None:
+                values[index] = Jsonb(values[index])
+        yield values
+
+
+def copy_merge(
+    table: str,
+    json_columns: frozenset[str],
+    names: Sequence[str],
+    conflict_cols: Sequence[str],
+    update_cols: Sequence[str],
+    rows: list[Row],
+    conn: Connection | None,
+) -> int:
+    """COPY the rows (binary) into a temporary table shaped like `table`, merge them in one statement, drop
+    the temporary table; returns how many rows were inserted or changed."""
+    staging = sql.Identifier(f"incoming_{table}")
+    cols = sql.SQL(", ").join(map(sql.Identifier, names))
+    with transaction(conn) as tx:
+        run(
+            sql.SQL("CREATE TEMP TABLE {} ON COMMIT DROP AS SELECT {} FROM {} WITH NO DATA").format(
+                staging, cols, sql.Identifier(table)
+            ),
+            table=table,
+            operation="create",
+            conn=tx,
+        )
+        types = column_oids(table, tx)
+        copy_rows(
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(staging, cols),
+            _copy_values(rows, names, json_columns),
+            table=table,
+            types=[types[name] for name in names],
+            conn=tx,
+        )
+        merge = merge_statement(table, staging, names, conflict_cols, update_cols)
+        changed = execute(merge, table=table, operation="upsert", conn=tx)
+        run(sql.SQL("DROP TABLE {}").format(staging), table=table, operation="drop", conn=tx)
+    return changed

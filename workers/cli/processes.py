@@ -1,0 +1,111 @@
+"""Commands that run a long-lived fleet process (worker, beat, Flower, the health service) or ping them."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from shared.core.budget import require_budget
+from shared.core.settings import ANY_ADDRESS, Settings, SettingsError, WorkerType
+from shared.core.topology import QUEUE_OF_WORKER
+from shared.health.server import make_server
+from shared.observability.sentry import init_sentry
+
+
+def _exec_celery(argv: list[str], settings: Settings, worker_type: WorkerType | None = None) -> int:
+    """Replace this process with Celery, so signals from honcho or systemd reach it directly."""
+    require_budget(settings)
+    env = dict(os.environ)
+    if worker_type is not None:
+        env["FLEET_WORKER_TYPE"] = worker_type.value
+    command = [sys.executable, "-m", "celery", "-A", "workers.app", *argv]
+    sys.stdout.flush()
+    os.execvpe(command[0], command, env)  # noqa: S606 (arguments come from settings, not from users)
+    return 0  # pragma: no cover  (execvpe does not return)
+
+
+def worker(args: argparse.Namespace, settings: Settings) -> int:
+    worker_type = WorkerType(args.type)
+    limits = settings.workers.of(worker_type)
+    argv = [
+        "worker",
+        "--queues",
+        QUEUE_OF_WORKER[worker_type].value,
+        "--concurrency",
+        str(args.concurrency or limits.concurrency),
+        "--hostname",
+        args.name or f"{worker_type.value}@%h",
+        "--pool",
+        "prefork",
+        "--loglevel",
+        args.loglevel,
+        "--task-events",
+        "--without-gossip",
+    ]
+    return _exec_celery(argv, settings, worker_type)
+
+
+def beat(args: argparse.Namespace, settings: Settings) -> int:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    schedule_file = settings.state_dir / "celerybeat-schedule"
+    return _exec_celery(["beat", "--schedule", str(schedule_file), "--loglevel", args.loglevel], settings)
+
+
+def flower(args: argparse.Namespace, settings: Settings) -> int:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        "flower",
+        f"--address={settings.flower_address}",
+        f"--port={settings.flower_port}",
+        "--persistent=True",
+        f"--db={settings.state_dir / 'flower.db'}",
+        "--purge_offline_workers=300",
+        f"--max_tasks={settings.retention.flower_tasks}",  # Flower's state (and its db file) stays bounded
+    ]
+    if settings.flower_user and settings.flower_password:
+        # Flower reads FLOWER_BASIC_AUTH itself; keeping it out of argv keeps it out of `ps`.
+        os.environ["FLOWER_BASIC_AUTH"] = f"{settings.flower_user}:{settings.flower_password.get_secret_value()}"
+    elif settings.environment == "production" or settings.flower_address in ANY_ADDRESS:
+        raise SettingsError(
+            "refusing to start Flower without FLEET_FLOWER_USER and FLEET_FLOWER_PASSWORD"
+            " (in production, or listening on every address)"
+        )
+    return _exec_celery(argv, settings)
+
+
+def health_server(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve /health, /health/<part> and /metrics until stopped."""
+    init_sentry(settings, component="health")
+    server = make_server(settings)
+    print(f"health service on http://{settings.health.address}:{server.server_address[1]}/health", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+def ping(args: argparse.Namespace, settings: Settings) -> int:
+    """Send a ping through each queue and wait for the worker's answer from PostgreSQL."""
+    from workers.app import app
+
+    failures = 0
+    for worker_type in WorkerType:
+        module = "workers." + worker_type.value
+        started = time.monotonic()
+        try:
+            answer = app.send_task(f"{module}.ping").get(timeout=args.timeout)
+        except Exception as exc:  # noqa: BLE001  (any failure is the answer we report)
+            failures += 1
+            print(f"{worker_type.value:<9} queue {QUEUE_OF_WORKER[worker_type].value:<12} FAILED: {exc!r}")
+            continue
+        elapsed = (time.monotonic() - started) * 1000
+        print(
+            f"{worker_type.value:<9} queue {QUEUE_OF_WORKER[worker_type].value:<12} ok in {elapsed:6.1f} ms"
+            f" (child pid {answer['pid']}, backend pid {answer['backend_pid']})"
+        )
+    return 1 if failures else 0
