@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import time
@@ -12,13 +13,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 
 from ops.standins.gateway import GatewayStandIn, gateway_stand_in
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.inbound.payload import TASK_NAME
 from tests.support.processes import running_worker, wait_until
+from tests.support.raw_broker import envelope
 from tests.support.seed import COMPANY, seed_salon
 from workers.app import app
+from workers.broker import ALIVE, INFLIGHT_KEYS, inflight_key
 from workers.producer import enqueue_message
 
 pytestmark = pytest.mark.slow
@@ -181,3 +185,64 @@ def test_a_gateway_outage_is_retried_until_the_reply_is_delivered(
         enqueue_message(payload("Привет"))
         wait_until(lambda: gateway.count() == 1, 60, "the reply after the outage")
     assert db.execute("SELECT status, attempts FROM outbox").fetchone() == ("sent", 4)
+
+
+# ---- a main process killed between popping a message and recording it loses nothing --------------------
+def _orphan(client: redis.Redis, consumer: str, message: dict) -> str:
+    """What a consumer that died right after its pop leaves behind: one entry in its in-flight list."""
+    key = inflight_key("inbound", consumer)
+    client.lpush(key, json.dumps(envelope(TASK_NAME, kwargs={"payload": message}, queue="inbound")))
+    client.sadd(INFLIGHT_KEYS, key)
+    return key
+
+
+def _stored(db: psycopg.Connection, gateway_message_id: str) -> bool:
+    return (
+        db.execute("SELECT 1 FROM messages WHERE gateway_message_id = %s", (gateway_message_id,)).fetchone() is not None
+    )
+
+
+def test_a_message_popped_by_a_consumer_that_died_is_requeued_and_answered(
+    db: psycopg.Connection, inbound_env: dict, gateway: GatewayStandIn, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(inbound_env["REDIS_URL"])
+    lost = payload("1")
+    key = _orphan(client, "deadhost.4242.cafe0000", lost)
+    with running_worker("inbound", {**inbound_env, "FLEET_BROKER_INFLIGHT_TTL_SECONDS": "2"}, tmp_path):
+        wait_until(lambda: _stored(db, lost["gateway_message_id"]), 30, "the orphaned message stored")
+        wait_until(lambda: gateway.count() == 1, 30, "its reply at the gateway")
+    assert client.llen(key) == 0
+    assert not client.sismember(INFLIGHT_KEYS, key)
+
+
+def test_the_in_flight_entries_of_a_live_consumer_are_left_alone(
+    db: psycopg.Connection, inbound_env: dict, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(inbound_env["REDIS_URL"])
+    busy = payload("1")
+    consumer = "otherhost.77.beef0000"
+    client.set(ALIVE + consumer, "1", ex=120)
+    key = _orphan(client, consumer, busy)
+    with running_worker("inbound", {**inbound_env, "FLEET_BROKER_INFLIGHT_TTL_SECONDS": "2"}, tmp_path) as worker:
+        served = payload("5")
+        enqueue_message(served)
+        wait_until(lambda: _stored(db, served["gateway_message_id"]), 30, "a fresh message stored")
+        time.sleep(3)  # more than a scan period of the 2 s lifetime
+        assert "ready." in worker.output()
+    assert client.llen(key) == 1, "a live consumer's in-flight message was taken from it"
+    assert not _stored(db, busy["gateway_message_id"])
+
+
+def test_a_worker_pops_through_its_in_flight_list_and_leaves_it_empty(
+    db: psycopg.Connection, inbound_env: dict, tmp_path: Path
+) -> None:
+    client = redis.Redis.from_url(inbound_env["REDIS_URL"])
+    with running_worker("inbound", inbound_env, tmp_path, concurrency=2):
+        sent = [payload(str(n % 5 + 1), chat=f"+7911000{n:04d}") for n in range(30)]
+        for message in sent:
+            enqueue_message(message)
+        wait_until(lambda: all(_stored(db, m["gateway_message_id"]) for m in sent), 60, "every message stored")
+        keys = [k.decode() for k in client.smembers(INFLIGHT_KEYS)]
+        consuming = [k for k in keys if k.startswith("fleet:inflight:inbound:")]
+        assert consuming, "the worker does not pop through an in-flight list"
+        assert sum(client.llen(k) for k in consuming) == 0, "an entry stayed in flight after it was recorded"

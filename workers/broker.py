@@ -9,6 +9,12 @@ The consumer then refuses, and keeps, every decoded message it must not run: a t
 one of Celery's canvas built-ins (`task_allowed`), an ETA further ahead than the queue's visibility timeout
 (Redis would deliver it again while it waits), and messages Celery itself cannot read or has no task for.
 
+Kombu pops with BRPOP and only then records the message as unacked: a main process killed between the two
+(SIGKILL, the OOM killer) loses the message. The channel pops instead with one atomic BLMOVE into an in-flight
+list of its own (`fleet:inflight:<queue>:<consumer>`), and removes the entry once kombu has recorded it. A
+consumer keeps an "alive" key fresh; any consumer requeues the in-flight entries of one whose key expired.
+A message can then be delivered twice (never lost): every task is idempotent.
+
 Both classes reach into kombu and Celery internals (`_brpop_read`, `_get`, `_callbacks`, the consumer's
 `on_*` hooks); the versions they were written against are pinned in pyproject.toml and the broker tests
 exercise every path.
@@ -17,6 +23,10 @@ exercise every path.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
+import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -34,6 +44,29 @@ log = logging.getLogger(__name__)
 
 RawDeliver = Callable[[dict[str, Any]], Any]
 KEPT_END = 50_000  # bytes kept from each end of an oversized queue entry
+INFLIGHT = "fleet:inflight:"
+ALIVE = "fleet:inflight-alive:"
+INFLIGHT_KEYS = "fleet:inflight-keys"  # every consumer's in-flight list, so no one scans the keyspace
+
+
+def inflight_key(queue: str, consumer: str) -> str:
+    return f"{INFLIGHT}{queue}:{consumer}"
+
+
+def requeue_orphans(client: Any, own_consumer: str | None = None) -> int:
+    """Move the in-flight entries of consumers presumed dead back to the consuming end of their queue."""
+    moved = 0
+    for raw_key in client.smembers(INFLIGHT_KEYS):
+        key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+        queue, _, consumer = key.removeprefix(INFLIGHT).partition(":")
+        if consumer == own_consumer or client.exists(ALIVE + consumer):
+            continue
+        while client.lmove(key, queue, "RIGHT", "RIGHT") is not None:
+            moved += 1
+        client.srem(INFLIGHT_KEYS, key)
+    if moved:
+        log.warning("requeued %s messages popped by consumers that died before registering them", moved)
+    return moved
 
 
 def park(source: str, reason: str, payload: Any, *, error_type: str, task_id: Any = None) -> None:
@@ -55,7 +88,48 @@ def _park_undecodable(queue: str, exc: Exception, raw: Any) -> None:
 
 
 class QuarantiningChannel(kombu_redis.Channel):
-    """A Redis channel that parks undecodable messages instead of raising into the event loop."""
+    """A Redis channel that parks undecodable messages instead of raising into the event loop, and pops
+    through an in-flight list so that a killed consumer loses nothing."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.consumer_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
+        self._moving_from: str | None = None
+        self._alive_until = 0.0
+        self._next_orphan_scan = 0.0
+        self._registered: set[str] = set()
+
+    def _stay_alive(self, target: str) -> None:
+        """Register the in-flight list about to be used; refresh this consumer's alive key (every third of its
+        lifetime) and now and then requeue orphans."""
+        ttl = get_settings().broker_inflight_ttl_seconds
+        now = time.monotonic()
+        if target in self._registered and now < self._alive_until - 2 * ttl / 3:
+            return
+        with self.conn_or_acquire() as client:
+            client.set(ALIVE + self.consumer_id, "1", px=int(ttl * 1000))
+            client.sadd(INFLIGHT_KEYS, target)
+            self._registered.add(target)
+            self._alive_until = now + ttl
+            if now >= self._next_orphan_scan:
+                self._next_orphan_scan = now + ttl / 2
+                requeue_orphans(client, self.consumer_id)
+
+    def _brpop_start(self, timeout: float | None = None) -> None:
+        timeout = self.brpop_timeout if timeout is None else timeout
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        keys = [self._q_for_pri(queue, priority) for priority in self.priority_steps for queue in queues]
+        if len(keys) != 1 or self.global_keyprefix:
+            self._moving_from = None  # several lists: kombu's own BRPOP keeps their order
+            super()._brpop_start(timeout)
+            return
+        target = inflight_key(queues[0], self.consumer_id)
+        self._stay_alive(target)
+        self._moving_from = queues[0]
+        self._in_poll = self.client.connection
+        self.client.connection.send_command("BLMOVE", keys[0], target, "RIGHT", "LEFT", timeout or 0)
 
     def _decode(self, raw: bytes, queue: str) -> dict[str, Any] | None:
         limit = get_settings().broker_max_message_bytes
@@ -97,6 +171,8 @@ class QuarantiningChannel(kombu_redis.Channel):
             raise TypeError("properties.delivery_info needs exchange and routing_key strings")
 
     def _brpop_read(self, **options: Any) -> bool:
+        if self._moving_from is not None:
+            return self._blmove_read(self._moving_from, **options)
         try:
             try:
                 reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
@@ -111,6 +187,31 @@ class QuarantiningChannel(kombu_redis.Channel):
             envelope = self._decode(raw, queue)
             if envelope is not None:
                 self.connection._deliver(envelope, queue)
+            return True
+        finally:
+            self._in_poll = None
+
+    def _blmove_read(self, queue: str, **options: Any) -> bool:
+        target = inflight_key(queue, self.consumer_id)
+        try:
+            try:
+                raw = self.client.parse_response(self.client.connection, "BLMOVE", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()  # the next poll reconnects; the entry waits in-flight
+                raise
+            if raw is None:
+                raise kombu_redis.Empty()
+            self._queue_cycle.rotate(queue)
+            envelope = self._decode(raw, queue)
+            try:
+                if envelope is not None:
+                    self.connection._deliver(envelope, queue)  # kombu records it as unacked here
+            except BaseException:
+                with self.conn_or_acquire() as client:  # not delivered: back to the front of its queue
+                    client.lmove(target, queue, "LEFT", "RIGHT")
+                raise
+            with self.conn_or_acquire() as client:
+                client.lrem(target, 1, raw)
             return True
         finally:
             self._in_poll = None

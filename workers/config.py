@@ -33,6 +33,9 @@ def transport_options(settings: Settings, worker_type: WorkerType | None) -> dic
         "unacked_mutex_key": f"unacked_mutex:{suffix}",
         # The restore mutex is held for milliseconds; if its holder dies, do not block recovery for 5 minutes.
         "unacked_mutex_expire": 60,
+        # One list per queue (no priority lists): a worker then pops with one atomic BLMOVE into its own
+        # in-flight list (workers/broker.py), so a main process killed mid-delivery loses nothing.
+        "priority_steps": [0],
         "socket_keepalive": True,
         "health_check_interval": 25,
     }

@@ -68,6 +68,9 @@ def check_redis(settings: Settings, report: PreflightReport) -> None:
     except redis.RedisError as exc:
         report.problems.append(f"Redis unreachable ({type(exc).__name__}): {exc}")
         return
+    version = str(client.info("server").get("redis_version", "0"))
+    if tuple(int(part) for part in version.split(".")[:2] if part.isdigit()) < (6, 2):
+        report.problems.append(f"Redis {version} is too old: workers pop with BLMOVE (Redis 6.2 or newer)")
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
     except redis.ResponseError:  # managed Redis often disables CONFIG; the operator must confirm by hand

@@ -288,6 +288,11 @@ class Settings(BaseSettings):
     broker_max_message_bytes: int = Field(
         default=1_048_576, ge=65_536, description="a larger queue entry is kept as a dead letter, never decoded"
     )
+    broker_inflight_ttl_seconds: float = Field(
+        default=30.0,
+        ge=1,
+        description="a consumer silent this long is presumed dead; what it popped and had not registered is requeued",
+    )
     heartbeat_seconds: float = Field(default=60.0, gt=0, description="how often beat sends the heartbeat")
     slow_query_ms: float = Field(default=1000.0, gt=0, description="statements slower than this are logged")
 
