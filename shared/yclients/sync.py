@@ -16,20 +16,18 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import sentry_sdk
 
-from shared.core.db import transaction
 from shared.core.settings import YClientsSettings
-from shared.data.errors import ConflictError, DataLayerError, ForeignKeyError, TransientError
 from shared.data.repositories import sync_held_rows as held_rows
 from shared.data.repositories import sync_runs
-from shared.data.repositories.calendar import BookingRepository, StaffScheduleRepository
+from shared.data.repositories.calendar import StaffScheduleRepository
 from shared.data.repositories.catalogue import (
     CompanyRepository,
     ServiceCategoryRepository,
@@ -38,14 +36,14 @@ from shared.data.repositories.catalogue import (
 )
 from shared.data.repositories.people import ClientRepository
 from shared.data.repositories.vanished import Vanished, by_key
-from shared.data.repository import Repository, Row
 from shared.yclients import rows as convert
 from shared.yclients.client import Page, Walk, YClientsClient
+from shared.yclients.records import RecordsSync
+from shared.yclients.saving import RunCounters, convert_rows, raw_ids, save
 
 log = logging.getLogger(__name__)
 
 ENTITIES = ("company", "services", "staff", "schedules", "schedules_today", "clients", "records")
-REJECTIONS_KEPT = 50
 
 
 class UnknownEntityError(ValueError):
@@ -54,36 +52,6 @@ class UnknownEntityError(ValueError):
 
 class MassDeleteRefusedError(RuntimeError):
     """The run would mark too much of an entity deleted: rows kept, run failed, operators alerted."""
-
-
-@dataclass
-class RunCounters:
-    pages: int = 0
-    fetched: int = 0
-    upserted: int = 0
-    marked_deleted: int = 0
-    rejected: int = 0
-    pending: int = 0
-    rejections: list[dict[str, Any]] = field(default_factory=list)
-    deletion: str | None = None
-    held: list[tuple[Any, str]] = field(default_factory=list)  # (raw row, reason), kept at the page's end
-
-    def reject(self, index: int, reason: str, reference: Any = None, raw: Any = None) -> None:
-        self.rejected += 1
-        if len(self.rejections) < REJECTIONS_KEPT:
-            self.rejections.append({"row": index, "id": _short(reference), "reason": reason})
-        self.held.append((raw if raw is not None else {"id": reference}, reason))
-
-
-def _short(reference: Any) -> Any:
-    """The row's id as the journal can hold it: a bigint, a short string, or a note that it was unusable."""
-    if reference is None or (
-        isinstance(reference, int) and not isinstance(reference, bool) and reference.bit_length() <= 63
-    ):
-        return reference
-    if isinstance(reference, str):
-        return reference[:40]
-    return "<unusable>"
 
 
 @dataclass
@@ -108,99 +76,10 @@ class SyncSummary:
 
 
 # ---- saving one page -----------------------------------------------------------------------------------
-def _convert_rows(
-    raw_rows: Iterable[Any], conv: Callable[[dict[str, Any]], Row], c: RunCounters, offset: int
-) -> list[Row]:
-    out: list[Row] = []
-    for index, raw in enumerate(raw_rows, offset):
-        converted = _convert_one(raw, conv, c, index)
-        if converted is not None:
-            out.append(converted)
-    return out
-
-
-def _convert_one(raw: Any, conv: Callable[[dict[str, Any]], Row], c: RunCounters, index: int) -> Row | None:
-    """One row, on its own: whatever is wrong with it is that row's rejection, never its page's failure."""
-    if not isinstance(raw, dict):
-        c.reject(index, "row is not an object", None, raw)
-        return None
-    try:
-        return conv(raw)
-    except convert.RowError as exc:
-        c.reject(index, str(exc), raw.get("id"), raw)
-    except Exception as exc:  # noqa: BLE001  (any value the converters did not foresee rejects its row only)
-        c.reject(index, f"unusable value ({type(exc).__name__})", raw.get("id"), raw)
-    return None
-
-
-def _save(
-    repo: Repository,
-    rows: list[Row],
-    c: RunCounters,
-    *,
-    conflict: tuple[str, ...] | None = None,
-    returning: bool = False,
-) -> list[Row]:
-    """Validate and upsert a page; rows the model or the database refuse are reported, the rest saved.
-
-    Without `returning`, the page goes through COPY and one merge (the fast path for clients and records).
-    """
-    valid, rejected = repo.validate_many(rows)
-    for index, errors in rejected:
-        reference = rows[index].get("id") or rows[index].get("yclients_id")
-        c.reject(index, "; ".join(f"{name}: {problem}" for name, problem in errors), reference)
-    if not valid:
-        return []
-    try:
-        with transaction():
-            if returning:
-                saved = repo.bulk_upsert(valid, conflict=conflict, validated=True)
-                c.upserted += saved.changed
-                return list(saved)
-            c.upserted += repo.copy_upsert(valid, conflict=conflict, validated=True)
-            return []
-    except TransientError:
-        raise
-    except DataLayerError:
-        pass  # one row spoils the batch: save them one by one to find it
-    saved_rows: list[Row] = []
-    for row in valid:
-        reference = row.get("yclients_id") or row.get("id")
-        try:
-            with transaction():
-                result = repo.bulk_upsert([row], conflict=conflict, validated=True)
-            c.upserted += result.changed
-            saved_rows.extend(result)
-        except TransientError:
-            raise
-        except ConflictError as exc:
-            c.reject(-1, f"conflicts with a stored row ({exc.constraint})", reference, _plain(row))
-        except ForeignKeyError as exc:
-            c.reject(-1, f"refers to a row that is not synced ({exc.constraint})", reference, _plain(row))
-        except DataLayerError as exc:
-            what = getattr(exc, "constraint", None) or getattr(exc, "sqlstate", None) or type(exc).__name__
-            c.reject(-1, f"refused by the database ({what})", reference, _plain(row))
-    return saved_rows if returning else []
-
-
-def _plain(row: Row) -> dict[str, Any]:
-    return {key: value for key, value in row.items() if not key.startswith("_")}
-
-
-def _raw_ids(raw_rows: Iterable[Any], field: str = "id") -> list[int]:
-    """Ids present upstream, including rows we rejected: a bad row has not disappeared."""
-    ids = []
-    for raw in raw_rows:
-        if isinstance(raw, dict):
-            try:
-                ids.append(convert.as_int(raw, field))
-            except convert.RowError:
-                continue
-    return ids
 
 
 # ---- entities --------------------------------------------------------------------------------------------
-class EntitySync:
+class EntitySync(RecordsSync):
     """Runs one entity's sync for one company and records it."""
 
     def __init__(
@@ -231,7 +110,7 @@ class EntitySync:
         run_id = sync_runs.start_run(self.company_id, entity, mode)
         counters = RunCounters()
         try:
-            getattr(self, f"_sync_{entity}")(run_id, counters, mode)
+            self._steps()[entity](run_id, counters, mode)
             self._keep_held(entity, run_id, counters)
         except Exception as exc:
             self._keep_held(entity, run_id, counters)
@@ -244,6 +123,17 @@ class EntitySync:
         sync_runs.save_progress(run_id, counters, None)
         sync_runs.finish_run(run_id, "succeeded", None)
         return SyncSummary(run_id, entity, self.company_id, mode, "succeeded", counters)
+
+    def _steps(self) -> dict[str, Callable[[int, RunCounters, str], None]]:
+        return {
+            "company": self._sync_company,
+            "services": self._sync_services,
+            "staff": self._sync_staff,
+            "schedules": self._sync_schedules,
+            "schedules_today": self._sync_schedules_today,
+            "clients": self._sync_clients,
+            "records": self._sync_records,
+        }
 
     def _keep_held(self, entity: str, run_id: int, c: RunCounters) -> None:
         held_rows.keep_rejected(self.company_id, entity, run_id, c.held)
@@ -290,7 +180,7 @@ class EntitySync:
     def _sync_company(self, run_id: int, c: RunCounters, mode: str) -> None:
         raw = self.client.company(self.company_id)
         c.pages, c.fetched = 1, 1
-        _save(CompanyRepository(), _convert_rows([raw], convert.company, c, 0), c)
+        save(CompanyRepository(), convert_rows([raw], convert.company, c, 0), c)
 
     # services (with their categories) -------------------------------------------------------------
     def _sync_services(self, run_id: int, c: RunCounters, mode: str) -> None:
@@ -298,20 +188,20 @@ class EntitySync:
         categories = self.client.service_categories(self.company_id)
         services = self.client.services(self.company_id)
         c.pages, c.fetched = 2, len(categories) + len(services)
-        saved_categories = _save(
+        saved_categories = save(
             ServiceCategoryRepository(),
-            _convert_rows(categories, lambda r: convert.category(self.company_id, r), c, 0),
+            convert_rows(categories, lambda r: convert.category(self.company_id, r), c, 0),
             c,
             returning=True,
         )
         known = {row["id"] for row in saved_categories}
-        converted = _convert_rows(services, lambda r: convert.service(self.company_id, r), c, 0)
+        converted = convert_rows(services, lambda r: convert.service(self.company_id, r), c, 0)
         for row in converted:
             if row["category_id"] not in known:
                 row["category_id"] = None  # a category YClients did not list: keep the service, drop the link
-        _save(ServiceRepository(), converted, c)
+        save(ServiceRepository(), converted, c)
         held_rows.clear_rejected(self.company_id, "services", [row["id"] for row in converted])
-        service_ids, category_ids = _raw_ids(services), _raw_ids(categories)
+        service_ids, category_ids = raw_ids(services), raw_ids(categories)
         self._delete_vanished(
             c,
             by_key("services", self.company_id, "id", service_ids),
@@ -333,10 +223,10 @@ class EntitySync:
         self._require_company()
         staff = self.client.staff(self.company_id)
         c.pages, c.fetched = 1, len(staff)
-        converted = _convert_rows(staff, lambda r: convert.staff(self.company_id, r), c, 0)
-        _save(StaffRepository(), converted, c)
+        converted = convert_rows(staff, lambda r: convert.staff(self.company_id, r), c, 0)
+        save(StaffRepository(), converted, c)
         held_rows.clear_rejected(self.company_id, "staff", [row["id"] for row in converted])
-        staff_ids = _raw_ids(staff)
+        staff_ids = raw_ids(staff)
         self._delete_vanished(
             c,
             by_key("staff", self.company_id, "id", staff_ids),
@@ -357,12 +247,12 @@ class EntitySync:
         c.pages, c.fetched = 1, len(raw)
         known_staff = set(staff_ids)
         converted = []
-        for index, row in enumerate(_convert_rows(raw, lambda r: convert.schedule(self.company_id, r), c, 0)):
+        for index, row in enumerate(convert_rows(raw, lambda r: convert.schedule(self.company_id, r), c, 0)):
             if row["staff_id"] in known_staff:
                 converted.append(row)
             else:
                 c.reject(index, "staff_id: not a bookable staff member", row["staff_id"])
-        saved = _save(StaffScheduleRepository(), converted, c, returning=True)
+        saved = save(StaffScheduleRepository(), converted, c, returning=True)
         seen = [f"{row['staff_id']}:{row['date'].isoformat()}" for row in saved]
         vanished = Vanished(
             "staff_schedules",
@@ -384,11 +274,11 @@ class EntitySync:
         seen: list[int] = []
         walk = Walk()
         for page in self.client.client_pages(self.company_id, start_page=start_page, walk=walk, deadline=self.deadline):
-            rows = _convert_rows(page.rows, lambda r: convert.client(self.company_id, r, zone), c, c.fetched)
+            rows = convert_rows(page.rows, lambda r: convert.client(self.company_id, r, zone), c, c.fetched)
             c.fetched += len(page.rows)
-            _save(ClientRepository(), rows, c, conflict=("company_id", "yclients_id"))
+            save(ClientRepository(), rows, c, conflict=("company_id", "yclients_id"))
             held_rows.clear_rejected(self.company_id, "clients", [row["yclients_id"] for row in rows])
-            seen += _raw_ids(page.rows)
+            seen += raw_ids(page.rows)
             self._page_done(run_id, c, page, "clients")
         self._cursor = None  # the walk is over: a failure from here on is not resumed past the last page
         self._delete_vanished(
@@ -399,134 +289,9 @@ class EntitySync:
             unidentified=c.fetched - len(seen),
         )
 
-    # records --------------------------------------------------------------------------------------
-    def _sync_records(self, run_id: int, c: RunCounters, mode: str) -> None:
-        self._require_company()
-        zone = self.zone()
-        today = datetime.now(zone).date()
-        first = today - timedelta(days=self.settings.records_days_back)
-        last = today + timedelta(days=self.settings.records_days_ahead)
-        params: dict[str, Any] = {"start_date": first.isoformat(), "end_date": last.isoformat()}
-        previous = sync_runs.last_success(self.company_id, "records")
-        if mode == "incremental" and previous is not None:
-            changed_after = previous - timedelta(minutes=self.settings.incremental_overlap_minutes)
-            params["changed_after"] = changed_after.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S")
-        start_page = sync_runs.resume_page(self.company_id, "records", run_id)
-        seen: list[int] = []
-        walk = Walk()
-        pages = self.client.record_pages(
-            self.company_id, params, start_page=start_page, walk=walk, deadline=self.deadline
-        )
-        for page in pages:
-            self._save_records(page.rows, zone, c, c.fetched)
-            c.fetched += len(page.rows)
-            seen += _raw_ids(page.rows)
-            self._page_done(run_id, c, page, "records")
-        self._cursor = None  # the walk is over: a failure from here on is not resumed past the last page
-        if mode != "full":
-            return  # an incremental answer lists only what changed: it proves nothing about what is gone
-        self._delete_vanished(
-            c,
-            by_key(
-                "bookings",
-                self.company_id,
-                "yclients_id",
-                seen,
-                " AND starts_at >= %s AND starts_at < %s",
-                (
-                    datetime.combine(first, datetime.min.time(), zone),
-                    datetime.combine(last + timedelta(days=1), datetime.min.time(), zone),
-                ),
-            ),
-            listed=c.fetched,
-            proof_missing=walk.missing_proof(),
-            unidentified=c.fetched - len(seen),
-        )
-
-    def _save_records(self, raw_rows: list[Any], zone: ZoneInfo, c: RunCounters, offset: int) -> list[int]:
-        """Convert and save records; those whose staff member is unknown wait as pending. Returns saved ids."""
-        staff = {row["id"] for row in StaffRepository().find_many({"company_id": self.company_id})}
-        services = {row["id"] for row in ServiceRepository().find_many({"company_id": self.company_id})}
-        pending: list[tuple[int, str, Any]] = []
-        bookings = self._bookings_of(raw_rows, zone, staff, services, c, offset, pending)
-        _save(BookingRepository(), bookings, c, conflict=("company_id", "yclients_id"))
-        saved = [booking["yclients_id"] for booking in bookings]
-        held_rows.clear_rejected(self.company_id, "records", saved)
-        held_rows.hold_pending(self.company_id, pending)
-        held_rows.release_pending(self.company_id, saved)
-        c.pending += len(pending)
-        return saved
-
-    def _retry_pending_records(self, c: RunCounters) -> None:
-        """After staff or services change, records that waited for them are tried again."""
-        waiting = held_rows.pending_records(self.company_id)
-        if waiting:
-            retry = RunCounters()
-            saved = self._save_records(waiting, self.zone(), retry, 0)
-            c.upserted += retry.upserted
-            log.info(
-                "pending records of company %s: %s saved, %s still waiting", self.company_id, len(saved), retry.pending
-            )
-
-    def _bookings_of(
-        self,
-        raw_rows: list[Any],
-        zone: ZoneInfo,
-        staff: set[int],
-        services: set[int],
-        c: RunCounters,
-        offset: int,
-        pending: list[tuple[int, str, Any]],
-    ) -> list[Row]:
-        """Records as bookings, with their clients upserted first and linked by local id."""
-        bookings: list[Row] = []
-        clients: dict[int, Row] = {}
-        for index, raw in enumerate(raw_rows, offset):
-            booking = _convert_one(raw, lambda r: convert.record(self.company_id, r, zone), c, index)
-            if booking is None:
-                continue
-            if booking["staff_id"] not in staff:
-                pending.append((booking["yclients_id"], "staff member not synced yet", raw))
-                continue
-            if booking["service_id"] not in services:
-                booking["service_id"] = None  # keep the record; the services list still names it
-            person = raw.get("client") if isinstance(raw.get("client"), dict) else None
-            if person and person.get("id"):
-                try:
-                    clients[convert.as_int(person, "id")] = {
-                        "company_id": self.company_id,
-                        "yclients_id": convert.as_int(person, "id"),
-                        "name": convert.text(person, "name"),
-                        "phone": _phone_or_none(person.get("phone")),
-                    }
-                    booking["_client"] = convert.as_int(person, "id")
-                except convert.RowError:
-                    pass  # the booking stands without its client link
-            bookings.append(booking)
-        local = {}
-        if clients:
-            saved = _save(
-                ClientRepository(),
-                list(clients.values()),
-                RunCounters(),
-                conflict=("company_id", "yclients_id"),
-                returning=True,
-            )
-            local = {row["yclients_id"]: row["id"] for row in saved}
-        for booking in bookings:
-            booking["client_id"] = local.get(booking.pop("_client", None))
-        return bookings
-
     def _require_company(self) -> None:
         if CompanyRepository().find_one({"id": self.company_id}) is None:
             self._sync_company(0, RunCounters(), "full")
-
-
-def _phone_or_none(value: Any) -> str | None:
-    try:
-        return convert.as_phone(value)
-    except convert.RowError:
-        return None
 
 
 class SyncFailedError(RuntimeError):
