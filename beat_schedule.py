@@ -38,6 +38,18 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "yclients-records": _sync("records", crontab(minute="*/15"), 10 * 60),
         # A full walk each night catches what incremental runs missed and is the only one that may delete.
         "yclients-records-full": _sync("records", crontab(minute=30, hour=3), HOUR, mode="full"),
+        # Chat bookings on their way to YClients and webhooks on their way in: re-driven if their task was lost.
+        "yclients-sweep": {
+            "task": "workers.yclients.sweep",
+            "schedule": timedelta(seconds=30),
+            "options": {"expires": 25},
+        },
+        # Reminders before visits (the evening before and a few hours before), each sent once.
+        "inbound-reminders": {
+            "task": "workers.inbound.send_reminders",
+            "schedule": crontab(minute="*"),
+            "options": {"expires": 50},
+        },
         # beat -> Redis -> maintenance worker -> PostgreSQL, end to end; its row's age is the fleet's pulse.
         "health-heartbeat": {
             "task": "workers.health.heartbeat",

@@ -14,6 +14,7 @@ from shared.inbound.gateway import GatewayClient
 from shared.inbound.outbox import Delivery, deliver, due_outbox_ids, next_in_chat
 from shared.inbound.payload import TASK_NAME
 from shared.inbound.receive import receive, reject
+from shared.inbound.reminders import send_due_reminders
 from workers.app import app
 from workers.base import FleetTask
 from workers.ping import define_ping, define_report
@@ -81,6 +82,8 @@ def drain_chat_task(self: FleetTask, company_id: PositiveId, chat_id: E164, isol
         ) from None
     for outbox_id in result.outbox_ids:
         deliver_reply.delay(outbox_id)
+    for operation_id in result.crm_operation_ids:
+        app.send_task("workers.yclients.push_booking", (operation_id,))  # the sweep re-drives a lost one
     if result.more_pending or result.dead_lettered:
         drain_chat_task.delay(company_id, chat_id)
     return {"answered": len(result.answered), "dead_lettered": len(result.dead_lettered), "unsettled": result.unsettled}
@@ -119,3 +122,12 @@ def sweep() -> dict[str, int]:
     if chats or replies:
         log.info("sweep re-drove %s chats and %s replies", len(chats), len(replies))
     return {"chats": len(chats), "replies": len(replies)}
+
+
+@app.task(name="workers.inbound.send_reminders")
+def send_reminders() -> int:
+    """Beat's minute job: due reminders written once each, then delivered like any reply."""
+    written = send_due_reminders(get_settings())
+    for outbox_id in written:
+        deliver_reply.delay(outbox_id)
+    return len(written)

@@ -1,4 +1,5 @@
-"""Tasks of the YClients worker type: one entity of one company per task, fanned out by beat."""
+"""Tasks of the YClients worker type: one entity of one company per task, fanned out by beat; the CRM
+operations that carry chat bookings into YClients; the targeted syncs that webhooks ask for."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ from shared.core.failure import is_retryable
 from shared.core.resources import resource
 from shared.core.settings import get_settings
 from shared.data.models import PositiveId
+from shared.data.repositories import crm_operations, webhook_events
 from shared.yclients.client import YClientsClient, make_client
-from shared.yclients.sync import ENTITIES, SyncFailedError, sync_entity
+from shared.yclients.push import Pushed, push
+from shared.yclients.sync import ENTITIES, SyncFailedError, sync_entity, sync_record
 from workers.app import app
 from workers.base import FleetTask
 from workers.ping import define_ping, define_report
@@ -78,3 +81,71 @@ def sync_all(entity: str, mode: SyncMode | None = None) -> int:
     for company_id in companies:
         sync_entity_task.delay(entity, company_id, mode)
     return len(companies)
+
+
+def _hand_on(outbox_ids: list[int]) -> None:
+    """Replies the YClients worker wrote go out through the inbound worker's delivery."""
+    for outbox_id in outbox_ids:
+        app.send_task("workers.inbound.deliver_reply", (outbox_id,))
+
+
+@app.task(
+    name="workers.yclients.push_booking",
+    bind=True,
+    reject_on_worker_lost=True,
+    max_retries=None,
+    dead_letter_on_failure=True,
+)
+def push_booking(self: FleetTask, operation_id: PositiveId) -> str:
+    """Carry one CRM operation out (create, move or delete a record); the same booking's next one follows."""
+    result = push(operation_id, yclients_client(), get_settings())
+    _hand_on(result.outbox_ids)
+    if result.outcome is Pushed.RETRY:
+        # The operation's row holds the attempt count; the sweep re-drives it if this retry is lost.
+        raise self.retry(countdown=result.retry_in)
+    if result.outcome is not Pushed.SKIPPED:
+        following = crm_operations.next_for_booking(operation_id)
+        if following is not None:
+            push_booking.delay(following)
+    return result.outcome
+
+
+@app.task(
+    name="workers.yclients.apply_webhook",
+    bind=True,
+    reject_on_worker_lost=True,
+    max_retries=5,
+    dead_letter_on_failure=True,
+    retry_backoff_max=120,
+)
+def apply_webhook(self: FleetTask, event_id: PositiveId) -> str:
+    """The targeted sync a stored webhook asks for: its record read back and saved (or marked deleted)."""
+    event = webhook_events.get(event_id)
+    if event is None or event["processed_at"] is not None:
+        return "done already"
+    if event["resource"] != "record":
+        webhook_events.processed(event_id, "not a record: the nightly sync covers it")
+        return "ignored"
+    try:
+        outcome = sync_record(yclients_client(), get_settings().yclients, event["company_id"], event["resource_id"])
+    except Exception as exc:
+        if is_retryable(exc) and self.request.retries < self.max_retries:
+            raise self.retry(countdown=self.backoff()) from exc
+        webhook_events.processed(event_id, f"{type(exc).__name__}: {exc}")
+        raise
+    webhook_events.processed(event_id)
+    return outcome
+
+
+@app.task(name="workers.yclients.sweep")
+def sweep() -> dict[str, int]:
+    """Re-drive CRM operations and webhook events whose task was lost (the enqueue failed, a worker died)."""
+    operations = crm_operations.due_ids()
+    for operation_id in operations:
+        push_booking.delay(operation_id)
+    events = webhook_events.unprocessed(older_than_seconds=60)
+    for event_id in events:
+        apply_webhook.delay(event_id)
+    if operations or events:
+        log.info("yclients sweep re-drove %s CRM operations and %s webhook events", len(operations), len(events))
+    return {"operations": len(operations), "webhooks": len(events)}

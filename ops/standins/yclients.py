@@ -2,7 +2,14 @@
 
 Envelope `{success, data, meta}`, the documented headers and token check, pages with `total_count`,
 numbers sent as strings, phones as numbers, three date formats, both rate-limit answers (HTTP 429 and
-HTTP 200 with success:false), and injected 5xx on request. Tests drive it in-process; the demo runs it with
+HTTP 200 with success:false), and injected 5xx on request.
+
+It keeps a calendar: records created (`POST /records/{company}`), moved (`PUT /record/{company}/{id}`) and
+deleted (`DELETE /record/{company}/{id}`) through the API appear in its answers; a create over a busy staff
+time is refused as YClients does (422, code 433) unless `save_if_busy`; `stall_after_commit` makes the next
+creates commit and then answer too late for the caller (the unknown outcome a retry must not duplicate);
+`book_in_widget` books as the salon's own online widget would; every change is sent to `webhook_url`.
+Tests drive it in-process; the demo runs it with
 
     python -m ops.standins.yclients --port 8081 --company 962302 --clients 5000 --records 3000
 """
@@ -10,10 +17,12 @@ HTTP 200 with success:false), and injected 5xx on request. Tests drive it in-pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import threading
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -176,6 +185,7 @@ def generate_salon(
             "attendance": [2, 1, 0, -1][n % 4] if day < today else 0,
             "last_change_date": _format_datetime(changed, 0),
             "comment": "",
+            "api_id": "",
         }
     return Salon(company, categories, services, staff, client_rows, record_rows, today)
 
@@ -195,6 +205,12 @@ class YClientsStandIn:
     override: Override | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     _limited: int = 0
+    # The calendar's behaviour, set by tests: creates that commit, then answer after `stall_seconds`.
+    stall_after_commit: int = 0
+    stall_seconds: float = 3.0
+    webhook_url: str | None = None
+    webhooks_sent: list[dict[str, Any]] = field(default_factory=list)
+    _next_record_id: int = 9_500_000
 
     def inject(self, *answers: Any) -> None:
         """Answer the next requests with these: an HTTP status (503, 429) or "limit" (200 + success:false)."""
@@ -252,7 +268,7 @@ class YClientsStandIn:
     def _route(
         self, method: str, parts: list[str], query: dict[str, list[str]], body: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
-        if len(parts) >= 2 and parts[0] in ("company", "records"):
+        if len(parts) >= 2 and parts[0] in ("company", "records", "record"):
             salon = self.salons.get(int(parts[1])) if parts[1].isdigit() else None
             if salon is None:
                 return 404, _error("Компания не найдена")
@@ -261,6 +277,12 @@ class YClientsStandIn:
         tail = parts[2:]
         if parts[0] == "records" and method == "GET" and not tail:
             return self._records(salon, query)
+        if parts[0] == "records" and method == "POST" and not tail:
+            return self._create_record(salon, body)
+        if parts[0] == "record" and len(tail) == 1 and tail[0].isdigit():
+            return self._one_record(salon, method, int(tail[0]), body)
+        if parts[0] == "record":
+            return 404, _error("Not found")
         if method == "GET" and not tail:
             return 200, _ok(salon.company)
         if method == "GET" and tail == ["service_categories"]:
@@ -293,16 +315,164 @@ class YClientsStandIn:
         end = query.get("end_date", [None])[0]
         changed_after = query.get("changed_after", [None])[0]
         with_deleted = query.get("with_deleted", ["0"])[0] == "1"
+        staff_id = query.get("staff_id", [None])[0]
         rows = []
         for row in salon.records.values():
             day = _parse_any(row["datetime"]).date().isoformat()
             if (start and day < start) or (end and day > end) or (row["deleted"] and not with_deleted):
+                continue
+            if staff_id is not None and str(row["staff_id"]) != staff_id:
                 continue
             if changed_after and _parse_any(row["last_change_date"]) <= _parse_any(changed_after):
                 continue
             rows.append(row)
         chunk = rows[(page - 1) * size : page * size]
         return 200, _ok(chunk, {"page": page, "total_count": len(rows)})
+
+    # ---- the calendar ---------------------------------------------------------------------------
+    def _busy(self, salon: Salon, staff_id: int, start: datetime, seconds: int, except_id: int | None) -> bool:
+        end = start + timedelta(seconds=seconds)
+        for record_id, row in salon.records.items():
+            if row["deleted"] or record_id == except_id or int(row["staff_id"]) != staff_id:
+                continue
+            other = _parse_any(row["datetime"])
+            if other < end and start < other + timedelta(seconds=int(row["seance_length"])):
+                return True
+        return False
+
+    def _write(
+        self, salon: Salon, body: dict[str, Any], record_id: int | None
+    ) -> tuple[int, dict[str, Any]] | dict[str, Any]:
+        """The record a create or update asks for, or the refusal YClients answers with."""
+        try:
+            staff_id = int(body["staff_id"])
+            start = _parse_any(str(body["datetime"]))
+            seconds = int(body.get("seance_length") or 3600)
+            services = [{"id": int(item["id"])} for item in body.get("services") or []]
+        except (KeyError, TypeError, ValueError):
+            return 422, _error("staff_id, datetime and services are required")
+        if staff_id not in {int(member["id"]) for member in salon.staff}:
+            return 422, _error("Сотрудник не найден")
+        if not body.get("save_if_busy") and self._busy(salon, staff_id, start, seconds, record_id):
+            return 422, {"success": False, "data": None, "meta": {"message": "Выбранное время уже занято", "code": 433}}
+        titles = {int(item["id"]): item for item in salon.services}
+        return {
+            "staff_id": staff_id,
+            "services": [_priced(s["id"], titles) for s in services],
+            "datetime": start.astimezone(MOSCOW).isoformat(),
+            "seance_length": seconds,
+        }
+
+    def _client_for(self, salon: Salon, person: Any) -> dict[str, Any] | None:
+        if not isinstance(person, dict) or not person.get("phone"):
+            return None
+        digits = "".join(ch for ch in str(person["phone"]) if ch.isdigit())
+        for client in salon.clients.values():
+            if "".join(ch for ch in str(client["phone"]) if ch.isdigit())[-10:] == digits[-10:]:
+                return {"id": client["id"], "name": client["name"], "phone": client["phone"]}
+        client_id = 5_000_000 + len(salon.clients) + 1
+        salon.clients[client_id] = {"id": client_id, "name": person.get("name") or "", "phone": digits, "email": ""}
+        return {"id": client_id, "name": salon.clients[client_id]["name"], "phone": digits}
+
+    def _create_record(self, salon: Salon, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            written = self._write(salon, body, None)
+            if isinstance(written, tuple):
+                return written
+            self._next_record_id += 1
+            record_id = self._next_record_id
+            salon.records[record_id] = {
+                "id": record_id,
+                "company_id": salon.id,
+                **written,
+                "client": self._client_for(salon, body.get("client")),
+                "api_id": str(body.get("api_id") or ""),
+                "deleted": False,
+                "attendance": 0,
+                "comment": str(body.get("comment") or ""),
+                "last_change_date": datetime.now(MOSCOW).isoformat(timespec="seconds"),
+            }
+            record = dict(salon.records[record_id])
+            stall = self.stall_after_commit > 0
+            if stall:
+                self.stall_after_commit -= 1
+        self._notify(salon, "record", record_id, "create", record)
+        if stall:
+            time.sleep(self.stall_seconds)  # committed, but the caller gives up before the answer
+        return 201, _ok(record)
+
+    def _one_record(
+        self, salon: Salon, method: str, record_id: int, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        with self.lock:
+            row = salon.records.get(record_id)
+            if row is None or row["deleted"]:
+                return 404, _error("Запись не найдена")
+            if method == "GET":
+                return 200, _ok(dict(row))
+            if method == "PUT":
+                written = self._write(salon, body, record_id)
+                if isinstance(written, tuple):
+                    return written
+                row.update(written)
+                action = "update"
+            elif method == "DELETE":
+                row["deleted"] = True
+                action = "delete"
+            else:
+                return 405, _error("Method not allowed")
+            row["last_change_date"] = datetime.now(MOSCOW).isoformat(timespec="seconds")
+            record = dict(row)
+        self._notify(salon, "record", record_id, action, record)
+        if method == "DELETE":
+            return 204, b""
+        return 200, _ok(record)
+
+    def book_in_widget(
+        self, company_id: int, staff_id: int, starts_at: datetime, service_id: int, phone: str, name: str = "Клиент"
+    ) -> int | None:
+        """Book as the salon's online widget does (no API token); None when the time is taken."""
+        salon = self.salons[company_id]
+        status, answer = self._create_record(
+            salon,
+            {
+                "staff_id": staff_id,
+                "datetime": starts_at.isoformat(),
+                "seance_length": 3600,
+                "services": [{"id": service_id}],
+                "client": {"phone": phone, "name": name},
+            },
+        )
+        return int(answer["data"]["id"]) if status == 201 else None
+
+    def cancel_in_widget(self, company_id: int, record_id: int) -> None:
+        """Delete a record as an administrator does in YClients (a webhook follows, when configured)."""
+        salon = self.salons[company_id]
+        with self.lock:
+            salon.records[record_id]["deleted"] = True
+            salon.records[record_id]["last_change_date"] = datetime.now(MOSCOW).isoformat(timespec="seconds")
+            record = dict(salon.records[record_id])
+        self._notify(salon, "record", record_id, "delete", record)
+
+    def calendar(self, company_id: int, *, api_id: str | None = None) -> list[dict[str, Any]]:
+        """The live records of a salon (those with `api_id` only, if given)."""
+        with self.lock:
+            rows = [dict(row) for row in self.salons[company_id].records.values() if not row["deleted"]]
+        return [row for row in rows if api_id is None or row.get("api_id") == api_id]
+
+    def _notify(self, salon: Salon, resource: str, resource_id: int, status: str, data: dict[str, Any]) -> None:
+        """Send the change to the webhook URL, as YClients does, from a thread of its own."""
+        if not self.webhook_url:
+            return
+        event = {
+            "company_id": salon.id,
+            "resource": resource,
+            "resource_id": resource_id,
+            "status": status,
+            "data": data,
+        }
+        self.webhooks_sent.append(event)
+        threading.Thread(target=_post_webhook, args=(self.webhook_url, event), daemon=True).start()
 
     def _schedule(self, salon: Salon, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         first = date.fromisoformat(query["start_date"][0])
@@ -327,6 +497,20 @@ class YClientsStandIn:
                 )
             day += timedelta(days=1)
         return 200, _ok(rows, {"total_count": len(rows)})
+
+
+def _post_webhook(url: str, event: dict[str, Any]) -> None:
+    request = urllib.request.Request(  # noqa: S310  (a local URL set by the test or demo)
+        url, json.dumps(event, ensure_ascii=False).encode(), {"Content-Type": "application/json"}, method="POST"
+    )
+    # YClients does not retry a failed webhook either; polling is the safety net.
+    with contextlib.suppress(OSError):
+        urllib.request.urlopen(request, timeout=5).close()  # noqa: S310  (a local URL set by the test or demo)
+
+
+def _priced(service_id: int, services: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    service = services.get(service_id, {})
+    return {"id": service_id, "title": service.get("title", ""), "cost": service.get("price_min", "0")}
 
 
 def _ok(data: Any, meta: Any = None) -> dict[str, Any]:
@@ -362,7 +546,9 @@ def make_handler(state: YClientsStandIn) -> type[BaseHTTPRequestHandler]:
             answer = state.handle(method, path, parse_qs(split.query), self.headers, body)
             status, payload = answer[0], answer[1]
             extra_headers: dict[str, str] = dict(answer[2]) if len(answer) > 2 else {}  # type: ignore[misc]
-            accepted = status == 200 and isinstance(payload, dict) and payload.get("success", True) is not False
+            accepted = status in (201, 204) or (
+                status == 200 and isinstance(payload, dict) and payload.get("success", True) is not False
+            )
             with state.lock:
                 state.requests.append((time.time(), path, 200 if accepted else (status if status != 200 else 299)))
             if isinstance(payload, bytes):
@@ -387,6 +573,12 @@ def make_handler(state: YClientsStandIn) -> type[BaseHTTPRequestHandler]:
         def do_POST(self) -> None:
             self._serve("POST")
 
+        def do_PUT(self) -> None:
+            self._serve("PUT")
+
+        def do_DELETE(self) -> None:
+            self._serve("DELETE")
+
         def log_message(self, *args: object) -> None:
             pass
 
@@ -410,9 +602,11 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=3000)
     parser.add_argument("--partner-token", default="partner-token")
     parser.add_argument("--user-token", default="user-token")
+    parser.add_argument("--webhook-url", help="where to send a webhook for every change of a record")
     args = parser.parse_args()
     salons = [generate_salon(c, args.clients, args.records, seed=c) for c in args.company or [962302]]
     state = YClientsStandIn({s.id: s for s in salons}, args.partner_token, args.user_token)
+    state.webhook_url = args.webhook_url
     server = ThreadingHTTPServer(("127.0.0.1", args.port), make_handler(state))
     print(
         f"YClients stand-in on http://127.0.0.1:{args.port}/api/v1 for companies {[s.id for s in salons]}", flush=True

@@ -1,6 +1,7 @@
 """The built-in booking assistant: a small state machine over the salon's own data, in Russian.
 
-States: idle → choosing_service → choosing_slot → idle (booked), and idle → cancelling → idle.
+States: idle → choosing_service → choosing_slot → idle (booked); idle → cancelling → idle;
+idle → rescheduling → choosing_new_slot → idle (moved); reminder → idle (the visit confirmed or cancelled).
 A digit or a keyword picks the action; "меню" returns to the start from anywhere.
 """
 
@@ -11,21 +12,24 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from shared.assistant import Reply, Turn
+from shared.assistant import Reply, Turn, notices
+from shared.assistant.notices import MENU, describe, offer_slots
 from shared.assistant.tools import SalonTools
 from shared.core.settings import get_settings
 from shared.data.repositories.calendar import SlotTakenError
 
-MENU = "Напишите цифру:\n1 — услуги и цены\n2 — записаться\n3 — мои записи\n4 — отменить запись\n5 — наши мастера"
 KEYWORDS: list[tuple[str, re.Pattern[str]]] = [
     ("menu", re.compile(r"\b(меню|начало|старт|привет|здравствуй\w*|добрый)\b")),
     ("my_bookings", re.compile(r"\bмои\s+запис|\bкогда\s+я\b")),
     ("cancel", re.compile(r"\bотмен")),
+    ("reschedule", re.compile(r"\bперен[её]с|\bперенест|\bдругое\s+время|\bпоменять\s+время")),
     ("book", re.compile(r"\bзапиш|\bзапис")),
     ("services", re.compile(r"\bуслуг|\bцен|\bпрайс|\bстоит|\bстоимост")),
     ("staff", re.compile(r"\bмастер|\bсотрудник")),
 ]
-MENU_DIGITS = {"1": "services", "2": "book", "3": "my_bookings", "4": "cancel", "5": "staff"}
+MENU_DIGITS = {"1": "services", "2": "book", "3": "my_bookings", "4": "cancel", "5": "staff", "6": "reschedule"}
+YES = re.compile(r"^\s*(1|да|подтвержда\w*|приду|буду|ок|хорошо)\b")
+NO = re.compile(r"^\s*(2|нет|не\s+приду|не\s+смогу)\b|\bотмен")
 NUMBER = re.compile(r"^\s*(\d{1,3})\s*[.)]?\s*$")
 
 
@@ -75,12 +79,20 @@ class RuleBasedAssistant:
         number = _number(text)
         if intent == "menu":
             return self._menu(turn)
+        if turn.state == "reminder":
+            answer = self._reminder_answer(turn, tools, text)
+            if answer is not None:
+                return answer
         if turn.state == "choosing_service" and number is not None:
             return self._service_chosen(turn, tools, number)
         if turn.state == "choosing_slot" and number is not None:
             return self._slot_chosen(turn, tools, number)
         if turn.state == "cancelling" and number is not None:
             return self._cancel_chosen(turn, tools, number)
+        if turn.state == "rescheduling" and number is not None:
+            return self._reschedule_chosen(turn, tools, number)
+        if turn.state == "choosing_new_slot" and number is not None:
+            return self._new_slot_chosen(turn, tools, number)
         if intent is None and number is not None and turn.state == "idle":
             intent = MENU_DIGITS.get(str(number))
         handlers = {
@@ -88,6 +100,7 @@ class RuleBasedAssistant:
             "book": self._start_booking,
             "my_bookings": self._my_bookings,
             "cancel": self._start_cancel,
+            "reschedule": self._start_reschedule,
             "staff": self._staff,
         }
         if intent in handlers:
@@ -132,21 +145,8 @@ class RuleBasedAssistant:
             return Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
         return self._offer_slots(tools, options[number - 1], prefix="")
 
-    def _offer_slots(self, tools: SalonTools, service_id: int, prefix: str) -> Reply:
-        service = tools.service(service_id)
-        slots = tools.free_slots(service_id, self.days_ahead, self.slots_offered)
-        if service is None or not slots:
-            return Reply(prefix + f"К сожалению, свободного времени на ближайшие {self.days_ahead} дней нет.\n\n{MENU}")
-        names = {s["id"]: s["name"] for s in tools.staff()}
-        lines = [
-            f"{n}. {tools.local(slot.starts_at):%d.%m в %H:%M} — {names.get(slot.staff_id, 'мастер')}"
-            for n, slot in enumerate(slots, 1)
-        ]
-        return Reply(
-            prefix + f"{service['title']}: свободное время\n" + "\n".join(lines) + "\n\nНапишите номер.",
-            "choosing_slot",
-            {"service_id": service_id, "slots": [[s.staff_id, s.starts_at.isoformat()] for s in slots]},
-        )
+    def _offer_slots(self, tools: SalonTools, service_id: int, prefix: str, **state: Any) -> Reply:
+        return offer_slots(tools, service_id, prefix, days=self.days_ahead, limit=self.slots_offered, **state)
 
     def _slot_chosen(self, turn: Turn, tools: SalonTools, number: int) -> Reply:
         options: list[list[Any]] = turn.data.get("slots", [])
@@ -163,29 +163,20 @@ class RuleBasedAssistant:
             return self._offer_slots(tools, service_id, prefix="Это время только что заняли. ")
         except LookupError:
             return Reply(f"Эта услуга больше недоступна.\n\n{MENU}")
-        service = tools.service(service_id) or {"title": "услуга"}
-        staff = {s["id"]: s["name"] for s in tools.staff()}.get(staff_id, "мастер")
-        return Reply(
-            f"Готово! Вы записаны: {service['title']}, {tools.local(booking['starts_at']):%d.%m в %H:%M}, "
-            f"мастер {staff}. Ждём вас!"
-        )
+        return Reply(notices.booked(tools, booking))
 
     # ---- the client's bookings ---------------------------------------------------------------------
-    def _describe(self, tools: SalonTools, booking: dict[str, Any]) -> str:
-        titles = ", ".join(item.get("title", "") for item in booking.get("services") or []) or "визит"
-        return f"{tools.local(booking['starts_at']):%d.%m в %H:%M} — {titles}"
-
     def _my_bookings(self, turn: Turn, tools: SalonTools) -> Reply:
         bookings = tools.upcoming_bookings()
         if not bookings:
             return Reply("У вас нет предстоящих записей. Чтобы записаться, напишите 2.")
-        return Reply("Ваши записи:\n" + "\n".join(f"• {self._describe(tools, b)}" for b in bookings))
+        return Reply("Ваши записи:\n" + "\n".join(f"• {describe(tools, b)}" for b in bookings))
 
     def _start_cancel(self, turn: Turn, tools: SalonTools) -> Reply:
         bookings = tools.upcoming_bookings()
         if not bookings:
             return Reply("У вас нет предстоящих записей.")
-        lines = [f"{n}. {self._describe(tools, b)}" for n, b in enumerate(bookings, 1)]
+        lines = [f"{n}. {describe(tools, b)}" for n, b in enumerate(bookings, 1)]
         return Reply(
             "Какую запись отменить? Напишите номер:\n" + "\n".join(lines),
             "cancelling",
@@ -200,4 +191,68 @@ class RuleBasedAssistant:
             booking = tools.cancel(options[number - 1])
         except LookupError:
             return Reply("Эта запись уже отменена или прошла.")
-        return Reply(f"Запись {self._describe(tools, booking)} отменена.")
+        return Reply(f"Запись {describe(tools, booking)} отменена.")
+
+    # ---- moving a booking --------------------------------------------------------------------------
+    def _start_reschedule(self, turn: Turn, tools: SalonTools) -> Reply:
+        bookings = tools.upcoming_bookings()
+        if not bookings:
+            return Reply("У вас нет предстоящих записей. Чтобы записаться, напишите 2.")
+        lines = [f"{n}. {describe(tools, b)}" for n, b in enumerate(bookings, 1)]
+        return Reply(
+            "Какую запись перенести? Напишите номер:\n" + "\n".join(lines),
+            "rescheduling",
+            {"bookings": [b["id"] for b in bookings]},
+        )
+
+    def _reschedule_chosen(self, turn: Turn, tools: SalonTools, number: int) -> Reply:
+        options: list[int] = turn.data.get("bookings", [])
+        if not 1 <= number <= len(options):
+            return Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
+        booking = next((b for b in tools.upcoming_bookings() if b["id"] == options[number - 1]), None)
+        if booking is None:
+            return Reply("Эта запись уже отменена или прошла.")
+        if booking["service_id"] is None:
+            return Reply("Эту запись я не могу перенести сам. Пожалуйста, позвоните в салон.")
+        return self._offer_slots(
+            tools,
+            booking["service_id"],
+            "Новое время для записи. ",
+            state="choosing_new_slot",
+            data={"booking_id": booking["id"]},
+        )
+
+    def _new_slot_chosen(self, turn: Turn, tools: SalonTools, number: int) -> Reply:
+        options: list[list[Any]] = turn.data.get("slots", [])
+        if not 1 <= number <= len(options):
+            return Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
+        staff_id, starts = options[number - 1]
+        booking_id, service_id = turn.data["booking_id"], turn.data["service_id"]
+        again = {"state": "choosing_new_slot", "data": {"booking_id": booking_id}}
+        if datetime.fromisoformat(starts) < tools.now + timedelta(minutes=5):
+            return self._offer_slots(tools, service_id, "Это время уже прошло. ", **again)
+        try:
+            moved = tools.reschedule(booking_id, staff_id, datetime.fromisoformat(starts))
+        except SlotTakenError:
+            return self._offer_slots(tools, service_id, "Это время только что заняли. ", **again)
+        except LookupError:
+            return Reply("Эта запись уже отменена или прошла.")
+        return Reply(notices.moved(tools, moved))
+
+    # ---- the answer to a reminder ------------------------------------------------------------------
+    def _reminder_answer(self, turn: Turn, tools: SalonTools, text: str) -> Reply | None:
+        """ "Да" confirms the visit, "нет" or "отмените" cancels it (in YClients too); anything else is an
+        ordinary message."""
+        lowered = text.lower().replace("ё", "е")
+        booking_id = turn.data.get("booking_id")
+        if YES.search(lowered):
+            tools.answer_reminder(booking_id, "confirmed")
+            return Reply("Спасибо! Ждём вас.")
+        if NO.search(lowered):
+            try:
+                booking = tools.cancel(booking_id)
+            except LookupError:
+                return Reply("Эта запись уже отменена или прошла.")
+            tools.answer_reminder(booking_id, "cancelled")
+            return Reply(f"Запись {describe(tools, booking)} отменена. Чтобы записаться снова, напишите 2.")
+        return None

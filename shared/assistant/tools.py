@@ -8,15 +8,25 @@ from zoneinfo import ZoneInfo
 
 from shared.assistant.slots import FreeSlot, free_starts
 from shared.core.db import transaction
+from shared.core.settings import get_settings
+from shared.data.repositories import crm_operations, reminders
 from shared.data.repositories.calendar import BookingRepository, StaffScheduleRepository
 from shared.data.repositories.catalogue import ServiceRepository, StaffRepository
 
 
 class SalonTools:
-    """Catalogue, free slots, booking and cancelling for one client of one salon."""
+    """Catalogue, free slots, booking, moving and cancelling for one client of one salon.
 
-    def __init__(self, company: dict[str, Any], client: dict[str, Any], now: datetime) -> None:
+    Where the salon's calendar lives in YClients, every change is also written as a pending CRM operation in
+    the same transaction (`crm_operation_ids` lists them, for the caller to hand to the YClients worker)."""
+
+    def __init__(
+        self, company: dict[str, Any], client: dict[str, Any], now: datetime, chat_id: str | None = None
+    ) -> None:
         self.company_id: int = company["id"]
+        self.chat_id = chat_id
+        self.crm_operation_ids: list[int] = []
+        self.writes_to_crm = get_settings().yclients.writes_to(self.company_id)
         self.zone = ZoneInfo(company.get("timezone_name") or "Europe/Moscow")
         self.client = client
         self.now = now
@@ -78,7 +88,7 @@ class SalonTools:
         if service is None:
             raise LookupError(f"service {service_id} is no longer offered")
         with transaction():
-            return self._bookings.create(
+            booking = self._bookings.create(
                 {
                     "company_id": self.company_id,
                     "client_id": self.client["id"],
@@ -89,14 +99,52 @@ class SalonTools:
                     "ends_at": starts_at + timedelta(seconds=service["duration_seconds"]),
                     "status": "confirmed",
                     "source": "assistant",
+                    "crm_state": "pending" if self.writes_to_crm else "synced",
                 }
             )
+            if self.writes_to_crm:
+                self._crm(booking, "create")
+            return booking
+
+    def _crm(self, booking: dict[str, Any], kind: str, details: dict[str, Any] | None = None) -> None:
+        operation = crm_operations.add(self.company_id, booking["id"], kind, chat_id=self.chat_id, details=details)
+        self.crm_operation_ids.append(operation)
+
+    def _in_crm(self, booking: dict[str, Any]) -> bool:
+        """YClients has the booking, or will once its pending create is carried out."""
+        return self.writes_to_crm and (booking["yclients_id"] is not None or booking["crm_state"] == "pending")
 
     def upcoming_bookings(self) -> list[dict[str, Any]]:
         return self._bookings.for_client(self.client["id"], upcoming_from=self.now)
 
+    def _mine(self, booking_id: int) -> dict[str, Any]:
+        for row in self.upcoming_bookings():
+            if row["id"] == booking_id:
+                return row
+        raise LookupError("that booking is not one of the client's upcoming bookings")
+
     def cancel(self, booking_id: int) -> dict[str, Any]:
-        mine = {row["id"] for row in self.upcoming_bookings()}
-        if booking_id not in mine:
-            raise LookupError("that booking is not one of the client's upcoming bookings")
-        return self._bookings.cancel(booking_id)
+        self._mine(booking_id)
+        with transaction():
+            booking = self._bookings.cancel(booking_id)
+            if self._in_crm(booking):
+                self._crm(booking, "cancel")
+        return booking
+
+    def reschedule(self, booking_id: int, staff_id: int, starts_at: datetime) -> dict[str, Any]:
+        """Move the booking, keeping its length; raises SlotTakenError when the new time is taken meanwhile."""
+        current = self._mine(booking_id)
+        length = current["ends_at"] - current["starts_at"]
+        before = {
+            "starts_at": current["starts_at"].isoformat(),
+            "ends_at": current["ends_at"].isoformat(),
+            "staff_id": current["staff_id"],
+        }
+        with transaction():
+            moved = self._bookings.reschedule(booking_id, starts_at, starts_at + length, staff_id=staff_id)
+            if self._in_crm(moved):
+                self._crm(moved, "reschedule", before)
+        return moved
+
+    def answer_reminder(self, booking_id: int, answer: str) -> None:
+        reminders.answer(booking_id, answer)

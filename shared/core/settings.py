@@ -143,6 +143,12 @@ class InboundSettings(BaseModel):
     sweep_grace_seconds: float = Field(default=30.0, ge=1, description="age after which the sweep re-drives")
     slot_days_ahead: int = Field(default=7, ge=1, le=60, description="days ahead the assistant offers slots")
     slots_offered: int = Field(default=8, ge=1, le=30, description="free slots offered at once")
+    reminder_evening_time: str = Field(
+        default="19:00",
+        pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$",
+        description="salon-time evening reminder, day before",
+    )
+    reminder_hours_before: float = Field(default=2.0, gt=0, le=24, description="the second reminder, hours before")
 
 
 class GatewaySettings(BaseModel):
@@ -199,6 +205,20 @@ class YClientsSettings(BaseModel):
     mass_delete_min_rows: int = Field(default=5, ge=1, description="below this many rows the share is not judged")
     max_pages: int = Field(default=1000, ge=1, description="page cap of a walk whose answer has no total_count")
     run_deadline_seconds: float = Field(default=1200.0, gt=0, description="a walk fails past this (soft limit 1500)")
+    write_bookings: bool = Field(
+        default=True, description="chat bookings, moves and cancellations go to YClients (for company_ids, with tokens)"
+    )
+    push_lease_seconds: float = Field(default=60.0, gt=0, description="a claimed CRM operation is retried after this")
+    push_max_attempts: int = Field(default=8, ge=1, description="attempts at one CRM operation before giving up")
+    push_retry_base_seconds: float = Field(default=5.0, gt=0, description="first CRM retry delay; doubles")
+    push_retry_max_seconds: float = Field(default=300.0, gt=0, description="longest delay between CRM attempts")
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="shared secret of the YClients webhook URL; unset, the endpoint answers 404"
+    )
+
+    def writes_to(self, company_id: int) -> bool:
+        """Chat bookings reach YClients where the fleet has the tokens and keeps the salon in sync."""
+        return self.write_bookings and self.partner_token is not None and company_id in self.company_ids
 
 
 class HealthSettings(BaseModel):

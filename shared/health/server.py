@@ -8,8 +8,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from shared.core.pool import get_pool, pool_is_open
 from shared.core.settings import Settings
@@ -17,6 +19,9 @@ from shared.health.checks import query_metrics_report
 from shared.health.prometheus import render
 from shared.health.report import build_report, redis_client
 from shared.observability.pool_health import pool_health
+from shared.yclients.webhooks import MAX_BODY_BYTES, receive_webhook
+
+WEBHOOK_PATH = "/yclients/webhook"
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +77,38 @@ def authorized(settings: Settings, header: str | None) -> bool:
     return hmac.compare_digest((header or "").encode(), expected)
 
 
-def make_server(settings: Settings, port: int | None = None) -> ThreadingHTTPServer:
+def make_server(
+    settings: Settings, port: int | None = None, enqueue_webhook: Callable[[int], Any] | None = None
+) -> ThreadingHTTPServer:
+    """The health service; with `enqueue_webhook`, it also takes YClients webhooks at /yclients/webhook."""
+
     class Handler(BaseHTTPRequestHandler):
         timeout = settings.health.request_timeout_seconds  # a client that stalls is dropped, not waited for
+
+        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_POST(self) -> None:
+            url = urlsplit(self.path)
+            if url.path.rstrip("/") != WEBHOOK_PATH or enqueue_webhook is None:
+                self._send(404, _json({"error": "not found"}))
+                return
+            length = int(self.headers.get("Content-Length") or 0)
+            if length > MAX_BODY_BYTES:
+                self._send(413, _json({"error": "body too large"}))
+                return
+            secret = self.headers.get("X-Fleet-Webhook-Secret") or (parse_qs(url.query).get("secret") or [None])[0]
+            try:
+                reply = receive_webhook(settings, self.rfile.read(length), secret, enqueue_webhook)
+                self._send(reply.status, _json(reply.body))
+            except Exception as exc:  # stored nothing, or stored and the enqueue failed: the sweep re-drives it
+                log.exception("webhook failed")
+                self._send(503, _json({"error": type(exc).__name__}))
 
         def do_GET(self) -> None:
             if not authorized(settings, self.headers.get("Authorization")):

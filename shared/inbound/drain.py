@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class DrainResult:
     outbox_ids: list[int] = field(default_factory=list)
+    crm_operation_ids: list[int] = field(default_factory=list)
     answered: list[int] = field(default_factory=list)
     dead_lettered: list[int] = field(default_factory=list)
     unsettled: bool = False
@@ -75,13 +76,15 @@ def _dead_letter_exhausted(company_id: int, chat_id: str, rows: list[dict[str, A
     return ids
 
 
-def _answer(company_id: int, chat_id: str, batch: list[dict[str, Any]], conn: Connection, now: datetime) -> int:
+def _answer(
+    company_id: int, chat_id: str, batch: list[dict[str, Any]], conn: Connection, now: datetime, result: DrainResult
+) -> int:
     """Client, context, assistant, new context, outbox row and message statuses: one transaction."""
     company = CompanyRepository().get({"id": company_id}, conn=conn)
     client = ClientRepository().find_or_create_by_phone(company_id, chat_id, conn=conn)
     contexts = DialogContextRepository()
     context = contexts.load(company_id, chat_id, conn=conn) or {"state": "idle", "data": {}}
-    tools = SalonTools(company, client, now)
+    tools = SalonTools(company, client, now, chat_id=chat_id)
     state, data = context["state"], context["data"]
     texts = []
     contents = MessageRepository().contents([message["id"] for message in batch], conn=conn)
@@ -115,6 +118,7 @@ def _answer(company_id: int, chat_id: str, batch: list[dict[str, Any]], conn: Co
         conn=conn,
     )
     MessageRepository().mark_answered(ids, outbox["id"], conn=conn)
+    result.crm_operation_ids += tools.crm_operation_ids
     return outbox["id"]
 
 
@@ -152,7 +156,7 @@ def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: dat
             try:
                 with transaction(conn):
                     moment = now or database_now(conn)
-                    result.outbox_ids.append(_answer(company_id, chat_id, batch, conn, moment))
+                    result.outbox_ids.append(_answer(company_id, chat_id, batch, conn, moment, result))
             except Exception as exc:
                 record_failure([row["id"] for row in batch], exc, conn)
                 exc.batch_size = len(batch)  # type: ignore[attr-defined]  (the task isolates a failing burst)

@@ -110,6 +110,29 @@ def _row_key(row: Any) -> str | None:
     return None
 
 
+class RecordRefusedError(YClientsError):
+    """YClients refused a write (409 or 422): the record was not saved, and asking again changes nothing."""
+
+    SLOT_TAKEN_CODES = frozenset({433})
+
+    def __init__(self, message: str, *, status: int, code: int | None) -> None:
+        super().__init__(message, status=status)
+        self.code = code
+
+    @property
+    def slot_taken(self) -> bool:
+        return self.code in self.SLOT_TAKEN_CODES or "занят" in str(self).lower()
+
+
+def _api_code(body: Any) -> int | None:
+    """The booking error code YClients puts in `meta.code` (431-438) or `errors.code`."""
+    if isinstance(body, dict):
+        for part in (body.get("meta"), body.get("errors")):
+            if isinstance(part, dict) and str(part.get("code", "")).isdigit():
+                return int(part["code"])
+    return None
+
+
 class DeadlineExceededError(YClientsError):
     """The walk ran past its deadline: fail the run before the soft time limit does it mid-write."""
 
@@ -195,8 +218,14 @@ class YClientsClient:
             raise YClientsError(f"{method} {path}: server error {status}", status=status, retryable=True)
         if status in (401, 403):
             raise AuthError(f"{method} {path}: {status} {message or 'unauthorized'}", status=status)
+        if status in (409, 422):
+            raise RecordRefusedError(
+                f"{method} {path}: {status} {message}".strip(), status=status, code=_api_code(body)
+            )
         if status >= 400:
             raise YClientsError(f"{method} {path}: {status} {message}".strip(), status=status)
+        if status == 204:
+            return {"success": True, "data": None, "meta": []}  # a delete answers with no content
         if body is None:
             # An HTML error page from a proxy, a truncated answer: transient until the retries run out.
             kind = response.headers.get("Content-Type", "no content type").split(";")[0][:60]
@@ -206,6 +235,11 @@ class YClientsClient:
         if not isinstance(body, dict) or body.get("success") is False:
             raise YClientsError(f"{method} {path}: unsuccessful answer: {message or 'no envelope'}", status=status)
         return body
+
+    def write(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        """One write, tried once: after a timeout or a 5xx its outcome is unknown, and the caller (the CRM
+        operation) looks before it writes again. Returns the answer's `data`."""
+        return self._send_once(method, path, json=body).get("data")
 
     # ---- pages ---------------------------------------------------------------------------------
     def pages(

@@ -4,19 +4,19 @@ read page by page into `bookings`, their clients linked, records of unknown staf
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from shared.data.repositories import crm_operations, sync_runs
 from shared.data.repositories import sync_held_rows as held_rows
-from shared.data.repositories import sync_runs
 from shared.data.repositories.calendar import BookingRepository
 from shared.data.repositories.catalogue import ServiceRepository, StaffRepository
 from shared.data.repositories.people import ClientRepository
 from shared.data.repositories.vanished import by_key
 from shared.data.repository import Row
 from shared.yclients import rows as convert
-from shared.yclients.client import Walk
+from shared.yclients.client import Walk, YClientsError
 from shared.yclients.saving import RunCounters, convert_one, phone_or_none, raw_ids, save
 
 log = logging.getLogger(__name__)
@@ -111,6 +111,9 @@ class RecordsSync:
             booking = convert_one(raw, lambda r: convert.record(self.company_id, r, zone), c, index)
             if booking is None:
                 continue
+            ours = crm_operations.booking_of(raw.get("api_id"))
+            if ours is not None:
+                BookingRepository().link_to_record(ours, self.company_id, booking["yclients_id"])
             if booking["staff_id"] not in staff:
                 pending.append((booking["yclients_id"], "staff member not synced yet", raw))
                 continue
@@ -142,3 +145,31 @@ class RecordsSync:
         for booking in bookings:
             booking["client_id"] = local.get(booking.pop("_client", None))
         return bookings
+
+    def sync_record(self, record_id: int) -> str:
+        """One record, as a webhook names it, read back from the API: saved (or marked deleted) like a page row."""
+        try:
+            envelope = self.client.request("GET", f"record/{self.company_id}/{record_id}")
+        except YClientsError as exc:
+            if exc.status != 404:
+                raise
+            gone = BookingRepository().mark_record_deleted(self.company_id, record_id)
+            return "deleted" if gone else "absent"
+        raw = envelope.get("data")
+        if not isinstance(raw, dict):
+            raise YClientsError(f"record {record_id}: data is {type(raw).__name__}, not an object", retryable=True)
+        counters = RunCounters()
+        saved = self._save_records([raw], self.zone(), counters, 0)
+        held_rows.keep_rejected(self.company_id, "records", None, counters.held)
+        if saved:
+            return "saved"
+        return "pending" if counters.pending else "rejected"
+
+    def sync_staff_day(self, staff_id: int, day: date) -> int:
+        """One staff member's records of one day, read now: what a refused booking learns before it offers
+        other times (the salon's calendar changed under ours). Returns how many were saved."""
+        params = {"start_date": day.isoformat(), "end_date": day.isoformat(), "staff_id": staff_id}
+        saved = 0
+        for page in self.client.record_pages(self.company_id, params, deadline=self.deadline):
+            saved += len(self._save_records(page.rows, self.zone(), RunCounters(), 0))
+        return saved

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -312,3 +312,14 @@ def sync_entity(
     allow_mass_delete: bool = False,
 ) -> SyncSummary:
     return EntitySync(client, settings, company_id, allow_mass_delete=allow_mass_delete).run(entity, mode)
+
+
+def sync_record(client: YClientsClient, settings: YClientsSettings, company_id: int, record_id: int) -> str:
+    """The targeted sync a webhook asks for: one record read back and saved, or marked deleted if gone."""
+    return EntitySync(client, settings, company_id).sync_record(record_id)
+
+
+def sync_staff_day(
+    client: YClientsClient, settings: YClientsSettings, company_id: int, staff_id: int, day: date
+) -> int:
+    return EntitySync(client, settings, company_id).sync_staff_day(staff_id, day)

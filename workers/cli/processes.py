@@ -78,7 +78,11 @@ def flower(args: argparse.Namespace, settings: Settings) -> int:
 def health_server(args: argparse.Namespace, settings: Settings) -> int:
     """Serve /health, /health/<part> and /metrics until stopped."""
     init_sentry(settings, component="health")
-    server = make_server(settings)
+    from workers.app import app  # only this command sends tasks; a worker's exec never imports it here
+
+    server = make_server(
+        settings, enqueue_webhook=lambda event_id: app.send_task("workers.yclients.apply_webhook", (event_id,))
+    )
     print(f"health service on http://{settings.health.address}:{server.server_address[1]}/health", flush=True)
     try:
         server.serve_forever()

@@ -68,6 +68,7 @@ class BookingRepository(Repository):
             "ends_at",
             "status",
             "source",
+            "crm_state",
             "comment",
             "changed_at",
             "synced_at",
@@ -91,15 +92,23 @@ class BookingRepository(Repository):
             raise
 
     def reschedule(
-        self, booking_id: int, starts_at: datetime, ends_at: datetime, *, conn: Connection | None = None
+        self,
+        booking_id: int,
+        starts_at: datetime,
+        ends_at: datetime,
+        *,
+        staff_id: int | None = None,
+        conn: Connection | None = None,
     ) -> Row:
+        """Move the booking (to another staff member too); `SlotTakenError` when the new time is taken."""
         with transaction(conn) as tx:
             current = self.get({"id": booking_id}, conn=tx)
-            self.validate({**_model_fields(current), "starts_at": starts_at, "ends_at": ends_at})
+            staff = current["staff_id"] if staff_id is None else staff_id
+            self.validate({**_model_fields(current), "starts_at": starts_at, "ends_at": ends_at, "staff_id": staff})
             try:
                 rows = run(
-                    "UPDATE bookings SET starts_at = %s, ends_at = %s WHERE id = %s RETURNING *",
-                    (starts_at, ends_at, booking_id),
+                    "UPDATE bookings SET starts_at = %s, ends_at = %s, staff_id = %s WHERE id = %s RETURNING *",
+                    (starts_at, ends_at, staff, booking_id),
                     table=self.table,
                     operation="update",
                     conn=tx,
@@ -109,6 +118,55 @@ class BookingRepository(Repository):
                     raise SlotTakenError(str(exc), table=self.table, operation="update") from None
                 raise
         return rows[0]
+
+    def link_to_record(
+        self, booking_id: int, company_id: int, record_id: int, *, conn: Connection | None = None
+    ) -> bool:
+        """YClients holds this booking as `record_id`. A row the sync made for the same record before the link
+        (its answer raced ours) is the same visit: it goes, and this booking takes the record id. False when
+        the booking is not ours to link (gone, another company's, or linked to another record)."""
+        params = {"booking": booking_id, "company": company_id, "record": record_id}
+        ours = "id = %(booking)s AND company_id = %(company)s AND (yclients_id IS NULL OR yclients_id = %(record)s)"
+        with transaction(conn) as tx:
+            run(
+                "DELETE FROM bookings WHERE company_id = %(company)s AND yclients_id = %(record)s"
+                f" AND id <> %(booking)s AND source = 'yclients' AND EXISTS (SELECT 1 FROM bookings WHERE {ours})",
+                params,
+                table=self.table,
+                operation="delete",
+                conn=tx,
+            )
+            rows = run(
+                f"UPDATE bookings SET yclients_id = %(record)s, crm_state = 'synced', synced_at = now() WHERE {ours}"
+                " RETURNING 1",
+                params,
+                table=self.table,
+                operation="update",
+                conn=tx,
+            )
+        return bool(rows)
+
+    def release(self, booking_id: int, *, conn: Connection | None = None) -> None:
+        """YClients refused the booking: it no longer holds the time here either."""
+        run(
+            "UPDATE bookings SET status = 'cancelled', crm_state = 'refused' WHERE id = %s",
+            (booking_id,),
+            table=self.table,
+            operation="update",
+            conn=conn,
+        )
+
+    def mark_record_deleted(self, company_id: int, record_id: int) -> int:
+        """YClients no longer has the record (a webhook said so and the API confirmed): one soft delete."""
+        return len(
+            run(
+                "UPDATE bookings SET deleted_at = now(), status = 'cancelled' WHERE company_id = %s"
+                " AND yclients_id = %s AND deleted_at IS NULL RETURNING 1",
+                (company_id, record_id),
+                table=self.table,
+                operation="update",
+            )
+        )
 
     def cancel(self, booking_id: int, *, conn: Connection | None = None) -> Row:
         rows = run(

@@ -26,6 +26,16 @@ class DialogContextRepository(Repository):
     def save(self, values: dict[str, Any], *, conn: Connection | None = None) -> Row:
         return self.upsert(values, conn=conn)
 
+    def set_state(
+        self, company_id: int, chat_id: str, state: str, data: dict[str, Any], *, conn: Connection | None = None
+    ) -> Row:
+        """Set only the dialog state (a notice outside the client's own message expects an answer)."""
+        return self.upsert(
+            {"company_id": company_id, "chat_id": chat_id, "state": state, "data": data},
+            update=["state", "data"],
+            conn=conn,
+        )
+
 
 class MessageRepository(Repository):
     table = "messages"

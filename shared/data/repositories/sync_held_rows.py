@@ -23,7 +23,7 @@ def row_key(raw: Any) -> str:
     return f"sha1:{digest.hexdigest()}"
 
 
-def keep_rejected(company_id: int, entity: str, run_id: int, rejected: list[tuple[Any, str]]) -> None:
+def keep_rejected(company_id: int, entity: str, run_id: int | None, rejected: list[tuple[Any, str]]) -> None:
     """One row per (company, entity, row): the latest reason and raw value, and when it was first refused."""
     if not rejected:
         return

@@ -1,0 +1,124 @@
+"""What the client is told when something happens outside their own message: YClients accepted or refused a
+booking, a move or a cancellation, or a visit is coming up. Shared by every assistant, so a plugged-in one
+keeps the booking loop's wording and state."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from shared.assistant import Reply
+from shared.assistant.tools import SalonTools
+
+MENU = (
+    "Напишите цифру:\n1 — услуги и цены\n2 — записаться\n3 — мои записи\n4 — отменить запись\n5 — наши мастера"
+    "\n6 — перенести запись"
+)
+
+
+def describe(tools: SalonTools, booking: dict[str, Any]) -> str:
+    titles = ", ".join(item.get("title", "") for item in booking.get("services") or []) or "визит"
+    return f"{tools.local(booking['starts_at']):%d.%m в %H:%M} — {titles}"
+
+
+def staff_name(tools: SalonTools, staff_id: int) -> str:
+    return {s["id"]: s["name"] for s in tools.staff()}.get(staff_id, "мастер")
+
+
+def offer_slots(
+    tools: SalonTools,
+    service_id: int,
+    prefix: str,
+    *,
+    days: int,
+    limit: int,
+    exclude: tuple[int, datetime] | None = None,
+    state: str = "choosing_slot",
+    data: dict[str, Any] | None = None,
+) -> Reply:
+    """The earliest free slots of a service as a numbered list, and the state that reads the chosen number.
+    `exclude` leaves out one (staff, start) known to be taken although the local calendar does not know yet."""
+    service = tools.service(service_id)
+    slots = [s for s in tools.free_slots(service_id, days, limit + 1) if (s.staff_id, s.starts_at) != exclude][:limit]
+    if service is None or not slots:
+        return Reply(prefix + f"К сожалению, свободного времени на ближайшие {days} дней нет.\n\n{MENU}")
+    lines = [
+        f"{n}. {tools.local(slot.starts_at):%d.%m в %H:%M} — {staff_name(tools, slot.staff_id)}"
+        for n, slot in enumerate(slots, 1)
+    ]
+    return Reply(
+        prefix + f"{service['title']}: свободное время\n" + "\n".join(lines) + "\n\nНапишите номер.",
+        state,
+        {**(data or {}), "service_id": service_id, "slots": [[s.staff_id, s.starts_at.isoformat()] for s in slots]},
+    )
+
+
+def visit(tools: SalonTools, booking: dict[str, Any]) -> str:
+    """ "Женская стрижка, 01.12 в 10:00, мастер Анна"."""
+    titles = ", ".join(item.get("title", "") for item in booking.get("services") or []) or "визит"
+    when = f"{tools.local(booking['starts_at']):%d.%m в %H:%M}"
+    return f"{titles}, {when}, мастер {staff_name(tools, booking['staff_id'])}"
+
+
+def booked(tools: SalonTools, booking: dict[str, Any]) -> str:
+    """Said when the booking is made; final only where the salon's calendar needs no confirmation."""
+    what = visit(tools, booking)
+    if booking.get("crm_state") == "pending":
+        return f"Записываю вас: {what}. Подтвержу, как только салон примет запись."
+    return f"Готово! Вы записаны: {what}. Ждём вас!"
+
+
+def moved(tools: SalonTools, booking: dict[str, Any]) -> str:
+    what = visit(tools, booking)
+    if booking.get("yclients_id") is not None and tools.writes_to_crm:
+        return f"Переношу запись: {what}. Подтвержу, как только салон примет перенос."
+    return f"Готово! Запись перенесена: {what}. Ждём вас!"
+
+
+def reminder(tools: SalonTools, booking: dict[str, Any], kind: str) -> Reply:
+    when = "завтра" if kind == "evening" else "сегодня"
+    text = f"Напоминаем: {when} у вас запись: {visit(tools, booking)}.\nОтветьте 1 — подтверждаю, 2 — отменить запись."
+    return Reply(text, "reminder", {"booking_id": booking["id"]})
+
+
+def crm_confirmed(tools: SalonTools, booking: dict[str, Any], kind: str) -> str:
+    what = visit(tools, booking)
+    if kind == "reschedule":
+        return f"Готово! Салон подтвердил перенос: {what}. Ждём вас!"
+    return f"Готово! Салон подтвердил запись: {what}. Ждём вас!"
+
+
+def crm_slot_taken(
+    tools: SalonTools, booking: dict[str, Any], *, days: int, limit: int, kept: dict[str, Any] | None = None
+) -> Reply:
+    """The salon's calendar refused the time (taken meanwhile, say through its widget): alternatives.
+    `kept`: for a refused move, the booking as it stays (at its old time)."""
+    taken = f"{tools.local(booking['starts_at']):%d.%m в %H:%M}"
+    if kept is not None:
+        prefix = f"К сожалению, {taken} уже занято в салоне; ваша запись остаётся {describe(tools, kept)}. "
+        data = {"booking_id": kept["id"]}
+        state = "choosing_new_slot"
+    else:
+        prefix = f"К сожалению, {taken} только что заняли в салоне, запись не создана. "
+        data, state = {}, "choosing_slot"
+    if booking.get("service_id") is None:
+        return Reply(prefix + "Напишите 2, чтобы выбрать другое время.")
+    return offer_slots(
+        tools,
+        booking["service_id"],
+        prefix,
+        days=days,
+        limit=limit,
+        exclude=(booking["staff_id"], booking["starts_at"]),
+        state=state,
+        data=data,
+    )
+
+
+def crm_failed(tools: SalonTools, booking: dict[str, Any], kind: str) -> str:
+    what = describe(tools, booking)
+    if kind == "create":
+        return f"Не удалось передать запись {what} в салон. Администратор свяжется с вами, чтобы подтвердить её."
+    if kind == "reschedule":
+        return f"Не удалось подтвердить перенос ({what}) в салоне. Администратор свяжется с вами."
+    return f"Не удалось подтвердить отмену записи {what} в салоне. Администратор свяжется с вами."

@@ -1,0 +1,339 @@
+"""Carry one CRM operation out in YClients: create, move or delete the record of a chat booking, exactly once.
+
+A create whose answer was lost (a timeout, a 5xx after the salon's calendar committed) has an unknown outcome,
+so every attempt after the first looks the record up (by our `api_id`, else by staff, time and client phone)
+and creates it only when it is proven absent. A move (PUT) and a delete are repeatable as they are. Whatever
+YClients decides, the booking, the operation and what the client is told change in one transaction, under
+the chat's answering lock, so a reply in flight and the outcome never cross.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import sentry_sdk
+
+from shared.assistant import Reply, notices
+from shared.assistant.tools import SalonTools
+from shared.core.db import transaction
+from shared.core.locks import LockClass, transaction_lock
+from shared.core.settings import Settings
+from shared.data.dead_letters import record_dead_letter
+from shared.data.errors import DataLayerError
+from shared.data.repositories import crm_operations
+from shared.data.repositories.calendar import BookingRepository, SlotTakenError
+from shared.data.repositories.catalogue import CompanyRepository
+from shared.data.repositories.conversations import DialogContextRepository, OutboxRepository
+from shared.data.repositories.people import ClientRepository
+from shared.data.repository import Row
+from shared.inbound.store import chat_key
+from shared.yclients.client import RecordRefusedError, YClientsClient, YClientsError
+from shared.yclients.sync import sync_staff_day
+
+log = logging.getLogger(__name__)
+
+
+class Pushed(StrEnum):
+    """What one attempt at an operation came to."""
+
+    DONE = "done"  # YClients holds what the booking says
+    REFUSED = "refused"  # YClients said no (the slot is taken, say); the client was offered alternatives
+    RETRY = "retry"  # not known yet: tried again later
+    FAILED = "failed"  # given up after every attempt; kept as a dead letter, the client told
+    SKIPPED = "skipped"  # not this worker's to do now: finished, leased elsewhere, or an older one first
+
+
+@dataclass
+class PushResult:
+    outcome: Pushed
+    outbox_ids: list[int] = field(default_factory=list)
+    retry_in: float | None = None
+
+
+@dataclass
+class Job:
+    """One claimed operation with everything an attempt needs."""
+
+    op: Row
+    booking: Row
+    company: Row
+    person: Row | None
+    settings: Settings
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.company.get("timezone_name") or self.settings.timezone)
+
+    def tools(self) -> SalonTools:
+        return SalonTools(self.company, self.person or {"id": None}, datetime.now(self.zone))
+
+
+def record_body(job: Job) -> dict[str, Any]:
+    """The record as `POST /records` and `PUT /record` take it; never saved when the staff member is busy."""
+    booking = job.booking
+    person = job.person or {}
+    phone = (person.get("phone") or job.op.get("chat_id") or "").lstrip("+")
+    return {
+        "staff_id": booking["staff_id"],
+        "services": [{"id": item["id"]} for item in booking.get("services") or [] if item.get("id")],
+        "client": {"phone": phone, "name": person.get("name") or ""},
+        "datetime": booking["starts_at"].astimezone(job.zone).isoformat(),
+        "seance_length": int((booking["ends_at"] - booking["starts_at"]).total_seconds()),
+        "save_if_busy": False,
+        "send_sms": False,
+        "api_id": crm_operations.api_id(booking["id"]),
+        "comment": "Запись из WhatsApp",
+    }
+
+
+def _digits(value: Any) -> str:
+    return "".join(ch for ch in str(value or "") if ch.isdigit())[-10:]
+
+
+def find_record(job: Job, client: YClientsClient) -> int | None:
+    """The record an earlier attempt may have created: ours by `api_id`, or the same staff, time and phone."""
+    booking = job.booking
+    day = booking["starts_at"].astimezone(job.zone).date().isoformat()
+    ours = crm_operations.api_id(booking["id"])
+    phone = _digits((job.person or {}).get("phone") or job.op.get("chat_id"))
+    params = {"start_date": day, "end_date": day, "staff_id": booking["staff_id"]}
+    for page in client.record_pages(job.company["id"], params):
+        for raw in page.rows:
+            if not isinstance(raw, dict) or raw.get("deleted") in (True, 1, "1"):
+                continue
+            if raw.get("api_id") == ours:
+                return int(raw["id"])
+            person = raw.get("client") if isinstance(raw.get("client"), dict) else {}
+            try:
+                same_time = datetime.fromisoformat(str(raw.get("datetime"))) == booking["starts_at"]
+            except ValueError:
+                same_time = False
+            same_staff = str(raw.get("staff_id")) == str(booking["staff_id"])
+            if same_time and same_staff and phone and _digits(person.get("phone")) == phone:
+                return int(raw["id"])
+    return None
+
+
+def _record_id(data: Any) -> int:
+    record_id = data.get("id") if isinstance(data, dict) else None
+    try:
+        value = int(record_id)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        value = 0
+    if value <= 0:
+        # The record may exist: the next attempt looks it up instead of creating another.
+        raise YClientsError(f"create answered without a record id ({type(data).__name__})", retryable=True)
+    return value
+
+
+def _conclude(job: Job, status: str, outcome: str, *, change: Any = None, tell: str | Reply | None = None) -> list[int]:
+    """Booking change, operation outcome and the client's message in one transaction, under the chat's lock."""
+    op = job.op
+    outbox_ids: list[int] = []
+    with transaction() as conn:
+        chat = op.get("chat_id")
+        if chat:
+            transaction_lock(LockClass.ANSWER_CHAT, chat_key(op["company_id"], chat), table="messages", conn=conn)
+        if change is not None:
+            change(conn)
+        crm_operations.finish(op["id"], status, outcome, conn=conn)
+        if chat and tell is not None:
+            reply = tell if isinstance(tell, Reply) else Reply(tell)
+            row = OutboxRepository().upsert(
+                {
+                    "company_id": op["company_id"],
+                    "chat_id": chat,
+                    "idempotency_key": f"crm:{op['id']}",
+                    "body": reply.text,
+                    "message_ids": [],
+                },
+                update=[],
+                conn=conn,
+            )
+            outbox_ids.append(row["id"])
+            if isinstance(tell, Reply):
+                DialogContextRepository().set_state(op["company_id"], chat, reply.state, reply.data, conn=conn)
+    return outbox_ids
+
+
+def _linked(job: Job, record_id: int) -> PushResult:
+    bookings = BookingRepository()
+    booking = job.booking
+    confirmed = notices.crm_confirmed(job.tools(), booking, "create") if booking["status"] != "cancelled" else None
+    ids = _conclude(
+        job,
+        "done",
+        f"record {record_id}",
+        change=lambda conn: bookings.link_to_record(booking["id"], booking["company_id"], record_id, conn=conn),
+        tell=confirmed,
+    )
+    return PushResult(Pushed.DONE, ids)
+
+
+def _create(job: Job, client: YClientsClient) -> PushResult:
+    booking = job.booking
+    if booking["yclients_id"] is not None:
+        return PushResult(Pushed.DONE, _conclude(job, "done", f"record {booking['yclients_id']} (linked already)"))
+    if job.op["attempts"] > 1:
+        found = find_record(job, client)
+        if found is not None:
+            log.info("CRM create %s: record %s was made by an earlier attempt", job.op["id"], found)
+            return _linked(job, found)
+    if booking["status"] == "cancelled":
+        return PushResult(Pushed.DONE, _conclude(job, "done", "not created: cancelled before it reached YClients"))
+    try:
+        data = client.write("POST", f"records/{booking['company_id']}", record_body(job))
+    except RecordRefusedError as exc:
+        return _refused(job, exc, client)
+    return _linked(job, _record_id(data))
+
+
+def _learn_the_day(job: Job, client: YClientsClient) -> None:
+    """Read the staff member's day from YClients now, so the times offered instead are really free."""
+    booking = job.booking
+    day = booking["starts_at"].astimezone(job.zone).date()
+    try:
+        sync_staff_day(client, job.settings.yclients, booking["company_id"], booking["staff_id"], day)
+    except (YClientsError, DataLayerError) as exc:
+        log.warning("could not refresh staff %s on %s after a refusal: %s", booking["staff_id"], day, exc)
+
+
+def _refused(job: Job, exc: RecordRefusedError, client: YClientsClient) -> PushResult:
+    """YClients said no to a create: the local booking is released and the client offered other times."""
+    bookings = BookingRepository()
+    booking = job.booking
+    days, limit = job.settings.inbound.slot_days_ahead, job.settings.inbound.slots_offered
+
+    def change(conn: Any) -> None:
+        bookings.release(booking["id"], conn=conn)
+
+    if exc.slot_taken:
+        # Released first (committed), so the salon's records of that day can be saved over its time; then the
+        # day is read, and the alternatives are chosen from a calendar that knows what the salon knows.
+        bookings.release(booking["id"])
+        _learn_the_day(job, client)
+        with transaction():
+            tell: str | Reply = notices.crm_slot_taken(job.tools(), booking, days=days, limit=limit)
+            ids = _conclude(job, "refused", f"slot taken: {exc}", tell=tell)
+        return PushResult(Pushed.REFUSED, ids)
+    _keep_dead_letter(job, f"YClients refused the {job.op['kind']}: {exc}", "RecordRefused")
+    ids = _conclude(job, "refused", str(exc), change=change, tell=notices.crm_failed(job.tools(), booking, "create"))
+    return PushResult(Pushed.REFUSED, ids)
+
+
+def _reschedule(job: Job, client: YClientsClient) -> PushResult:
+    booking = job.booking
+    record_id = booking["yclients_id"]
+    if record_id is None:
+        return PushResult(Pushed.DONE, _conclude(job, "done", "no YClients record to move"))
+    try:
+        client.write("PUT", f"record/{booking['company_id']}/{record_id}", record_body(job))
+    except RecordRefusedError as exc:
+        return _move_back(job, exc, client)
+    except YClientsError as exc:
+        if exc.status == 404:
+            return _move_back(job, exc, client)
+        raise
+    tell = notices.crm_confirmed(job.tools(), booking, "reschedule")
+    return PushResult(Pushed.DONE, _conclude(job, "done", f"record {record_id} moved", tell=tell))
+
+
+def _move_back(job: Job, exc: YClientsError, client: YClientsClient) -> PushResult:
+    """A refused move: the booking goes back to where YClients still has it, and the client hears why."""
+    bookings = BookingRepository()
+    booking = job.booking
+    before = job.op["details"]
+    days, limit = job.settings.inbound.slot_days_ahead, job.settings.inbound.slots_offered
+    slot_taken = isinstance(exc, RecordRefusedError) and exc.slot_taken
+    try:
+        kept = bookings.reschedule(
+            booking["id"],
+            datetime.fromisoformat(before["starts_at"]),
+            datetime.fromisoformat(before["ends_at"]),
+            staff_id=before["staff_id"],
+        )
+    except SlotTakenError:
+        # The old time was taken locally meanwhile: the booking stays where the chat moved it, for an
+        # administrator to settle with the client.
+        _keep_dead_letter(job, f"move refused ({exc}) and the old time is taken", "RecordRefused")
+        tell_failed = notices.crm_failed(job.tools(), booking, "reschedule")
+        return PushResult(Pushed.REFUSED, _conclude(job, "refused", f"move refused: {exc}", tell=tell_failed))
+    if slot_taken:
+        _learn_the_day(job, client)
+    with transaction():
+        if slot_taken:
+            tell: str | Reply = notices.crm_slot_taken(job.tools(), booking, days=days, limit=limit, kept=kept)
+        else:
+            tell = notices.crm_failed(job.tools(), kept, "reschedule")
+        ids = _conclude(job, "refused", f"move refused: {exc}", tell=tell)
+    return PushResult(Pushed.REFUSED, ids)
+
+
+def _cancel(job: Job, client: YClientsClient) -> PushResult:
+    record_id = job.booking["yclients_id"]
+    if record_id is None:
+        return PushResult(Pushed.DONE, _conclude(job, "done", "no YClients record to delete"))
+    try:
+        client.write("DELETE", f"record/{job.booking['company_id']}/{record_id}")
+    except YClientsError as exc:
+        if exc.status != 404:
+            raise
+        return PushResult(Pushed.DONE, _conclude(job, "done", f"record {record_id} was gone already"))
+    return PushResult(Pushed.DONE, _conclude(job, "done", f"record {record_id} deleted"))
+
+
+def _keep_dead_letter(job: Job, reason: str, error_type: str) -> None:
+    record_dead_letter(
+        "yclients.push",
+        reason,
+        {"operation_id": job.op["id"], "kind": job.op["kind"], "booking_id": job.booking["id"]},
+        error_type=error_type,
+        company_id=job.op["company_id"],
+        reference=f"crm_operation:{job.op['id']}",
+    )
+
+
+def _give_up(job: Job, error: str) -> PushResult:
+    _keep_dead_letter(job, f"{job.op['kind']} not confirmed after {job.op['attempts']} attempts: {error}", "CrmFailed")
+    with sentry_sdk.new_scope() as scope:
+        scope.set_tag("company_id", str(job.op["company_id"]))
+        scope.set_tag("crm_operation", job.op["kind"])
+        sentry_sdk.capture_message(f"CRM {job.op['kind']} given up after {job.op['attempts']} attempts", level="error")
+    tell = notices.crm_failed(job.tools(), job.booking, job.op["kind"])
+    return PushResult(Pushed.FAILED, _conclude(job, "failed", error, tell=tell))
+
+
+def backoff_seconds(attempt: int, settings: Settings) -> float:
+    yc = settings.yclients
+    return float(min(yc.push_retry_base_seconds * 2 ** max(attempt - 1, 0), yc.push_retry_max_seconds))
+
+
+def push(operation_id: int, client: YClientsClient, settings: Settings) -> PushResult:
+    """One attempt at one operation."""
+    op = crm_operations.claim(operation_id, settings.yclients.push_lease_seconds)
+    if op is None:
+        return PushResult(Pushed.SKIPPED)
+    booking = BookingRepository().find_one({"id": op["booking_id"]})
+    company = CompanyRepository().find_one({"id": op["company_id"]})
+    if booking is None or company is None:
+        crm_operations.finish(op["id"], "failed", "the booking or the company is gone")
+        return PushResult(Pushed.FAILED)
+    person = ClientRepository().find_one({"id": booking["client_id"]}) if booking["client_id"] else None
+    job = Job(op, booking, company, person, settings)
+    steps = {"create": _create, "reschedule": _reschedule, "cancel": _cancel}
+    try:
+        return steps[op["kind"]](job, client)
+    except YClientsError as exc:
+        if exc.retryable and op["attempts"] < settings.yclients.push_max_attempts:
+            delay = backoff_seconds(op["attempts"], settings)
+            crm_operations.retry_later(op["id"], str(exc), delay)
+            log.warning(
+                "CRM %s %s: attempt %s failed, again in %.0f s: %s", op["kind"], op["id"], op["attempts"], delay, exc
+            )
+            return PushResult(Pushed.RETRY, retry_in=delay)
+        return _give_up(job, str(exc))

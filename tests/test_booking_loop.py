@@ -1,0 +1,314 @@
+"""The booking loop with YClients, end to end with real workers: what a client books, moves or cancels in the
+chat reaches the salon's calendar (the YClients stand-in) exactly once; the calendar's refusals and changes
+come back; reminders go out once each; webhooks bring the salon's own records in within seconds."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import ExitStack
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from ops.standins.gateway import GatewayStandIn, gateway_stand_in
+from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import load_settings
+from shared.health.server import make_server
+from tests.support.processes import FleetProcess, running_worker, wait_until
+from tests.test_yclients_sync import sync, sync_settings
+from workers.app import app
+from workers.producer import enqueue_message
+
+pytestmark = pytest.mark.slow
+COMPANY = 962302
+CHAT = "+79110001122"
+SECRET = "webhook-secret-for-tests"
+
+
+@pytest.fixture(scope="module")
+def quiet_salon() -> Salon:
+    """A salon whose calendar starts empty, so every record in it is one the test can account for."""
+    return generate_salon(COMPANY, clients=0, records=0)
+
+
+@pytest.fixture
+def stand_in(quiet_salon: Salon, db: psycopg.Connection, clean_redis: str) -> Iterator[YClientsStandIn]:
+    with yclients_stand_in(copy.deepcopy(quiet_salon), per_second=1000, per_minute=100_000) as server:
+        open_process_pool(role="test", max_size=3, wait=True)
+        settings = sync_settings(server)
+        for entity in ("company", "services", "staff", "schedules"):
+            assert sync(settings, entity).status == "succeeded"
+        close_process_pool()
+        yield server
+
+
+@pytest.fixture
+def gateway() -> Iterator[GatewayStandIn]:
+    with gateway_stand_in() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def loop_env(fleet_env: dict[str, str], stand_in: YClientsStandIn, gateway: GatewayStandIn) -> dict[str, str]:
+    return {
+        **fleet_env,
+        "FLEET_YCLIENTS__BASE_URL": stand_in.url,
+        "FLEET_YCLIENTS__PARTNER_TOKEN": "partner-token",
+        "FLEET_YCLIENTS__USER_TOKEN": "user-token",
+        "FLEET_YCLIENTS__COMPANY_IDS": f"[{COMPANY}]",
+        "FLEET_YCLIENTS__REQUESTS_PER_SECOND": "1000",
+        "FLEET_YCLIENTS__REQUESTS_PER_MINUTE": "100000",
+        "FLEET_YCLIENTS__TIMEOUT_SECONDS": "1",
+        "FLEET_YCLIENTS__PUSH_RETRY_BASE_SECONDS": "0.5",
+        "FLEET_YCLIENTS__WEBHOOK_SECRET": SECRET,
+        "FLEET_GATEWAY__SEND_URL": gateway.url,
+        "FLEET_GATEWAY__RETRY_BASE_SECONDS": "0.2",
+        "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0.1",
+    }
+
+
+@pytest.fixture
+def fleet(loop_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, FleetProcess]]:
+    with ExitStack() as stack:
+        yield {kind: stack.enter_context(running_worker(kind, loop_env, tmp_path)) for kind in ("inbound", "yclients")}
+
+
+class Chat:
+    """One client talking to the assistant through the real queue, reading replies at the gateway."""
+
+    def __init__(self, gateway: GatewayStandIn, db: psycopg.Connection, chat: str = CHAT) -> None:
+        self.gateway, self.db, self.chat, self.n = gateway, db, chat, 0
+
+    def replies(self) -> list[str]:
+        return [d.message for d in self.gateway.to(self.chat)]
+
+    def say(self, text: str) -> str:
+        self.n += 1
+        before = len(self.replies())
+        enqueue_message(
+            {
+                "company_id": COMPANY,
+                "chat_id": self.chat,
+                "gateway_message_id": f"loop-{self.chat}-{self.n}-{time.time()}",
+                "text": text,
+                "sent_at": datetime.now(UTC).isoformat(),
+            }
+        )
+        wait_until(lambda: len(self.replies()) > before, 30, f"the answer to {text!r}")
+        return self.replies()[before]
+
+    def wait_for(self, fragment: str, timeout: float = 30) -> str:
+        wait_until(lambda: any(fragment in r for r in self.replies()), timeout, f"a reply with {fragment!r}")
+        return next(r for r in self.replies() if fragment in r)
+
+    def offered(self) -> list[tuple[int, datetime]]:
+        """The slots the last list offered, as the dialog holds them: (staff id, start)."""
+        data = self.db.execute(
+            "SELECT data FROM dialog_contexts WHERE company_id = %s AND chat_id = %s", (COMPANY, self.chat)
+        ).fetchone()[0]
+        return [(staff, datetime.fromisoformat(start)) for staff, start in data["slots"]]
+
+    def choose_first_service(self) -> list[tuple[int, datetime]]:
+        self.say("2")
+        assert "Выберите услугу" in self.replies()[-1]
+        self.say("1")
+        return self.offered()
+
+
+def booking_of(db: psycopg.Connection, chat: str = CHAT) -> dict[str, Any] | None:
+    row = db.execute(
+        "SELECT b.id, b.yclients_id, b.staff_id, b.starts_at, b.status, b.crm_state FROM bookings b"
+        " JOIN clients c ON c.id = b.client_id WHERE c.phone = %s ORDER BY b.id DESC LIMIT 1",
+        (chat,),
+    ).fetchone()
+    return (
+        None
+        if row is None
+        else dict(zip(("id", "yclients_id", "staff_id", "starts_at", "status", "crm"), row, strict=True))
+    )
+
+
+def records(stand_in: YClientsStandIn, booking_id: int) -> list[dict[str, Any]]:
+    return stand_in.calendar(COMPANY, api_id=f"fleet-booking-{booking_id}")
+
+
+def test_book_move_and_cancel_in_the_chat_reach_the_salons_calendar(
+    fleet: dict, stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+) -> None:
+    chat = Chat(gateway, db)
+    slots = chat.choose_first_service()
+    pending = chat.say("1")
+    assert "Записываю вас" in pending
+    assert "Подтвержу, как только салон примет запись" in pending
+    chat.wait_for("Салон подтвердил запись")
+    booking = booking_of(db)
+    assert booking is not None
+    assert (booking["crm"], booking["status"]) == ("synced", "confirmed")
+    [record] = records(stand_in, booking["id"])
+    assert int(record["id"]) == booking["yclients_id"]
+    assert (record["staff_id"], datetime.fromisoformat(record["datetime"])) == slots[0]
+
+    chat.say("6")
+    assert "Какую запись перенести" in chat.replies()[-1]
+    chat.say("1")
+    new_staff, new_start = chat.offered()[1]
+    assert "Переношу запись" in chat.say("2")
+    chat.wait_for("Салон подтвердил перенос")
+    [moved] = records(stand_in, booking["id"])
+    assert int(moved["id"]) == booking["yclients_id"], "a move must not create a second record"
+    assert (moved["staff_id"], datetime.fromisoformat(moved["datetime"])) == (new_staff, new_start)
+
+    chat.say("4")
+    assert "отменена" in chat.say("1")
+    wait_until(lambda: not records(stand_in, booking["id"]), 30, "the record deleted in YClients")
+    assert (
+        db.execute(
+            "SELECT count(*) FROM crm_operations WHERE booking_id = %s AND status = 'done'", (booking["id"],)
+        ).fetchone()[0]
+        == 3
+    )
+    assert len(stand_in.calendar(COMPANY)) == 0
+
+
+def test_a_create_that_times_out_after_the_salon_committed_leaves_exactly_one_record(
+    fleet: dict, stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+) -> None:
+    stand_in.stall_after_commit, stand_in.stall_seconds = 1, 3.0  # the client gives up after 1 s
+    chat = Chat(gateway, db)
+    chat.choose_first_service()
+    chat.say("1")
+    chat.wait_for("Салон подтвердил запись")
+    booking = booking_of(db)
+    assert booking is not None
+    assert len(records(stand_in, booking["id"])) == 1
+    assert len(stand_in.calendar(COMPANY)) == 1
+    attempts, status = db.execute(
+        "SELECT attempts, status FROM crm_operations WHERE booking_id = %s AND kind = 'create'", (booking["id"],)
+    ).fetchone()
+    assert (attempts, status) == (2, "done"), "the second attempt found the record instead of creating another"
+    assert booking["yclients_id"] == int(records(stand_in, booking["id"])[0]["id"])
+
+
+def test_a_slot_taken_in_the_widget_meanwhile_gives_alternatives_and_no_booking(
+    fleet: dict, stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+) -> None:
+    chat = Chat(gateway, db)
+    slots = chat.choose_first_service()
+    staff_id, start = slots[0]
+    service_id = db.execute(
+        "SELECT (data->>'service_id')::bigint FROM dialog_contexts WHERE chat_id = %s", (CHAT,)
+    ).fetchone()[0]
+    widget = stand_in.book_in_widget(COMPANY, staff_id, start, service_id, "+79995554433", "Из виджета")
+    assert widget is not None
+    chat.say("1")
+    refusal = chat.wait_for("только что заняли в салоне")
+    assert "Напишите номер" in refusal
+    booking = booking_of(db)
+    assert booking is not None
+    assert (booking["status"], booking["crm"]) == ("cancelled", "refused"), "the local booking was not released"
+    assert [int(r["id"]) for r in stand_in.calendar(COMPANY)] == [widget]
+    offered = chat.offered()
+    assert (staff_id, start) not in offered, "the taken slot was offered again"
+    # The client picks an alternative, and that one goes through.
+    chat.say("1")
+    chat.wait_for("Салон подтвердил запись")
+    assert len(stand_in.calendar(COMPANY)) == 2
+
+
+def test_reminders_are_sent_once_each_also_across_a_worker_restart_and_the_answer_confirms(
+    loop_env: dict, stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    staff_id = int(stand_in.salons[COMPANY].staff[0]["id"])
+    client_id = db.execute(
+        "INSERT INTO clients (company_id, name, phone) VALUES (%s, 'Мария', %s) RETURNING id", (COMPANY, CHAT)
+    ).fetchone()[0]
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=90)  # inside the 2-hour reminder
+    db.execute(
+        "INSERT INTO bookings (company_id, yclients_id, client_id, staff_id, starts_at, ends_at, created_at)"
+        " VALUES (%s, 777001, %s, %s, %s, %s, now() - interval '3 days')",
+        (COMPANY, client_id, staff_id, start, start + timedelta(hours=1)),
+    )
+    for _ in range(2):
+        with running_worker("inbound", loop_env, tmp_path):
+            for _ in range(3):
+                app.send_task("workers.inbound.send_reminders").get(timeout=30)
+            wait_until(lambda: len(gateway.to(CHAT)) >= 1, 30, "the reminder at the gateway")
+    reminders = [d.message for d in gateway.to(CHAT)]
+    assert len(reminders) == 1, reminders
+    assert "Напоминаем: сегодня у вас запись" in reminders[0]
+    assert db.execute("SELECT kind FROM reminders").fetchall() == [("before",)], "the evening one is past"
+    with running_worker("inbound", loop_env, tmp_path):
+        assert "Ждём вас" in Chat(gateway, db).say("Да")
+    assert db.execute("SELECT answer FROM reminders").fetchone()[0] == "confirmed"
+
+
+@pytest.fixture
+def webhook_url(loop_env: dict[str, str]) -> Iterator[str]:
+    settings = load_settings(
+        redis_url=loop_env["REDIS_URL"],
+        yclients={"company_ids": [COMPANY], "webhook_secret": SECRET, "partner_token": "partner-token"},
+    )
+    server = make_server(
+        settings, port=0, enqueue_webhook=lambda event: app.send_task("workers.yclients.apply_webhook", (event,))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/yclients/webhook"
+    finally:
+        server.shutdown()
+        server.server_close()
+        close_process_pool()
+
+
+def post(url: str, body: bytes) -> tuple[int, dict]:
+    request = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_a_record_made_in_the_salon_reaches_postgres_through_a_webhook_once(
+    fleet: dict, stand_in: YClientsStandIn, db: psycopg.Connection, webhook_url: str
+) -> None:
+    stand_in.webhook_url = f"{webhook_url}?secret={SECRET}"
+    staff_id = int(stand_in.salons[COMPANY].staff[1]["id"])
+    service_id = int(stand_in.salons[COMPANY].services[0]["id"])
+    start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=8, minute=0, second=0, microsecond=0)
+    started = time.monotonic()
+    record_id = stand_in.book_in_widget(COMPANY, staff_id, start, service_id, "+79993332211", "Из виджета")
+    wait_until(
+        lambda: db.execute("SELECT 1 FROM bookings WHERE yclients_id = %s", (record_id,)).fetchone() is not None,
+        20,
+        "the widget's record in PostgreSQL",
+    )
+    print(f"\nwebhook to PostgreSQL: {time.monotonic() - started:.2f} s")
+    event = json.dumps(stand_in.webhooks_sent[-1], ensure_ascii=False).encode()
+    before = db.execute("SELECT count(*), max(xmin::text) FROM bookings").fetchone()
+    status, answer = post(f"{webhook_url}?secret={SECRET}", event)
+    assert (status, answer) == (200, {"accepted": False, "repeat": True})
+    time.sleep(1)
+    assert db.execute("SELECT count(*), max(xmin::text) FROM bookings").fetchone() == before
+    assert db.execute("SELECT count(*) FROM yclients_webhook_events").fetchone()[0] == 1
+    assert post(webhook_url, event)[0] == 403
+    assert post(f"{webhook_url}?secret=wrong", event)[0] == 403
+    assert post(f"{webhook_url}?secret={SECRET}", b"[1, 2]")[0] == 400
+
+    stand_in.cancel_in_widget(COMPANY, record_id)
+    wait_until(
+        lambda: db.execute("SELECT deleted_at FROM bookings WHERE yclients_id = %s", (record_id,)).fetchone()[0],
+        20,
+        "the deletion in PostgreSQL",
+    )
