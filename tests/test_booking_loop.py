@@ -225,6 +225,33 @@ def test_a_slot_taken_in_the_widget_meanwhile_gives_alternatives_and_no_booking(
     assert len(stand_in.calendar(COMPANY)) == 2
 
 
+def test_a_move_the_salon_refuses_puts_the_booking_back_and_offers_other_times(
+    fleet: dict, stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+) -> None:
+    chat = Chat(gateway, db)
+    booked_at = chat.choose_first_service()[0]
+    chat.say("1")
+    chat.wait_for("Салон подтвердил запись")
+    booking = booking_of(db)
+    assert booking is not None
+    chat.say("6")
+    chat.say("1")
+    staff_id, start = chat.offered()[0]
+    service_id = db.execute(
+        "SELECT (data->>'service_id')::bigint FROM dialog_contexts WHERE chat_id = %s", (CHAT,)
+    ).fetchone()[0]
+    assert stand_in.book_in_widget(COMPANY, staff_id, start, service_id, "+79995554400") is not None
+    assert "Переношу запись" in chat.say("1")
+    refusal = chat.wait_for("уже занято в салоне")
+    assert "ваша запись остаётся" in refusal
+    assert (staff_id, start) not in chat.offered()
+    [record] = records(stand_in, booking["id"])
+    assert (record["staff_id"], datetime.fromisoformat(record["datetime"])) == booked_at, "YClients kept the old time"
+    kept = booking_of(db)
+    assert kept is not None
+    assert (kept["staff_id"], kept["starts_at"]) == booked_at, "the local booking was not put back"
+
+
 def test_reminders_are_sent_once_each_also_across_a_worker_restart_and_the_answer_confirms(
     loop_env: dict, stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
 ) -> None:

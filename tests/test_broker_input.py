@@ -130,6 +130,7 @@ def test_a_task_of_another_worker_type_is_refused_and_kept_never_run(
         "workers.inbound.ping",
         "workers.inbound.receive_message",
         "workers.inbound.report_process",
+        "workers.inbound.send_reminders",
         "workers.inbound.sweep",
     ]
 
