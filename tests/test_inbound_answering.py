@@ -6,6 +6,7 @@ import itertools
 import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import psycopg
 import pytest
@@ -20,6 +21,7 @@ from shared.inbound.store import UnknownCompanyError, store_message
 from tests.support.seed import COMPANY, seed_salon
 
 CHAT = "+79112345678"
+MOSCOW = ZoneInfo("Europe/Moscow")
 NOW = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)  # 09:00 in Moscow
 _ids = itertools.count(1)
 
@@ -271,3 +273,50 @@ def test_fleet_enqueue_file_mode_enqueues_valid_lines_and_dead_letters_the_rest(
     assert redis.Redis.from_url(fleet_env["REDIS_URL"]).llen("inbound") == 2
     references = [row[0] for row in salon.execute("SELECT reference FROM dead_letters ORDER BY id").fetchall()]
     assert references == [f"{path}:2", f"{path}:3"]
+
+
+# ---- the client's own words ------------------------------------------------------------------------------
+def offered_slots(db: psycopg.Connection) -> list[tuple[int, datetime]]:
+    data = db.execute("SELECT data FROM dialog_contexts WHERE chat_id = %s", (CHAT,)).fetchone()[0]
+    return [(staff, datetime.fromisoformat(start)) for staff, start in data["slots"]]
+
+
+def test_a_booking_asked_in_words_offers_only_the_asked_day_and_window(salon: psycopg.Connection) -> None:
+    ask = say("Хочу записаться на стрижку завтра после 15")
+    assert "Выберите услугу" in ask, "two haircuts match: the client chooses"
+    assert "Маникюр" not in ask
+    slots = say(number_of("Мужская стрижка", ask))
+    offered = offered_slots(salon)
+    assert offered, slots
+    for _, start in offered:
+        local = start.astimezone(MOSCOW)
+        assert local.date() == date(2026, 12, 2), slots
+        assert local.hour >= 15, slots
+    assert "02.12 в 15:00" in slots
+
+
+def test_a_master_and_a_weekday_in_words(salon: psycopg.Connection) -> None:
+    ask = say("Можно к Анне в пятницу?")
+    assert "Маникюр" not in ask, "Анна does not do manicures"
+    say(number_of("Женская стрижка", ask))
+    offered = offered_slots(salon)
+    assert offered
+    assert {staff for staff, _ in offered} == {1}
+    assert {start.astimezone(MOSCOW).date() for _, start in offered} == {date(2026, 12, 4)}
+
+
+def test_a_price_question_in_words_and_a_window_with_nothing_free(salon: psycopg.Connection) -> None:
+    prices = say("сколько стоит маникюр")
+    assert "Маникюр с покрытием — от 2 000 ₽, 90 мин" in prices
+    assert "стрижка" not in prices
+    late = say("женская стрижка завтра после 19")
+    assert "В это время свободных окон нет" in late
+    assert "1. 01.12 в 10:00 — Анна" in late, "the nearest free time instead"
+
+
+def test_cancel_in_words_then_the_menu_still_works(salon: psycopg.Connection) -> None:
+    assert "Женская стрижка: свободное время" in say("женская стрижка")
+    assert "Готово! Вы записаны" in say("1")
+    assert "Какую запись отменить" in say("отмените мою запись")
+    assert "отменена" in say("1")
+    assert "Напишите цифру" in say("что-то непонятное")

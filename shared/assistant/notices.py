@@ -4,11 +4,14 @@ keeps the booking loop's wording and state."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from shared.assistant import Reply
+from shared.assistant.slots import FreeSlot
 from shared.assistant.tools import SalonTools
+from shared.assistant.understanding import Wish
 
 MENU = (
     "Напишите цифру:\n1 — услуги и цены\n2 — записаться\n3 — мои записи\n4 — отменить запись\n5 — наши мастера"
@@ -35,11 +38,19 @@ def offer_slots(
     exclude: tuple[int, datetime] | None = None,
     state: str = "choosing_slot",
     data: dict[str, Any] | None = None,
+    wish: Wish | None = None,
 ) -> Reply:
     """The earliest free slots of a service as a numbered list, and the state that reads the chosen number.
-    `exclude` leaves out one (staff, start) known to be taken although the local calendar does not know yet."""
+    `exclude` leaves out one (staff, start) known to be taken although the local calendar does not know yet;
+    `wish` keeps only the master, day and time the client asked for, else says so and offers the nearest."""
     service = tools.service(service_id)
-    slots = [s for s in tools.free_slots(service_id, days, limit + 1) if (s.staff_id, s.starts_at) != exclude][:limit]
+    if wish is not None and wish.day is not None:
+        days = max(days, min((wish.day - tools.local(tools.now).date()).days + 1, 60))
+    admits = wish.admits if wish is not None and wish.anything else None
+    slots = _slots(tools, service_id, days, limit, exclude, admits)
+    if admits is not None and not slots:
+        prefix += "В это время свободных окон нет. Ближайшие свободные:\n"
+        slots = _slots(tools, service_id, days, limit, exclude, None)
     if service is None or not slots:
         return Reply(prefix + f"К сожалению, свободного времени на ближайшие {days} дней нет.\n\n{MENU}")
     lines = [
@@ -58,6 +69,18 @@ def visit(tools: SalonTools, booking: dict[str, Any]) -> str:
     titles = ", ".join(item.get("title", "") for item in booking.get("services") or []) or "визит"
     when = f"{tools.local(booking['starts_at']):%d.%m в %H:%M}"
     return f"{titles}, {when}, мастер {staff_name(tools, booking['staff_id'])}"
+
+
+def _slots(
+    tools: SalonTools,
+    service_id: int,
+    days: int,
+    limit: int,
+    exclude: tuple[int, datetime] | None,
+    admits: Callable[[int, datetime], bool] | None,
+) -> list[FreeSlot]:
+    found = tools.free_slots(service_id, days, limit + 1, admits)
+    return [slot for slot in found if (slot.staff_id, slot.starts_at) != exclude][:limit]
 
 
 def booked(tools: SalonTools, booking: dict[str, Any]) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 from shared.assistant import Reply, Turn, notices
 from shared.assistant.notices import MENU, describe, offer_slots
 from shared.assistant.tools import SalonTools
+from shared.assistant.understanding import Wish, understand
 from shared.core.settings import get_settings
 from shared.data.repositories.calendar import SlotTakenError
 
@@ -95,6 +96,10 @@ class RuleBasedAssistant:
             return self._new_slot_chosen(turn, tools, number)
         if intent is None and number is not None and turn.state == "idle":
             intent = MENU_DIGITS.get(str(number))
+        if number is None and intent in (None, "book", "services", "staff"):
+            understood = self._understood(turn, tools, text, intent)
+            if understood is not None:
+                return understood
         handlers = {
             "services": self._services,
             "book": self._start_booking,
@@ -106,6 +111,40 @@ class RuleBasedAssistant:
         if intent in handlers:
             return handlers[intent](turn, tools)
         return Reply(f"Извините, я не понял сообщение.\n\n{MENU}")
+
+    # ---- the client's own words ---------------------------------------------------------------------
+    def _understood(self, turn: Turn, tools: SalonTools, text: str, intent: str | None) -> Reply | None:
+        """A booking or a price question in the client's words; None leaves the message to the menu."""
+        wish = understand(text, tools.services(), tools.staff(), tools.local(tools.now).date())
+        if intent == "services" and wish.service_ids:
+            return self._prices(tools, wish.service_ids)
+        if intent == "book" or (intent is None and wish.anything):
+            return self._book_wish(tools, wish)
+        if intent == "staff" and (wish.day or wish.after or wish.before or wish.service_ids):
+            return self._book_wish(tools, wish)
+        return None
+
+    def _prices(self, tools: SalonTools, service_ids: list[int]) -> Reply:
+        services = [s for s in tools.services() if s["id"] in service_ids]
+        lines = [f"• {s['title']} — {_price(s)}, {_minutes(s)}" for s in services]
+        return Reply("\n".join(lines) + "\n\nЧтобы записаться, напишите 2 или, например, «запишите на завтра».")
+
+    def _book_wish(self, tools: SalonTools, wish: Wish) -> Reply:
+        if len(wish.service_ids) == 1:
+            return self._offer_slots(tools, wish.service_ids[0], "", wish=wish)
+        services = [s for s in tools.services() if not wish.service_ids or s["id"] in wish.service_ids]
+        if wish.staff_id is not None and not wish.service_ids:
+            member = next((m for m in tools.staff() if m["id"] == wish.staff_id), None)
+            if member is not None and member["service_ids"]:
+                services = [s for s in services if s["id"] in member["service_ids"]] or services
+        if not services:
+            return Reply("Сейчас нет услуг, доступных для записи.")
+        lines = [f"{n}. {s['title']} — {_price(s)}" for n, s in enumerate(services, 1)]
+        return Reply(
+            "Выберите услугу, напишите её номер:\n" + "\n".join(lines),
+            "choosing_service",
+            {"services": [s["id"] for s in services], "wish": wish.as_data()},
+        )
 
     # ---- menu and catalogue ------------------------------------------------------------------------
     def _menu(self, turn: Turn) -> Reply:
@@ -143,7 +182,7 @@ class RuleBasedAssistant:
         options: list[int] = turn.data.get("services", [])
         if not 1 <= number <= len(options):
             return Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
-        return self._offer_slots(tools, options[number - 1], prefix="")
+        return self._offer_slots(tools, options[number - 1], prefix="", wish=Wish.from_data(turn.data))
 
     def _offer_slots(self, tools: SalonTools, service_id: int, prefix: str, **state: Any) -> Reply:
         return offer_slots(tools, service_id, prefix, days=self.days_ahead, limit=self.slots_offered, **state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -50,8 +51,11 @@ class SalonTools:
     def staff_for(self, service_id: int) -> list[dict[str, Any]]:
         return [s for s in self.staff() if not s["service_ids"] or service_id in s["service_ids"]]
 
-    def free_slots(self, service_id: int, days: int, limit: int) -> list[FreeSlot]:
-        """The earliest free slots for a service across every staff member who does it."""
+    def free_slots(
+        self, service_id: int, days: int, limit: int, admits: Callable[[int, datetime], bool] | None = None
+    ) -> list[FreeSlot]:
+        """The earliest free slots for a service across every staff member who does it; `admits(staff id,
+        local start)` keeps only the slots a client asked for (a master, a day, a time window)."""
         service = self.service(service_id)
         if service is None:
             return []
@@ -76,7 +80,8 @@ class SalonTools:
                 if row is None or row["off_day"]:
                     continue
                 for start in free_starts(day, row["slots"], busy, duration, self.zone, self.now):
-                    found.append(FreeSlot(start, member["id"]))
+                    if admits is None or admits(member["id"], self.local(start)):
+                        found.append(FreeSlot(start, member["id"]))
         return sorted(found)[:limit]
 
     def book(self, service_id: int, staff_id: int, starts_at: datetime) -> dict[str, Any]:
