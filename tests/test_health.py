@@ -86,6 +86,7 @@ PATHS = [
     "/health/queues",
     "/health/backups",
     "/health/sync",
+    "/health/crm",
     "/metrics",
 ]
 
@@ -132,6 +133,30 @@ def test_a_stale_sync_is_unhealthy(service: str, db: psycopg.Connection) -> None
     status, body = get(service + "/health/sync")
     assert status == 503
     assert json.loads(body)["problems"] == [f"records of company {COMPANY} is stale (2.0 h)"]
+
+
+def test_a_booking_stuck_on_its_way_to_yclients_is_unhealthy_and_a_given_up_one_a_warning(
+    service: str, db: psycopg.Connection
+) -> None:
+    staff = db.execute("SELECT id FROM staff LIMIT 1").fetchone()[0]
+    booking = db.execute(
+        "INSERT INTO bookings (company_id, staff_id, starts_at, ends_at, source, crm_state)"
+        " VALUES (%s, %s, now() + interval '1 day', now() + interval '25 hours', 'assistant', 'pending') RETURNING id",
+        (COMPANY, staff),
+    ).fetchone()[0]
+    db.execute(
+        "INSERT INTO crm_operations (company_id, booking_id, kind, status, created_at) VALUES"
+        " (%s, %s, 'create', 'pending', now() - interval '45 minutes'), (%s, %s, 'cancel', 'failed', now())",
+        (COMPANY, booking, COMPANY, booking),
+    )
+    status, body = get(service + "/health/crm")
+    assert status == 503
+    problems = json.loads(body)["problems"]
+    assert problems[0] == "a booking has waited 45 min to reach YClients"
+    assert "1 bookings could not be carried into YClients (dead letters)" in problems
+    _, metrics = get(service + "/metrics")
+    assert "fleet_crm_pending 1.0" in metrics
+    assert "fleet_crm_failed 1.0" in metrics
 
 
 def test_a_pool_at_capacity_is_reported_by_its_process(

@@ -49,8 +49,9 @@ def offer_slots(
     admits = wish.admits if wish is not None and wish.anything else None
     slots = _slots(tools, service_id, days, limit, exclude, admits)
     if admits is not None and not slots:
-        prefix += "В это время свободных окон нет. Ближайшие свободные:\n"
         slots = _slots(tools, service_id, days, limit, exclude, None)
+        if slots:
+            prefix += "В это время свободных окон нет. Ближайшие свободные:\n"
     if service is None or not slots:
         return Reply(prefix + f"К сожалению, свободного времени на ближайшие {days} дней нет.\n\n{MENU}")
     lines = [

@@ -236,6 +236,7 @@ class HealthSettings(BaseModel):
     backup_warning_hours: float = Field(default=26.0, gt=0, description="newest verified backup older: warning")
     backup_unhealthy_hours: float = Field(default=50.0, gt=0, description="newest verified backup older: unhealthy")
     outbox_stuck_minutes: float = Field(default=10.0, gt=0, description="a reply pending longer is stuck")
+    crm_stuck_minutes: float = Field(default=30.0, gt=0, description="a booking not in YClients after this is stuck")
     dead_letters_warning_per_day: int = Field(default=20, ge=1, description="dead letters a day: warning")
     pool_report_ttl_seconds: int = Field(default=180, ge=10, description="a process's stats expire after this")
 

@@ -17,7 +17,7 @@ from shared.core.topology import QUEUE_OF_WORKER, Queue
 from shared.data import dead_letters
 from shared.data.dead_letters import SPOOL_KEY
 from shared.data.errors import DataLayerError
-from shared.data.repositories import backups, health_checks, sync_runs
+from shared.data.repositories import backups, crm_operations, health_checks, sync_runs, webhook_events
 from shared.data.repositories.conversations import OutboxRepository
 from shared.health.process_stats import read_all
 from shared.yclients.sync import ENTITIES
@@ -244,6 +244,30 @@ def check_outbox(settings: Settings) -> Component:
         component.flag("unhealthy", f"a reply has waited {oldest / 60:.0f} min for delivery")
     if letters["day"] >= settings.health.dead_letters_warning_per_day:
         component.flag("warning", f"{letters['day']} dead letters in the last day")
+    return component
+
+
+def check_crm(settings: Settings) -> Component:
+    """Chat bookings on their way to YClients, and webhooks on their way in."""
+    component = Component("crm")
+    row = crm_operations.backlog()
+    oldest = None if row["oldest"] is None else float(row["oldest"])
+    waiting = webhook_events.backlog()
+    component.details.update(
+        {
+            "pending": row["pending"],
+            "failed": row["failed"],
+            "oldest_pending_seconds": None if oldest is None else round(oldest, 1),
+            "webhooks_unprocessed": waiting["unprocessed"],
+            "webhooks_failed_last_day": waiting["failed_day"],
+        }
+    )
+    if oldest is not None and oldest > settings.health.crm_stuck_minutes * 60:
+        component.flag("unhealthy", f"a booking has waited {oldest / 60:.0f} min to reach YClients")
+    if row["failed"]:
+        component.flag("warning", f"{row['failed']} bookings could not be carried into YClients (dead letters)")
+    if waiting["failed_day"]:
+        component.flag("warning", f"{waiting['failed_day']} webhooks failed in the last day")
     return component
 
 

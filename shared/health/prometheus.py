@@ -53,6 +53,11 @@ def render(report: dict[str, Any], metrics: dict[str, Any]) -> bytes:
     if "pending" in outbox:
         gauge("fleet_outbox_pending", "replies waiting for delivery").set(outbox["pending"])
         gauge("fleet_dead_letters_last_day", "rejected inputs in the last day").set(outbox["dead_letters_last_day"])
+    crm = parts.get("crm", {})
+    if "pending" in crm:
+        gauge("fleet_crm_pending", "chat bookings, moves and cancellations not yet in YClients").set(crm["pending"])
+        gauge("fleet_crm_failed", "CRM operations given up (kept as dead letters)").set(crm["failed"])
+        gauge("fleet_webhooks_unprocessed", "YClients webhook events not handled yet").set(crm["webhooks_unprocessed"])
     backups = parts.get("backups", {})
     if backups.get("newest_verified_hours") is not None:
         gauge("fleet_backup_age_hours", "age of the newest verified backup").set(backups["newest_verified_hours"])

@@ -34,6 +34,7 @@ def components(settings: Settings, client: redis.Redis) -> dict[str, Component]:
         safely("backups", checks.check_backups, settings),
         safely("sync", checks.check_sync, settings),
         safely("outbox", checks.check_outbox, settings),
+        safely("crm", checks.check_crm, settings),
     ]
     return {component.name: component for component in found}
 

@@ -32,6 +32,7 @@ COMPONENT_PATHS = {
     "/health/backups": "backups",
     "/health/sync": "sync",
     "/health/outbox": "outbox",
+    "/health/crm": "crm",
     "/health/heartbeat": "heartbeat",
 }
 

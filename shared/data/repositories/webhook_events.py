@@ -49,3 +49,14 @@ def unprocessed(older_than_seconds: float, limit: int = 200) -> list[int]:
         operation="select",
     )
     return [row["id"] for row in rows]
+
+
+def backlog() -> Row:
+    """Events not handled yet, and events whose handling failed in the last day."""
+    return run(
+        "SELECT count(*) FILTER (WHERE processed_at IS NULL) AS unprocessed,"
+        " count(*) FILTER (WHERE error IS NOT NULL AND processed_at > now() - interval '1 day') AS failed_day"
+        " FROM yclients_webhook_events",
+        table=TABLE,
+        operation="select",
+    )[0]
