@@ -22,6 +22,7 @@ RUNS = [
     ("YClients sync write path", ["bench.sync_upsert", "--existing", "1000000", "--incoming", "100000"]),
     ("WhatsApp key cleanup", ["bench.keys_cleanup", "--keys", "1000000", "--batch", "5000"]),
     ("Backup", ["bench.backup", "--megabytes", "300"]),
+    ("Booking loop into YClients under faults", ["bench.booking_loop", "--clients", "40"]),
 ]
 
 

@@ -255,15 +255,17 @@ def test_a_move_the_salon_refuses_puts_the_booking_back_and_offers_other_times(
 def test_reminders_are_sent_once_each_also_across_a_worker_restart_and_the_answer_confirms(
     loop_env: dict, stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
 ) -> None:
-    staff_id = int(stand_in.salons[COMPANY].staff[0]["id"])
+    salon = stand_in.salons[COMPANY]
+    staff_id, service_id = int(salon.staff[0]["id"]), int(salon.services[0]["id"])
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=90)  # inside the 2-hour reminder
+    record = stand_in.book_in_widget(COMPANY, staff_id, start, service_id, CHAT, "Мария")
     client_id = db.execute(
         "INSERT INTO clients (company_id, name, phone) VALUES (%s, 'Мария', %s) RETURNING id", (COMPANY, CHAT)
     ).fetchone()[0]
-    start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=90)  # inside the 2-hour reminder
     db.execute(
         "INSERT INTO bookings (company_id, yclients_id, client_id, staff_id, starts_at, ends_at, created_at)"
-        " VALUES (%s, 777001, %s, %s, %s, %s, now() - interval '3 days')",
-        (COMPANY, client_id, staff_id, start, start + timedelta(hours=1)),
+        " VALUES (%s, %s, %s, %s, %s, %s, now() - interval '3 days')",
+        (COMPANY, record, client_id, staff_id, start, start + timedelta(hours=1)),
     )
     for _ in range(2):
         with running_worker("inbound", loop_env, tmp_path):
@@ -274,8 +276,10 @@ def test_reminders_are_sent_once_each_also_across_a_worker_restart_and_the_answe
     assert len(reminders) == 1, reminders
     assert "Напоминаем: сегодня у вас запись" in reminders[0]
     assert db.execute("SELECT kind FROM reminders").fetchall() == [("before",)], "the evening one is past"
-    with running_worker("inbound", loop_env, tmp_path):
+    assert salon.records[record]["attendance"] == 0
+    with running_worker("inbound", loop_env, tmp_path), running_worker("yclients", loop_env, tmp_path):
         assert "Ждём вас" in Chat(gateway, db).say("Да")
+        wait_until(lambda: salon.records[record]["attendance"] == 2, 30, "the visit confirmed in YClients")
     assert db.execute("SELECT answer FROM reminders").fetchone()[0] == "confirmed"
 
 

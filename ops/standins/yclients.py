@@ -415,6 +415,8 @@ class YClientsStandIn:
                 if isinstance(written, tuple):
                     return written
                 row.update(written)
+                if str(body.get("attendance", "")).lstrip("-").isdigit():
+                    row["attendance"] = int(body["attendance"])
                 action = "update"
             elif method == "DELETE":
                 row["deleted"] = True

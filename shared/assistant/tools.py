@@ -152,4 +152,9 @@ class SalonTools:
         return moved
 
     def answer_reminder(self, booking_id: int, answer: str) -> None:
-        reminders.answer(booking_id, answer)
+        """Keep the client's answer; a confirmed visit is marked confirmed in YClients too."""
+        with transaction():
+            reminders.answer(booking_id, answer)
+            booking = self._bookings.find_one({"id": booking_id})
+            if answer == "confirmed" and booking is not None and self._in_crm(booking):
+                self._crm(booking, "confirm")

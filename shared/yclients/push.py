@@ -287,6 +287,23 @@ def _cancel(job: Job, client: YClientsClient) -> PushResult:
     return PushResult(Pushed.DONE, _conclude(job, "done", f"record {record_id} deleted"))
 
 
+def _confirm(job: Job, client: YClientsClient) -> PushResult:
+    """The client confirmed the visit: the record's attendance becomes "confirmed" (2) in YClients."""
+    record_id = job.booking["yclients_id"]
+    if record_id is None or job.booking["status"] == "cancelled":
+        return PushResult(Pushed.DONE, _conclude(job, "done", "no YClients record to confirm"))
+    try:
+        client.write("PUT", f"record/{job.booking['company_id']}/{record_id}", {**record_body(job), "attendance": 2})
+    except RecordRefusedError as exc:
+        _keep_dead_letter(job, f"YClients refused the confirmation: {exc}", "RecordRefused")
+        return PushResult(Pushed.REFUSED, _conclude(job, "refused", str(exc)))
+    except YClientsError as exc:
+        if exc.status != 404:
+            raise
+        return PushResult(Pushed.DONE, _conclude(job, "done", f"record {record_id} is gone"))
+    return PushResult(Pushed.DONE, _conclude(job, "done", f"record {record_id} confirmed"))
+
+
 def _keep_dead_letter(job: Job, reason: str, error_type: str) -> None:
     record_dead_letter(
         "yclients.push",
@@ -325,7 +342,7 @@ def push(operation_id: int, client: YClientsClient, settings: Settings) -> PushR
         return PushResult(Pushed.FAILED)
     person = ClientRepository().find_one({"id": booking["client_id"]}) if booking["client_id"] else None
     job = Job(op, booking, company, person, settings)
-    steps = {"create": _create, "reschedule": _reschedule, "cancel": _cancel}
+    steps = {"create": _create, "reschedule": _reschedule, "cancel": _cancel, "confirm": _confirm}
     try:
         return steps[op["kind"]](job, client)
     except YClientsError as exc:

@@ -12,7 +12,7 @@ from shared.core.db import Connection, run
 from shared.data.repository import Row
 
 TABLE = "crm_operations"
-KINDS = ("create", "reschedule", "cancel")
+KINDS = ("create", "reschedule", "cancel", "confirm")
 
 
 def api_id(booking_id: int) -> str:
