@@ -567,7 +567,8 @@ def make_handler(state: YClientsStandIn) -> type[BaseHTTPRequestHandler]:
             for name, value in extra_headers.items():
                 self.send_header(name, value)
             self.end_headers()
-            self.wfile.write(encoded)
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the caller gave up (a timeout)
+                self.wfile.write(encoded)
 
         def do_GET(self) -> None:
             self._serve("GET")
