@@ -343,3 +343,17 @@ def test_a_record_made_in_the_salon_reaches_postgres_through_a_webhook_once(
         20,
         "the deletion in PostgreSQL",
     )
+
+
+def test_a_client_changed_in_the_salon_reaches_postgres_through_a_webhook(
+    fleet: dict, stand_in: YClientsStandIn, db: psycopg.Connection, webhook_url: str
+) -> None:
+    stand_in.webhook_url = f"{webhook_url}?secret={SECRET}"
+    salon = stand_in.salons[COMPANY]
+    salon.clients[5_100_001] = {"id": 5_100_001, "name": "Ольга", "phone": "+79990007766", "email": ""}
+    stand_in.client_changed(COMPANY, 5_100_001, name="Ольга Петрова")
+    wait_until(
+        lambda: db.execute("SELECT name FROM clients WHERE yclients_id = 5100001").fetchone() == ("Ольга Петрова",),
+        20,
+        "the client in PostgreSQL",
+    )

@@ -15,7 +15,7 @@ from shared.data.models import PositiveId
 from shared.data.repositories import crm_operations, webhook_events
 from shared.yclients.client import YClientsClient, make_client
 from shared.yclients.push import Pushed, push
-from shared.yclients.sync import ENTITIES, SyncFailedError, sync_entity, sync_record
+from shared.yclients.sync import ENTITIES, SyncFailedError, sync_client, sync_entity, sync_record
 from workers.app import app
 from workers.base import FleetTask
 from workers.ping import define_ping, define_report
@@ -123,11 +123,9 @@ def apply_webhook(self: FleetTask, event_id: PositiveId) -> str:
     event = webhook_events.get(event_id)
     if event is None or event["processed_at"] is not None:
         return "done already"
-    if event["resource"] != "record":
-        webhook_events.processed(event_id, "not a record: the nightly sync covers it")
-        return "ignored"
+    targeted = sync_record if event["resource"] == "record" else sync_client
     try:
-        outcome = sync_record(yclients_client(), get_settings().yclients, event["company_id"], event["resource_id"])
+        outcome = targeted(yclients_client(), get_settings().yclients, event["company_id"], event["resource_id"])
     except Exception as exc:
         if is_retryable(exc) and self.request.retries < self.max_retries:
             raise self.retry(countdown=self.backoff()) from exc

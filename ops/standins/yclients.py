@@ -268,7 +268,7 @@ class YClientsStandIn:
     def _route(
         self, method: str, parts: list[str], query: dict[str, list[str]], body: dict[str, Any]
     ) -> tuple[int, dict[str, Any]]:
-        if len(parts) >= 2 and parts[0] in ("company", "records", "record"):
+        if len(parts) >= 2 and parts[0] in ("company", "records", "record", "client"):
             salon = self.salons.get(int(parts[1])) if parts[1].isdigit() else None
             if salon is None:
                 return 404, _error("Компания не найдена")
@@ -282,6 +282,11 @@ class YClientsStandIn:
         if parts[0] == "record" and len(tail) == 1 and tail[0].isdigit():
             return self._one_record(salon, method, int(tail[0]), body)
         if parts[0] == "record":
+            return 404, _error("Not found")
+        if parts[0] == "client" and method == "GET" and len(tail) == 1 and tail[0].isdigit():
+            row = salon.clients.get(int(tail[0]))
+            return (200, _ok(dict(row))) if row is not None else (404, _error("Клиент не найден"))
+        if parts[0] == "client":
             return 404, _error("Not found")
         if method == "GET" and not tail:
             return 200, _ok(salon.company)
@@ -446,6 +451,14 @@ class YClientsStandIn:
             },
         )
         return int(answer["data"]["id"]) if status == 201 else None
+
+    def client_changed(self, company_id: int, client_id: int, **fields: Any) -> None:
+        """Change a client as an administrator does in YClients (a webhook follows, when configured)."""
+        salon = self.salons[company_id]
+        with self.lock:
+            salon.clients[client_id].update(fields)
+            row = dict(salon.clients[client_id])
+        self._notify(salon, "client", client_id, "update", row)
 
     def cancel_in_widget(self, company_id: int, record_id: int) -> None:
         """Delete a record as an administrator does in YClients (a webhook follows, when configured)."""

@@ -37,7 +37,7 @@ from shared.data.repositories.catalogue import (
 from shared.data.repositories.people import ClientRepository
 from shared.data.repositories.vanished import Vanished, by_key
 from shared.yclients import rows as convert
-from shared.yclients.client import Page, Walk, YClientsClient
+from shared.yclients.client import Page, Walk, YClientsClient, YClientsError
 from shared.yclients.records import RecordsSync
 from shared.yclients.saving import RunCounters, convert_rows, raw_ids, save
 
@@ -267,6 +267,24 @@ class EntitySync(RecordsSync):
         self._sync_schedules(run_id, c, mode, days=1)
 
     # clients --------------------------------------------------------------------------------------
+    def sync_client(self, client_id: int) -> str:
+        """One client, as a webhook names it, read back from the API and saved like a page row. A client gone
+        upstream is left for the nightly full walk, the only run that may judge deletions."""
+        try:
+            envelope = self.client.request("GET", f"client/{self.company_id}/{client_id}")
+        except YClientsError as exc:
+            if exc.status == 404:
+                return "absent"
+            raise
+        raw = envelope.get("data")
+        if not isinstance(raw, dict):
+            raise YClientsError(f"client {client_id}: data is {type(raw).__name__}, not an object", retryable=True)
+        counters = RunCounters()
+        rows = convert_rows([raw], lambda r: convert.client(self.company_id, r, self.zone()), counters, 0)
+        save(ClientRepository(), rows, counters, conflict=("company_id", "yclients_id"))
+        held_rows.keep_rejected(self.company_id, "clients", None, counters.held)
+        return "saved" if rows else "rejected"
+
     def _sync_clients(self, run_id: int, c: RunCounters, mode: str) -> None:
         self._require_company()
         zone = self.zone()
@@ -323,3 +341,8 @@ def sync_staff_day(
     client: YClientsClient, settings: YClientsSettings, company_id: int, staff_id: int, day: date
 ) -> int:
     return EntitySync(client, settings, company_id).sync_staff_day(staff_id, day)
+
+
+def sync_client(client: YClientsClient, settings: YClientsSettings, company_id: int, client_id: int) -> str:
+    """The targeted sync a webhook about a client asks for."""
+    return EntitySync(client, settings, company_id).sync_client(client_id)
