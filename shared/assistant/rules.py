@@ -42,6 +42,14 @@ def _intent(text: str) -> str | None:
     return None
 
 
+def _picked(turn: Turn, key: str, number: int) -> tuple[Any, Reply | None]:
+    """The option the number names from the list the last reply offered, or the reply asking again."""
+    options: list[Any] = turn.data.get(key, [])
+    if not 1 <= number <= len(options):
+        return None, Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
+    return options[number - 1], None
+
+
 def _number(text: str) -> int | None:
     match = NUMBER.match(text)
     return int(match.group(1)) if match else None
@@ -168,30 +176,22 @@ class RuleBasedAssistant:
 
     # ---- booking -----------------------------------------------------------------------------------
     def _start_booking(self, turn: Turn, tools: SalonTools) -> Reply:
-        services = tools.services()
-        if not services:
-            return Reply("Сейчас нет услуг, доступных для записи.")
-        lines = [f"{n}. {s['title']} — {_price(s)}" for n, s in enumerate(services, 1)]
-        return Reply(
-            "Выберите услугу, напишите её номер:\n" + "\n".join(lines),
-            "choosing_service",
-            {"services": [s["id"] for s in services]},
-        )
+        return self._book_wish(tools, Wish())
 
     def _service_chosen(self, turn: Turn, tools: SalonTools, number: int) -> Reply:
-        options: list[int] = turn.data.get("services", [])
-        if not 1 <= number <= len(options):
-            return Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
-        return self._offer_slots(tools, options[number - 1], prefix="", wish=Wish.from_data(turn.data))
+        service_id, again = _picked(turn, "services", number)
+        if again is not None:
+            return again
+        return self._offer_slots(tools, service_id, prefix="", wish=Wish.from_data(turn.data))
 
     def _offer_slots(self, tools: SalonTools, service_id: int, prefix: str, **state: Any) -> Reply:
         return offer_slots(tools, service_id, prefix, days=self.days_ahead, limit=self.slots_offered, **state)
 
     def _slot_chosen(self, turn: Turn, tools: SalonTools, number: int) -> Reply:
-        options: list[list[Any]] = turn.data.get("slots", [])
-        if not 1 <= number <= len(options):
-            return Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
-        staff_id, starts = options[number - 1]
+        slot, again = _picked(turn, "slots", number)
+        if again is not None:
+            return again
+        staff_id, starts = slot
         service_id = turn.data["service_id"]
         starts_at = datetime.fromisoformat(starts)
         if starts_at < tools.now + timedelta(minutes=5):
@@ -211,44 +211,37 @@ class RuleBasedAssistant:
             return Reply("У вас нет предстоящих записей. Чтобы записаться, напишите 2.")
         return Reply("Ваши записи:\n" + "\n".join(f"• {describe(tools, b)}" for b in bookings))
 
-    def _start_cancel(self, turn: Turn, tools: SalonTools) -> Reply:
+    def _choose_booking(self, tools: SalonTools, question: str, state: str) -> Reply:
         bookings = tools.upcoming_bookings()
         if not bookings:
-            return Reply("У вас нет предстоящих записей.")
+            return Reply("У вас нет предстоящих записей. Чтобы записаться, напишите 2.")
         lines = [f"{n}. {describe(tools, b)}" for n, b in enumerate(bookings, 1)]
         return Reply(
-            "Какую запись отменить? Напишите номер:\n" + "\n".join(lines),
-            "cancelling",
-            {"bookings": [b["id"] for b in bookings]},
+            f"{question} Напишите номер:\n" + "\n".join(lines), state, {"bookings": [b["id"] for b in bookings]}
         )
 
+    def _start_cancel(self, turn: Turn, tools: SalonTools) -> Reply:
+        return self._choose_booking(tools, "Какую запись отменить?", "cancelling")
+
     def _cancel_chosen(self, turn: Turn, tools: SalonTools, number: int) -> Reply:
-        options: list[int] = turn.data.get("bookings", [])
-        if not 1 <= number <= len(options):
-            return Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
+        booking_id, again = _picked(turn, "bookings", number)
+        if again is not None:
+            return again
         try:
-            booking = tools.cancel(options[number - 1])
+            booking = tools.cancel(booking_id)
         except LookupError:
             return Reply("Эта запись уже отменена или прошла.")
         return Reply(f"Запись {describe(tools, booking)} отменена.")
 
     # ---- moving a booking --------------------------------------------------------------------------
     def _start_reschedule(self, turn: Turn, tools: SalonTools) -> Reply:
-        bookings = tools.upcoming_bookings()
-        if not bookings:
-            return Reply("У вас нет предстоящих записей. Чтобы записаться, напишите 2.")
-        lines = [f"{n}. {describe(tools, b)}" for n, b in enumerate(bookings, 1)]
-        return Reply(
-            "Какую запись перенести? Напишите номер:\n" + "\n".join(lines),
-            "rescheduling",
-            {"bookings": [b["id"] for b in bookings]},
-        )
+        return self._choose_booking(tools, "Какую запись перенести?", "rescheduling")
 
     def _reschedule_chosen(self, turn: Turn, tools: SalonTools, number: int) -> Reply:
-        options: list[int] = turn.data.get("bookings", [])
-        if not 1 <= number <= len(options):
-            return Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
-        booking = next((b for b in tools.upcoming_bookings() if b["id"] == options[number - 1]), None)
+        booking_id, again = _picked(turn, "bookings", number)
+        if again is not None:
+            return again
+        booking = next((b for b in tools.upcoming_bookings() if b["id"] == booking_id), None)
         if booking is None:
             return Reply("Эта запись уже отменена или прошла.")
         if booking["service_id"] is None:
@@ -262,10 +255,10 @@ class RuleBasedAssistant:
         )
 
     def _new_slot_chosen(self, turn: Turn, tools: SalonTools, number: int) -> Reply:
-        options: list[list[Any]] = turn.data.get("slots", [])
-        if not 1 <= number <= len(options):
-            return Reply(f"Пожалуйста, выберите номер от 1 до {len(options)}.", turn.state, turn.data)
-        staff_id, starts = options[number - 1]
+        slot, again = _picked(turn, "slots", number)
+        if again is not None:
+            return again
+        staff_id, starts = slot
         booking_id, service_id = turn.data["booking_id"], turn.data["service_id"]
         again = {"state": "choosing_new_slot", "data": {"booking_id": booking_id}}
         if datetime.fromisoformat(starts) < tools.now + timedelta(minutes=5):

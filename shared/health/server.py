@@ -127,12 +127,7 @@ def make_server(
                 log.exception("health request failed")
                 status, content_type = 503, "application/json"
                 body = _json({"status": "unhealthy", "error": type(exc).__name__})
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
+            self._send(status, body, content_type)
 
         def log_message(self, format: str, *args: object) -> None:
             log.debug("health %s", format % args)

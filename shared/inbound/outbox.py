@@ -10,12 +10,41 @@ import logging
 from enum import StrEnum
 from typing import Any
 
+from shared.core.db import Connection
 from shared.core.settings import GatewaySettings
 from shared.data.dead_letters import record_dead_letter
-from shared.data.repositories.conversations import OutboxRepository
+from shared.data.repositories.conversations import DialogContextRepository, OutboxRepository
 from shared.inbound.gateway import GatewayClient, GatewayError
 
 log = logging.getLogger(__name__)
+
+
+def write_notice(
+    company_id: int,
+    chat_id: str,
+    idempotency_key: str,
+    text: str,
+    *,
+    conn: Connection,
+    dialog: tuple[str, dict[str, Any]] | None = None,
+) -> int:
+    """A message the client gets without having written one (a booking's outcome, a reminder): one outbox row
+    per key, and, with `dialog`, the state and data that read the client's answer. The caller holds the chat's
+    answering lock, so the state is not overwritten by a reply in flight."""
+    row = OutboxRepository().upsert(
+        {
+            "company_id": company_id,
+            "chat_id": chat_id,
+            "idempotency_key": idempotency_key,
+            "body": text,
+            "message_ids": [],
+        },
+        update=[],
+        conn=conn,
+    )
+    if dialog is not None:
+        DialogContextRepository().set_state(company_id, chat_id, dialog[0], dialog[1], conn=conn)
+    return row["id"]
 
 
 def split_message(text: str, limit: int) -> list[str]:

@@ -13,8 +13,8 @@ from shared.core.locks import LockClass, transaction_lock
 from shared.core.settings import Settings
 from shared.data.repositories import reminders
 from shared.data.repositories.catalogue import CompanyRepository
-from shared.data.repositories.conversations import DialogContextRepository, OutboxRepository
 from shared.data.repositories.people import ClientRepository
+from shared.inbound.outbox import write_notice
 from shared.inbound.store import chat_key
 
 log = logging.getLogger(__name__)
@@ -35,20 +35,12 @@ def send_due_reminders(settings: Settings, now: datetime | None = None) -> list[
             company = CompanyRepository().get({"id": due["company_id"]}, conn=conn)
             client = ClientRepository().get({"id": due["client_id"]}, conn=conn)
             reply = notices.reminder(SalonTools(company, client, now, chat_id=chat), due, kind)
-            outbox = OutboxRepository().upsert(
-                {
-                    "company_id": due["company_id"],
-                    "chat_id": chat,
-                    "idempotency_key": f"reminder:{booking_id}:{kind}",
-                    "body": reply.text,
-                    "message_ids": [],
-                },
-                update=[],
-                conn=conn,
+            key = f"reminder:{booking_id}:{kind}"
+            outbox_id = write_notice(
+                due["company_id"], chat, key, reply.text, conn=conn, dialog=(reply.state, reply.data)
             )
-            reminders.attach_reply(booking_id, kind, outbox["id"], conn=conn)
-            DialogContextRepository().set_state(due["company_id"], chat, reply.state, reply.data, conn=conn)
-        written.append(outbox["id"])
+            reminders.attach_reply(booking_id, kind, outbox_id, conn=conn)
+        written.append(outbox_id)
     if written:
         log.info("%s reminders written", len(written))
     return written

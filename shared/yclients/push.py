@@ -28,9 +28,9 @@ from shared.data.errors import DataLayerError
 from shared.data.repositories import crm_operations
 from shared.data.repositories.calendar import BookingRepository, SlotTakenError
 from shared.data.repositories.catalogue import CompanyRepository
-from shared.data.repositories.conversations import DialogContextRepository, OutboxRepository
 from shared.data.repositories.people import ClientRepository
 from shared.data.repository import Row
+from shared.inbound.outbox import write_notice
 from shared.inbound.store import chat_key
 from shared.yclients.client import RecordRefusedError, YClientsClient, YClientsError
 from shared.yclients.sync import sync_staff_day
@@ -144,20 +144,10 @@ def _conclude(job: Job, status: str, outcome: str, *, change: Any = None, tell: 
         crm_operations.finish(op["id"], status, outcome, conn=conn)
         if chat and tell is not None:
             reply = tell if isinstance(tell, Reply) else Reply(tell)
-            row = OutboxRepository().upsert(
-                {
-                    "company_id": op["company_id"],
-                    "chat_id": chat,
-                    "idempotency_key": f"crm:{op['id']}",
-                    "body": reply.text,
-                    "message_ids": [],
-                },
-                update=[],
-                conn=conn,
+            dialog = (reply.state, reply.data) if isinstance(tell, Reply) else None
+            outbox_ids.append(
+                write_notice(op["company_id"], chat, f"crm:{op['id']}", reply.text, conn=conn, dialog=dialog)
             )
-            outbox_ids.append(row["id"])
-            if isinstance(tell, Reply):
-                DialogContextRepository().set_state(op["company_id"], chat, reply.state, reply.data, conn=conn)
     return outbox_ids
 
 
