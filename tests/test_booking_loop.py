@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -24,7 +26,7 @@ from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclien
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import load_settings
 from shared.health.server import make_server
-from tests.support.processes import FleetProcess, running_worker, wait_until
+from tests.support.processes import ROOT, FleetProcess, running_worker, wait_until
 from tests.test_yclients_sync import sync, sync_settings
 from workers.app import app
 from workers.producer import enqueue_message
@@ -357,3 +359,36 @@ def test_a_client_changed_in_the_salon_reaches_postgres_through_a_webhook(
         20,
         "the client in PostgreSQL",
     )
+
+
+def test_an_operator_lists_a_given_up_booking_and_retries_it_into_the_calendar(
+    fleet: dict, stand_in: YClientsStandIn, db: psycopg.Connection, loop_env: dict
+) -> None:
+    staff_id = int(stand_in.salons[COMPANY].staff[2]["id"])
+    start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
+    client_id = db.execute(
+        "INSERT INTO clients (company_id, name, phone) VALUES (%s, 'Ирина', '+79110003344') RETURNING id", (COMPANY,)
+    ).fetchone()[0]
+    booking = db.execute(
+        "INSERT INTO bookings (company_id, client_id, staff_id, starts_at, ends_at, source, crm_state)"
+        " VALUES (%s, %s, %s, %s, %s, 'assistant', 'pending') RETURNING id",
+        (COMPANY, client_id, staff_id, start, start + timedelta(hours=1)),
+    ).fetchone()[0]
+    operation = db.execute(
+        "INSERT INTO crm_operations (company_id, booking_id, kind, status, attempts, last_error)"
+        " VALUES (%s, %s, 'create', 'failed', 8, 'YClients was down all night') RETURNING id",
+        (COMPANY, booking),
+    ).fetchone()[0]
+
+    def fleet_crm(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "workers.cli", "crm", *args]
+        return subprocess.run(command, cwd=ROOT, env=loop_env, capture_output=True, text=True, timeout=60)
+
+    listed = fleet_crm("--status", "failed")
+    assert listed.returncode == 0, listed.stderr
+    assert f"{operation:>6} create     failed" in listed.stdout
+    assert "YClients was down all night" in listed.stdout
+    assert fleet_crm("--retry", "999999").returncode == 1
+    assert fleet_crm("--retry", str(operation)).returncode == 0
+    wait_until(lambda: records(stand_in, booking), 30, "the retried booking in the calendar")
+    assert db.execute("SELECT status FROM crm_operations WHERE id = %s", (operation,)).fetchone()[0] == "done"

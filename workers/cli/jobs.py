@@ -16,12 +16,13 @@ from shared.backups.tools import BackupError
 from shared.core.settings import Settings
 from shared.data.dead_letters import record_dead_letter
 from shared.data.errors import ValidationFailedError
-from shared.data.repositories import backups
+from shared.data.repositories import backups, crm_operations
 from shared.health.report import build_report
 from shared.whatsapp.cleanup import cleanup_keys
 from shared.whatsapp.health import check_sessions
 from shared.yclients.client import YClientsError, make_client
 from shared.yclients.sync import SyncFailedError, sync_entity
+from workers.app import app
 from workers.producer import enqueue_message
 
 
@@ -162,3 +163,20 @@ def health(args: argparse.Namespace, settings: Settings) -> int:
         for name, part in report["components"].items():
             print(f"  {name:<10} {part['status']:<9} {'; '.join(part['problems']) or 'ok'}")
     return 1 if report["status"] == "unhealthy" else 0
+
+
+def crm(args: argparse.Namespace, settings: Settings) -> int:
+    """List the CRM operations (chat bookings on their way to YClients), or try a given-up one again."""
+    if args.retry is not None:
+        if not crm_operations.reopen(args.retry):
+            print(f"fleet crm: operation {args.retry} is not a failed one", file=sys.stderr)
+            return 1
+        app.send_task("workers.yclients.push_booking", (args.retry,))
+        print(f"operation {args.retry} reopened and sent to the yclients worker")
+        return 0
+    for row in crm_operations.recent(args.status, args.limit):
+        print(
+            f"{row['id']:>6} {row['kind']:<10} {row['status']:<8} company {row['company_id']}"
+            f" booking {row['booking_id']} attempts {row['attempts']}  {row['note'] or ''}"
+        )
+    return 0

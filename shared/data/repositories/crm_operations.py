@@ -119,3 +119,27 @@ def backlog() -> Row:
         table=TABLE,
         operation="select",
     )[0]
+
+
+def recent(status: str | None, limit: int) -> list[Row]:
+    """The newest operations (of one status, if given), for operators."""
+    return run(
+        "SELECT id, company_id, booking_id, kind, status, attempts, created_at, finished_at,"
+        " coalesce(outcome, last_error) AS note FROM crm_operations"
+        " WHERE %(status)s::text IS NULL OR status = %(status)s ORDER BY id DESC LIMIT %(limit)s",
+        {"status": status, "limit": limit},
+        table=TABLE,
+        operation="select",
+    )
+
+
+def reopen(operation_id: int) -> bool:
+    """A given-up operation tried again from the start (the operator fixed the cause); False unless failed."""
+    rows = run(
+        "UPDATE crm_operations SET status = 'pending', attempts = 0, next_attempt_at = now(), finished_at = NULL,"
+        " outcome = NULL WHERE id = %s AND status = 'failed' RETURNING 1",
+        (operation_id,),
+        table=TABLE,
+        operation="update",
+    )
+    return bool(rows)
