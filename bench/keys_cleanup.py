@@ -98,7 +98,9 @@ def main() -> None:
     with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
 
         def batched() -> int:
-            return sum(cleanup_keys(settings).deleted.values())
+            report = cleanup_keys(settings)
+            print(f"batched cleanup  {report.batches} batches, the largest {report.largest_batch:,} keys")
+            return sum(report.deleted.values())
 
         def one_delete() -> int:
             return conn.execute(
@@ -116,7 +118,7 @@ def main() -> None:
     close_process_pool()
     (rate_b, wait_b), (rate_o, wait_o) = results["batched cleanup"], results["one DELETE"]
     print(
-        f"{args.keys:,} keys, half deletable, batches of {args.batch}:"
+        f"{args.keys:,} keys, half deletable, batches from {args.batch} adapting to {settings.batch_target_ms:.0f} ms:"
         f" batched / one DELETE rows/s {rate_b / rate_o:.2f};"
         f" longest gateway wait {wait_b * 1000:.1f} ms against {wait_o * 1000:.1f} ms"
         f" ({wait_o / max(wait_b, 1e-6):.0f}x shorter)"

@@ -13,7 +13,7 @@ import sentry_sdk
 
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import KeysSettings
-from shared.whatsapp.cleanup import cleanup_keys
+from shared.whatsapp.cleanup import cleanup_keys, next_batch_size
 from shared.whatsapp.health import check_sessions
 
 NOW = datetime.now(UTC)
@@ -81,7 +81,7 @@ def test_cleanup_deletes_exactly_the_deletable_keys_in_batches(
     db: psycopg.Connection, store: Counter[tuple[str, str]]
 ) -> None:
     before = remaining(db)
-    report = cleanup_keys(KeysSettings(batch_size=7))
+    report = cleanup_keys(KeysSettings(batch_size=7, max_batch_size=7))
     assert report.status == "succeeded"
     deleted = Counter({(c, t): n for c, counts in report.by_company.items() for t, n in counts.items()})
     assert deleted == store
@@ -115,7 +115,7 @@ def test_an_interrupted_run_loses_nothing_and_the_next_run_completes(
     db: psycopg.Connection, store: Counter[tuple[str, str]]
 ) -> None:
     before = remaining(db)
-    first = cleanup_keys(KeysSettings(batch_size=5), max_batches=3)
+    first = cleanup_keys(KeysSettings(batch_size=5, max_batch_size=5), max_batches=3)
     assert first.status == "partial"
     assert sum(first.deleted.values()) == 15
     assert sum((before - remaining(db)).values()) == 15, "what the partial run deleted is all it reported"
@@ -124,6 +124,23 @@ def test_an_interrupted_run_loses_nothing_and_the_next_run_completes(
     assert remaining(db) == before - store
     statuses = [row[0] for row in db.execute("SELECT status FROM key_cleanup_runs ORDER BY id").fetchall()]
     assert statuses == ["partial", "succeeded"]
+
+
+def test_batches_grow_while_they_are_quick_and_shrink_when_slow(
+    db: psycopg.Connection, store: Counter[tuple[str, str]]
+) -> None:
+    settings = KeysSettings(batch_size=5, batch_target_ms=1000, max_batch_size=40)
+    assert next_batch_size(5, 0.1, settings) == 10, "well under the target: doubles"
+    assert next_batch_size(40, 0.1, settings) == 40, "never past the largest"
+    assert next_batch_size(40, 0.7, settings) == 40, "near the target: kept"
+    assert next_batch_size(40, 1.5, settings) == 20, "over the target: halves"
+    assert next_batch_size(1, 9.0, settings) == 1
+    before = remaining(db)
+    report = cleanup_keys(settings)
+    assert remaining(db) == before - store
+    assert report.largest_batch > 5, "quick batches did not grow"
+    fixed = sum(-(-n // 5) for n in Counter(t for (_, t) in store.elements()).values())
+    assert report.batches < fixed, "growing batches took fewer statements than fixed ones"
 
 
 def _age_all(db: psycopg.Connection, company: str, hours: float) -> None:

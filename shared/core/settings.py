@@ -170,7 +170,11 @@ class KeysSettings(BaseModel):
         default_factory=lambda: {"session": 30, "sender-key": 30, "lid-mapping": 30, "identity-key": 60},
         description="days without an update before an idle-only key type may be deleted",
     )
-    batch_size: int = Field(default=5000, ge=1, le=100_000, description="keys deleted per statement")
+    batch_size: int = Field(default=5000, ge=1, le=100_000, description="keys deleted by the first statement")
+    batch_target_ms: float = Field(
+        default=50.0, gt=0, description="a batch quicker than half this grows (x2), one slower than this shrinks (/2)"
+    )
+    max_batch_size: int = Field(default=100_000, ge=1, description="the largest a batch grows")
     time_budget_seconds: float | None = Field(default=None, gt=0, description="default: soft time limit - 30 s")
     warning_after_hours: float = Field(default=24.0, gt=0, description="session not updated for this long: warning")
     unhealthy_after_hours: float = Field(default=48.0, gt=0, description="session not updated for this long: unhealthy")

@@ -37,6 +37,7 @@ class CleanupReport:
     dry_run: bool
     status: str = "running"
     batches: int = 0
+    largest_batch: int = 0
     deleted: Counter[str] = field(default_factory=Counter)
     by_company: dict[str, Counter[str]] = field(default_factory=dict)
     unknown_types: dict[str, int] = field(default_factory=dict)
@@ -49,7 +50,7 @@ class CleanupReport:
         verb = "would delete" if self.dry_run else "deleted"
         lines = [
             f"key cleanup run {self.run_id} ({'dry run' if self.dry_run else self.status}): "
-            f"{verb} {sum(self.deleted.values())} keys in {self.batches} batches"
+            f"{verb} {sum(self.deleted.values())} keys in {self.batches} batches (largest {self.largest_batch})"
         ]
         for company, counts in sorted(self.by_company.items()):
             detail = ", ".join(f"{key_type} {n}" for key_type, n in sorted(counts.items()))
@@ -58,6 +59,17 @@ class CleanupReport:
             kept = ", ".join(f"{key_type} ({n})" for key_type, n in sorted(self.unknown_types.items()))
             lines.append(f"  kept, not in the policy: {kept}")
         return "\n".join(lines)
+
+
+def next_batch_size(size: int, seconds: float, settings: KeysSettings) -> int:
+    """Grow a batch that stayed well under the target time, shrink one that went over it: each statement holds
+    its row locks for about the target, whatever the machine, the table and the gateway's load."""
+    target = settings.batch_target_ms / 1000
+    if seconds < target / 2:
+        return min(size * 2, settings.max_batch_size)
+    if seconds > target:
+        return max(size // 2, 1)
+    return size
 
 
 def _record(report: CleanupReport, *, finished: bool, error: str | None = None) -> None:
@@ -101,6 +113,7 @@ def cleanup_keys(
             report.status = "succeeded"
             return report
         report.status = "succeeded"
+        size = settings.batch_size
         for rule in rules(settings):
             while True:
                 out_of_time = deadline is not None and time.monotonic() >= deadline
@@ -108,14 +121,17 @@ def cleanup_keys(
                     report.status = "partial"
                     log.info("key cleanup stopped after %s batches; the next run continues", report.batches)
                     return report
-                deleted = keys.delete_batch(rule, settings.batch_size)
+                started = time.monotonic()
+                deleted = keys.delete_batch(rule, size)
                 report.batches += 1
+                report.largest_batch = max(report.largest_batch, len(deleted))
                 for company_id in deleted:
                     report.count(company_id, rule.key_type)
                 if report.batches % 20 == 0:
                     _record(report, finished=False)  # progress visible while a long run goes on
-                if len(deleted) < settings.batch_size:
+                if len(deleted) < size:
                     break
+                size = next_batch_size(size, time.monotonic() - started, settings)
         return report
     except Exception as exc:
         report.status = "failed"
