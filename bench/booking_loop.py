@@ -34,6 +34,7 @@ from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import load_settings
 from shared.yclients.client import make_client
 from shared.yclients.sync import sync_entity
+from tests.support.loop_env import stand_in_env
 from tests.support.processes import FleetProcess, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,15 +75,7 @@ def run(clients: int, stalls: int, errors: int) -> dict[str, Any]:
         close_process_pool()
         env = {
             **os.environ,
-            "FLEET_YCLIENTS__BASE_URL": yc.url,
-            "FLEET_YCLIENTS__PARTNER_TOKEN": "partner-token",
-            "FLEET_YCLIENTS__USER_TOKEN": "user-token",
-            "FLEET_YCLIENTS__COMPANY_IDS": f"[{COMPANY}]",
-            "FLEET_YCLIENTS__REQUESTS_PER_SECOND": "1000",
-            "FLEET_YCLIENTS__REQUESTS_PER_MINUTE": "100000",
-            "FLEET_YCLIENTS__TIMEOUT_SECONDS": "1",
-            "FLEET_YCLIENTS__PUSH_RETRY_BASE_SECONDS": "0.5",
-            "FLEET_GATEWAY__SEND_URL": gateway.url,
+            **stand_in_env(yc.url, gateway.url, COMPANY),
             "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0",
             "PYTHONUNBUFFERED": "1",
         }

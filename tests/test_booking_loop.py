@@ -26,6 +26,7 @@ from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclien
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import load_settings
 from shared.health.server import make_server
+from tests.support.loop_env import stand_in_env
 from tests.support.processes import ROOT, FleetProcess, running_worker, wait_until
 from tests.test_yclients_sync import sync, sync_settings
 from workers.app import app
@@ -64,16 +65,8 @@ def gateway() -> Iterator[GatewayStandIn]:
 def loop_env(fleet_env: dict[str, str], stand_in: YClientsStandIn, gateway: GatewayStandIn) -> dict[str, str]:
     return {
         **fleet_env,
-        "FLEET_YCLIENTS__BASE_URL": stand_in.url,
-        "FLEET_YCLIENTS__PARTNER_TOKEN": "partner-token",
-        "FLEET_YCLIENTS__USER_TOKEN": "user-token",
-        "FLEET_YCLIENTS__COMPANY_IDS": f"[{COMPANY}]",
-        "FLEET_YCLIENTS__REQUESTS_PER_SECOND": "1000",
-        "FLEET_YCLIENTS__REQUESTS_PER_MINUTE": "100000",
-        "FLEET_YCLIENTS__TIMEOUT_SECONDS": "1",
-        "FLEET_YCLIENTS__PUSH_RETRY_BASE_SECONDS": "0.5",
+        **stand_in_env(stand_in.url, gateway.url, COMPANY),
         "FLEET_YCLIENTS__WEBHOOK_SECRET": SECRET,
-        "FLEET_GATEWAY__SEND_URL": gateway.url,
         "FLEET_GATEWAY__RETRY_BASE_SECONDS": "0.2",
         "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0.1",
     }

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from celery import Task
 from pydantic import TypeAdapter, ValidationError
 
+from shared.core.failure import backoff_delay
 from shared.data.dead_letters import record_dead_letter
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class FleetTask(Task):
 
     def backoff(self, base: float | None = None) -> float:
         """The one retry policy of the fleet: exponential, capped; `base` from settings where it is one."""
-        return min((base or self.retry_backoff_base) * 2**self.request.retries, self.retry_backoff_max)
+        return backoff_delay(self.request.retries + 1, base or self.retry_backoff_base, self.retry_backoff_max)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.check_arguments(args, kwargs)

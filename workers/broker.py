@@ -174,14 +174,7 @@ class QuarantiningChannel(kombu_redis.Channel):
         if self._moving_from is not None:
             return self._blmove_read(self._moving_from, **options)
         try:
-            try:
-                reply = self.client.parse_response(self.client.connection, "BRPOP", **options)
-            except self.connection_errors:
-                self.client.connection.disconnect()  # the next poll reconnects
-                raise
-            if not reply:
-                raise kombu_redis.Empty()
-            key, raw = reply
+            key, raw = self._reply("BRPOP", **options)
             queue = kombu_redis.bytes_to_str(key).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
             envelope = self._decode(raw, queue)
@@ -191,16 +184,22 @@ class QuarantiningChannel(kombu_redis.Channel):
         finally:
             self._in_poll = None
 
+    def _reply(self, command: str, **options: Any) -> Any:
+        """The blocking pop's answer; `Empty` when it timed out. A lost connection is dropped so the next poll
+        reconnects (an entry already moved in flight waits in its list)."""
+        try:
+            reply = self.client.parse_response(self.client.connection, command, **options)
+        except self.connection_errors:
+            self.client.connection.disconnect()
+            raise
+        if reply is None or reply == []:  # timed out; an empty entry (b"") is a message, parked as undecodable
+            raise kombu_redis.Empty()
+        return reply
+
     def _blmove_read(self, queue: str, **options: Any) -> bool:
         target = inflight_key(queue, self.consumer_id)
         try:
-            try:
-                raw = self.client.parse_response(self.client.connection, "BLMOVE", **options)
-            except self.connection_errors:
-                self.client.connection.disconnect()  # the next poll reconnects; the entry waits in-flight
-                raise
-            if raw is None:
-                raise kombu_redis.Empty()
+            raw = self._reply("BLMOVE", **options)
             self._queue_cycle.rotate(queue)
             envelope = self._decode(raw, queue)
             try:

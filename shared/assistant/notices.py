@@ -19,9 +19,17 @@ MENU = (
 )
 
 
+def _titles(booking: dict[str, Any]) -> str:
+    return ", ".join(item.get("title", "") for item in booking.get("services") or []) or "визит"
+
+
+def _when(tools: SalonTools, booking: dict[str, Any]) -> str:
+    return f"{tools.local(booking['starts_at']):%d.%m в %H:%M}"
+
+
 def describe(tools: SalonTools, booking: dict[str, Any]) -> str:
-    titles = ", ".join(item.get("title", "") for item in booking.get("services") or []) or "визит"
-    return f"{tools.local(booking['starts_at']):%d.%m в %H:%M} — {titles}"
+    """ "01.12 в 10:00 — Женская стрижка"."""
+    return f"{_when(tools, booking)} — {_titles(booking)}"
 
 
 def staff_name(tools: SalonTools, staff_id: int) -> str:
@@ -67,9 +75,7 @@ def offer_slots(
 
 def visit(tools: SalonTools, booking: dict[str, Any]) -> str:
     """ "Женская стрижка, 01.12 в 10:00, мастер Анна"."""
-    titles = ", ".join(item.get("title", "") for item in booking.get("services") or []) or "визит"
-    when = f"{tools.local(booking['starts_at']):%d.%m в %H:%M}"
-    return f"{titles}, {when}, мастер {staff_name(tools, booking['staff_id'])}"
+    return f"{_titles(booking)}, {_when(tools, booking)}, мастер {staff_name(tools, booking['staff_id'])}"
 
 
 def _slots(
@@ -117,7 +123,7 @@ def crm_slot_taken(
 ) -> Reply:
     """The salon's calendar refused the time (taken meanwhile, say through its widget): alternatives.
     `kept`: for a refused move, the booking as it stays (at its old time)."""
-    taken = f"{tools.local(booking['starts_at']):%d.%m в %H:%M}"
+    taken = _when(tools, booking)
     if kept is not None:
         prefix = f"К сожалению, {taken} уже занято в салоне; ваша запись остаётся {describe(tools, kept)}. "
         data = {"booking_id": kept["id"]}

@@ -241,8 +241,9 @@ class RuleBasedAssistant:
         booking_id, again = _picked(turn, "bookings", number)
         if again is not None:
             return again
-        booking = next((b for b in tools.upcoming_bookings() if b["id"] == booking_id), None)
-        if booking is None:
+        try:
+            booking = tools.my_booking(booking_id)
+        except LookupError:
             return Reply("Эта запись уже отменена или прошла.")
         if booking["service_id"] is None:
             return Reply("Эту запись я не могу перенести сам. Пожалуйста, позвоните в салон.")

@@ -35,18 +35,25 @@ class SalonTools:
         self._staff = StaffRepository()
         self._schedules = StaffScheduleRepository()
         self._bookings = BookingRepository()
+        # The catalogue is read once per answer: a reply lists, matches and names from it many times.
+        self._active_services: list[dict[str, Any]] | None = None
+        self._bookable_staff: list[dict[str, Any]] | None = None
 
     def local(self, moment: datetime) -> datetime:
         return moment.astimezone(self.zone)
 
     def services(self) -> list[dict[str, Any]]:
-        return self._services.active(self.company_id)
+        if self._active_services is None:
+            self._active_services = self._services.active(self.company_id)
+        return self._active_services
 
     def service(self, service_id: int) -> dict[str, Any] | None:
         return self._services.find_one({"company_id": self.company_id, "id": service_id})
 
     def staff(self) -> list[dict[str, Any]]:
-        return self._staff.bookable(self.company_id)
+        if self._bookable_staff is None:
+            self._bookable_staff = self._staff.bookable(self.company_id)
+        return self._bookable_staff
 
     def staff_for(self, service_id: int) -> list[dict[str, Any]]:
         return [s for s in self.staff() if not s["service_ids"] or service_id in s["service_ids"]]
@@ -122,14 +129,15 @@ class SalonTools:
     def upcoming_bookings(self) -> list[dict[str, Any]]:
         return self._bookings.for_client(self.client["id"], upcoming_from=self.now)
 
-    def _mine(self, booking_id: int) -> dict[str, Any]:
+    def my_booking(self, booking_id: int) -> dict[str, Any]:
+        """One of the client's upcoming bookings; LookupError when it is not (cancelled, past, someone else's)."""
         for row in self.upcoming_bookings():
             if row["id"] == booking_id:
                 return row
         raise LookupError("that booking is not one of the client's upcoming bookings")
 
     def cancel(self, booking_id: int) -> dict[str, Any]:
-        self._mine(booking_id)
+        self.my_booking(booking_id)
         with transaction():
             booking = self._bookings.cancel(booking_id)
             if self._in_crm(booking):
@@ -138,7 +146,7 @@ class SalonTools:
 
     def reschedule(self, booking_id: int, staff_id: int, starts_at: datetime) -> dict[str, Any]:
         """Move the booking, keeping its length; raises SlotTakenError when the new time is taken meanwhile."""
-        current = self._mine(booking_id)
+        current = self.my_booking(booking_id)
         length = current["ends_at"] - current["starts_at"]
         before = {
             "starts_at": current["starts_at"].isoformat(),

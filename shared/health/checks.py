@@ -226,16 +226,24 @@ def check_sync(settings: Settings) -> Component:
     return component
 
 
+def _backlog(row: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
+    """An outbox-like table's backlog as the report shows it, and the oldest pending row's age in seconds."""
+    oldest = None if row["oldest"] is None else float(row["oldest"])
+    shown = {
+        "pending": row["pending"],
+        "failed": row["failed"],
+        "oldest_pending_seconds": None if oldest is None else round(oldest, 1),
+    }
+    return shown, oldest
+
+
 def check_outbox(settings: Settings) -> Component:
     component = Component("outbox")
-    row = OutboxRepository().backlog()
+    shown, oldest = _backlog(OutboxRepository().backlog())
     letters = dead_letters.counts()
-    oldest = None if row["oldest"] is None else float(row["oldest"])
     component.details.update(
         {
-            "pending": row["pending"],
-            "failed": row["failed"],
-            "oldest_pending_seconds": None if oldest is None else round(oldest, 1),
+            **shown,
             "dead_letters_total": letters["total"],
             "dead_letters_last_day": letters["day"],
         }
@@ -250,22 +258,19 @@ def check_outbox(settings: Settings) -> Component:
 def check_crm(settings: Settings) -> Component:
     """Chat bookings on their way to YClients, and webhooks on their way in."""
     component = Component("crm")
-    row = crm_operations.backlog()
-    oldest = None if row["oldest"] is None else float(row["oldest"])
+    shown, oldest = _backlog(crm_operations.backlog())
     waiting = webhook_events.backlog()
     component.details.update(
         {
-            "pending": row["pending"],
-            "failed": row["failed"],
-            "oldest_pending_seconds": None if oldest is None else round(oldest, 1),
+            **shown,
             "webhooks_unprocessed": waiting["unprocessed"],
             "webhooks_failed_last_day": waiting["failed_day"],
         }
     )
     if oldest is not None and oldest > settings.health.crm_stuck_minutes * 60:
         component.flag("unhealthy", f"a booking has waited {oldest / 60:.0f} min to reach YClients")
-    if row["failed"]:
-        component.flag("warning", f"{row['failed']} bookings could not be carried into YClients (dead letters)")
+    if shown["failed"]:
+        component.flag("warning", f"{shown['failed']} bookings could not be carried into YClients (dead letters)")
     if waiting["failed_day"]:
         component.flag("warning", f"{waiting['failed_day']} webhooks failed in the last day")
     return component

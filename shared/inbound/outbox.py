@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import Any
 
 from shared.core.db import Connection
+from shared.core.failure import backoff_delay
 from shared.core.settings import GatewaySettings
 from shared.data.dead_letters import record_dead_letter
 from shared.data.repositories.conversations import DialogContextRepository, OutboxRepository
@@ -90,8 +91,7 @@ def send_parts(row: dict[str, Any], gateway: GatewayClient, settings: GatewaySet
     return len(parts)
 
 
-def backoff_seconds(attempt: int, base: float) -> float:
-    return float(min(2 ** max(attempt - 1, 0) * base, 300))
+RETRY_CAP_SECONDS = 300
 
 
 class Delivery(StrEnum):
@@ -113,7 +113,9 @@ def deliver(outbox_id: int, gateway: GatewayClient, settings: GatewaySettings) -
         send_parts(row, gateway, settings)
     except GatewayError as exc:
         if exc.retryable and row["attempts"] < settings.max_attempts:
-            outbox.mark_retry(outbox_id, str(exc), backoff_seconds(row["attempts"], settings.retry_base_seconds))
+            outbox.mark_retry(
+                outbox_id, str(exc), backoff_delay(row["attempts"], settings.retry_base_seconds, RETRY_CAP_SECONDS)
+            )
             log.warning("reply %s not delivered (attempt %s): %s", outbox_id, row["attempts"], exc)
             return Delivery.RETRY
         give_up(row, str(exc))

@@ -236,6 +236,18 @@ class YClientsClient:
             raise YClientsError(f"{method} {path}: unsuccessful answer: {message or 'no envelope'}", status=status)
         return body
 
+    def one(self, path: str) -> dict[str, Any] | None:
+        """One object (a record, a client) read back by id; None when YClients answers 404 (it is gone)."""
+        try:
+            data = self.request("GET", path).get("data")
+        except YClientsError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        if not isinstance(data, dict):
+            raise YClientsError(f"GET {path}: data is {type(data).__name__}, not an object", retryable=True)
+        return data
+
     def write(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         """One write, tried once: after a timeout or a 5xx its outcome is unknown, and the caller (the CRM
         operation) looks before it writes again. Returns the answer's `data`."""

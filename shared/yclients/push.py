@@ -21,6 +21,7 @@ import sentry_sdk
 from shared.assistant import Reply, notices
 from shared.assistant.tools import SalonTools
 from shared.core.db import transaction
+from shared.core.failure import backoff_delay
 from shared.core.locks import LockClass, transaction_lock
 from shared.core.settings import Settings
 from shared.data.dead_letters import record_dead_letter
@@ -32,7 +33,9 @@ from shared.data.repositories.people import ClientRepository
 from shared.data.repository import Row
 from shared.inbound.outbox import write_notice
 from shared.inbound.store import chat_key
+from shared.yclients import rows as convert
 from shared.yclients.client import RecordRefusedError, YClientsClient, YClientsError
+from shared.yclients.saving import phone_or_none
 from shared.yclients.sync import sync_staff_day
 
 log = logging.getLogger(__name__)
@@ -91,44 +94,41 @@ def record_body(job: Job) -> dict[str, Any]:
     }
 
 
-def _digits(value: Any) -> str:
-    return "".join(ch for ch in str(value or "") if ch.isdigit())[-10:]
-
-
 def find_record(job: Job, client: YClientsClient) -> int | None:
-    """The record an earlier attempt may have created: ours by `api_id`, or the same staff, time and phone."""
+    """The record an earlier attempt may have created: ours by `api_id`, or the same staff, time and phone.
+    Records are read with the sync's converters, so every date and phone format YClients sends compares."""
     booking = job.booking
     day = booking["starts_at"].astimezone(job.zone).date().isoformat()
     ours = crm_operations.api_id(booking["id"])
-    phone = _digits((job.person or {}).get("phone") or job.op.get("chat_id"))
+    phone = phone_or_none((job.person or {}).get("phone") or job.op.get("chat_id"))
     params = {"start_date": day, "end_date": day, "staff_id": booking["staff_id"]}
     for page in client.record_pages(job.company["id"], params):
         for raw in page.rows:
-            if not isinstance(raw, dict) or raw.get("deleted") in (True, 1, "1"):
+            if not isinstance(raw, dict):
+                continue
+            try:
+                seen = convert.record(booking["company_id"], raw, job.zone)
+            except convert.RowError:
+                continue
+            if seen["deleted_at"] is not None:
                 continue
             if raw.get("api_id") == ours:
-                return int(raw["id"])
+                return seen["yclients_id"]
             person = raw.get("client") if isinstance(raw.get("client"), dict) else {}
-            try:
-                same_time = datetime.fromisoformat(str(raw.get("datetime"))) == booking["starts_at"]
-            except ValueError:
-                same_time = False
-            same_staff = str(raw.get("staff_id")) == str(booking["staff_id"])
-            if same_time and same_staff and phone and _digits(person.get("phone")) == phone:
-                return int(raw["id"])
+            same_visit = (seen["staff_id"], seen["starts_at"]) == (booking["staff_id"], booking["starts_at"])
+            if same_visit and phone and phone_or_none(person.get("phone")) == phone:
+                return seen["yclients_id"]
     return None
 
 
 def _record_id(data: Any) -> int:
-    record_id = data.get("id") if isinstance(data, dict) else None
     try:
-        value = int(record_id)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        value = 0
-    if value <= 0:
+        return convert.as_int(data if isinstance(data, dict) else {}, "id")  # type: ignore[return-value]
+    except convert.RowError:
         # The record may exist: the next attempt looks it up instead of creating another.
-        raise YClientsError(f"create answered without a record id ({type(data).__name__})", retryable=True)
-    return value
+        raise YClientsError(
+            f"create answered without a usable record id ({type(data).__name__})", retryable=True
+        ) from None
 
 
 def _conclude(job: Job, status: str, outcome: str, *, change: Any = None, tell: str | Reply | None = None) -> list[int]:
@@ -199,9 +199,6 @@ def _refused(job: Job, exc: RecordRefusedError, client: YClientsClient) -> PushR
     booking = job.booking
     days, limit = job.settings.inbound.slot_days_ahead, job.settings.inbound.slots_offered
 
-    def change(conn: Any) -> None:
-        bookings.release(booking["id"], conn=conn)
-
     if exc.slot_taken:
         # Released first (committed), so the salon's records of that day can be saved over its time; then the
         # day is read, and the alternatives are chosen from a calendar that knows what the salon knows.
@@ -212,7 +209,13 @@ def _refused(job: Job, exc: RecordRefusedError, client: YClientsClient) -> PushR
             ids = _conclude(job, "refused", f"slot taken: {exc}", tell=tell)
         return PushResult(Pushed.REFUSED, ids)
     _keep_dead_letter(job, f"YClients refused the {job.op['kind']}: {exc}", "RecordRefused")
-    ids = _conclude(job, "refused", str(exc), change=change, tell=notices.crm_failed(job.tools(), booking, "create"))
+    ids = _conclude(
+        job,
+        "refused",
+        str(exc),
+        change=lambda conn: bookings.release(booking["id"], conn=conn),
+        tell=notices.crm_failed(job.tools(), booking, "create"),
+    )
     return PushResult(Pushed.REFUSED, ids)
 
 
@@ -315,11 +318,6 @@ def _give_up(job: Job, error: str) -> PushResult:
     return PushResult(Pushed.FAILED, _conclude(job, "failed", error, tell=tell))
 
 
-def backoff_seconds(attempt: int, settings: Settings) -> float:
-    yc = settings.yclients
-    return float(min(yc.push_retry_base_seconds * 2 ** max(attempt - 1, 0), yc.push_retry_max_seconds))
-
-
 def push(operation_id: int, client: YClientsClient, settings: Settings) -> PushResult:
     """One attempt at one operation."""
     op = crm_operations.claim(operation_id, settings.yclients.push_lease_seconds)
@@ -337,7 +335,8 @@ def push(operation_id: int, client: YClientsClient, settings: Settings) -> PushR
         return steps[op["kind"]](job, client)
     except YClientsError as exc:
         if exc.retryable and op["attempts"] < settings.yclients.push_max_attempts:
-            delay = backoff_seconds(op["attempts"], settings)
+            yc = settings.yclients
+            delay = backoff_delay(op["attempts"], yc.push_retry_base_seconds, yc.push_retry_max_seconds)
             crm_operations.retry_later(op["id"], str(exc), delay)
             log.warning(
                 "CRM %s %s: attempt %s failed, again in %.0f s: %s", op["kind"], op["id"], op["attempts"], delay, exc

@@ -16,7 +16,7 @@ from shared.data.repositories.people import ClientRepository
 from shared.data.repositories.vanished import by_key
 from shared.data.repository import Row
 from shared.yclients import rows as convert
-from shared.yclients.client import Walk, YClientsError
+from shared.yclients.client import Walk
 from shared.yclients.saving import RunCounters, convert_one, phone_or_none, raw_ids, save
 
 log = logging.getLogger(__name__)
@@ -148,16 +148,10 @@ class RecordsSync:
 
     def sync_record(self, record_id: int) -> str:
         """One record, as a webhook names it, read back from the API: saved (or marked deleted) like a page row."""
-        try:
-            envelope = self.client.request("GET", f"record/{self.company_id}/{record_id}")
-        except YClientsError as exc:
-            if exc.status != 404:
-                raise
+        raw = self.client.one(f"record/{self.company_id}/{record_id}")
+        if raw is None:
             gone = BookingRepository().mark_record_deleted(self.company_id, record_id)
             return "deleted" if gone else "absent"
-        raw = envelope.get("data")
-        if not isinstance(raw, dict):
-            raise YClientsError(f"record {record_id}: data is {type(raw).__name__}, not an object", retryable=True)
         counters = RunCounters()
         saved = self._save_records([raw], self.zone(), counters, 0)
         held_rows.keep_rejected(self.company_id, "records", None, counters.held)

@@ -37,7 +37,7 @@ from shared.data.repositories.catalogue import (
 from shared.data.repositories.people import ClientRepository
 from shared.data.repositories.vanished import Vanished, by_key
 from shared.yclients import rows as convert
-from shared.yclients.client import Page, Walk, YClientsClient, YClientsError
+from shared.yclients.client import Page, Walk, YClientsClient
 from shared.yclients.records import RecordsSync
 from shared.yclients.saving import RunCounters, convert_rows, raw_ids, save
 
@@ -270,15 +270,9 @@ class EntitySync(RecordsSync):
     def sync_client(self, client_id: int) -> str:
         """One client, as a webhook names it, read back from the API and saved like a page row. A client gone
         upstream is left for the nightly full walk, the only run that may judge deletions."""
-        try:
-            envelope = self.client.request("GET", f"client/{self.company_id}/{client_id}")
-        except YClientsError as exc:
-            if exc.status == 404:
-                return "absent"
-            raise
-        raw = envelope.get("data")
-        if not isinstance(raw, dict):
-            raise YClientsError(f"client {client_id}: data is {type(raw).__name__}, not an object", retryable=True)
+        raw = self.client.one(f"client/{self.company_id}/{client_id}")
+        if raw is None:
+            return "absent"
         counters = RunCounters()
         rows = convert_rows([raw], lambda r: convert.client(self.company_id, r, self.zone()), counters, 0)
         save(ClientRepository(), rows, counters, conflict=("company_id", "yclients_id"))

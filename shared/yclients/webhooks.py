@@ -18,6 +18,7 @@ from typing import Any
 from shared.core.settings import Settings
 from shared.data.dead_letters import record_dead_letter
 from shared.data.repositories import webhook_events
+from shared.yclients import rows as convert
 
 MAX_BODY_BYTES = 256 * 1024
 RESOURCES = frozenset({"record", "client"})
@@ -29,14 +30,12 @@ class WebhookAnswer:
     body: dict[str, Any]
 
 
-def _positive_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
+def _positive_int(event: dict[str, Any], field: str) -> int | None:
+    """An id as the sync reads YClients' ids (numbers or numeric strings, positive, in bigint range)."""
     try:
-        number = int(value)
-    except (TypeError, ValueError):
+        return convert.as_int(event, field)
+    except convert.RowError:
         return None
-    return number if 0 < number < 2**63 else None
 
 
 def receive_webhook(
@@ -56,7 +55,7 @@ def receive_webhook(
         return _rejected(body[:2000], "body is not JSON")
     if not isinstance(event, dict):
         return _rejected(event, "body is not a JSON object")
-    company_id, resource_id = _positive_int(event.get("company_id")), _positive_int(event.get("resource_id"))
+    company_id, resource_id = _positive_int(event, "company_id"), _positive_int(event, "resource_id")
     resource, action = event.get("resource"), event.get("status")
     if company_id is None or resource_id is None or resource not in RESOURCES or not isinstance(action, str):
         return _rejected(event, "needs company_id, resource (record or client), resource_id and status")

@@ -8,7 +8,7 @@ from psycopg.types.json import Jsonb
 
 from shared.core.db import Connection, run
 from shared.data.models import DialogContextIn, MessageIn, OutboxIn
-from shared.data.repository import Repository, Row
+from shared.data.repository import Repository, Row, outbox_backlog
 
 
 class DialogContextRepository(Repository):
@@ -248,10 +248,4 @@ class OutboxRepository(Repository):
 
     def backlog(self) -> Row:
         """Replies pending and failed, and the age in seconds of the oldest pending one (None when none)."""
-        return run(
-            "SELECT count(*) FILTER (WHERE status = 'pending') AS pending,"
-            " count(*) FILTER (WHERE status = 'failed') AS failed,"
-            " extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')) AS oldest FROM outbox",
-            table=self.table,
-            operation="select",
-        )[0]
+        return outbox_backlog(self.table)

@@ -9,7 +9,7 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from shared.core.db import Connection, run
-from shared.data.repository import Row
+from shared.data.repository import Row, outbox_backlog
 
 TABLE = "crm_operations"
 KINDS = ("create", "reschedule", "cancel", "confirm")
@@ -111,14 +111,7 @@ def due_ids(limit: int = 200) -> list[int]:
 
 def backlog() -> Row:
     """Pending and failed operations, and the age in seconds of the oldest pending one."""
-    return run(
-        "SELECT count(*) FILTER (WHERE status = 'pending') AS pending,"
-        " count(*) FILTER (WHERE status = 'failed') AS failed,"
-        " extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')) AS oldest"
-        " FROM crm_operations",
-        table=TABLE,
-        operation="select",
-    )[0]
+    return outbox_backlog(TABLE)
 
 
 def recent(status: str | None, limit: int) -> list[Row]:

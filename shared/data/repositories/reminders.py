@@ -71,9 +71,3 @@ def answer(booking_id: int, value: str, *, conn: Connection | None = None) -> No
         operation="update",
         conn=conn,
     )
-
-
-def for_booking(booking_id: int) -> list[Row]:
-    return run(
-        "SELECT * FROM reminders WHERE booking_id = %s ORDER BY sent_at", (booking_id,), table=TABLE, operation="select"
-    )
