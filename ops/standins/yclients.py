@@ -210,7 +210,9 @@ class YClientsStandIn:
     stall_seconds: float = 3.0
     webhook_url: str | None = None
     webhooks_sent: list[dict[str, Any]] = field(default_factory=list)
-    _next_record_id: int = 9_500_000
+    # Record ids are never reused in YClients: a restarted stand-in continues past every id it could have issued
+    # before (the fleet's database outlives it), counting from the clock, above the generated records' ids.
+    _next_record_id: int = field(default_factory=lambda: 9_500_000 + int(time.time() * 10) % 10**10)
 
     def inject(self, *answers: Any) -> None:
         """Answer the next requests with these: an HTTP status (503, 429) or "limit" (200 + success:false)."""

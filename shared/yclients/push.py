@@ -333,7 +333,7 @@ def push(operation_id: int, client: YClientsClient, settings: Settings) -> PushR
     steps = {"create": _create, "reschedule": _reschedule, "cancel": _cancel, "confirm": _confirm}
     try:
         return steps[op["kind"]](job, client)
-    except YClientsError as exc:
+    except (YClientsError, DataLayerError) as exc:  # both count against the attempts, so nothing loops forever
         if exc.retryable and op["attempts"] < settings.yclients.push_max_attempts:
             yc = settings.yclients
             delay = backoff_delay(op["attempts"], yc.push_retry_base_seconds, yc.push_retry_max_seconds)
