@@ -17,7 +17,7 @@ from psycopg.conninfo import make_conninfo
 from shared.backups.engine import take_backup, verify_archive
 from shared.backups.restore import drill, restore_backup
 from shared.backups.retention import prune
-from shared.backups.tools import BackupError, PgTools
+from shared.backups.tools import BackupError, PgTools, sha256_of
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import BackupSettings, Settings
 from shared.inbound.payload import InboundPayload
@@ -137,6 +137,39 @@ def test_pg_dump_failing_is_reported_and_leaves_no_half_file(
     assert salon.execute("SELECT status, error LIKE '%%pg_dump failed%%' FROM backups").fetchone() == ("failed", True)
 
 
+def test_the_compressor_failing_is_reported_and_leaves_no_half_file(
+    salon: psycopg.Connection, settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tools = tmp_path / "bin"
+    # A zstd that fails part-way, as one does on a full disk: whatever pg_dump wrote is not a backup.
+    failing = 'head -c 100000 > /dev/null\necho "zstd: error 70 : Write error : No space left" >&2\nexit 1'
+    _wrapper(tools, "zstd", failing)
+    monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
+    with pytest.raises(BackupError, match=r"zstd failed \(exit 1\).*No space left"):
+        take_backup(BackupSettings(directory=tmp_path / "backups"), settings.database_conninfo)
+    assert list((tmp_path / "backups").iterdir()) == []
+    assert salon.execute("SELECT status FROM backups").fetchone() == ("failed",)
+
+
+def test_an_archive_compressed_by_pg_dump_itself_still_restores(
+    salon: psycopg.Connection, settings: Settings, backup_settings: BackupSettings
+) -> None:
+    """Backups taken before archives were compressed by zstd are plain custom archives: they stay restorable."""
+    directory = backup_settings.directory
+    directory.mkdir(parents=True)
+    archive = directory / "fleet-20261101T040000Z-1.dump"
+    PgTools(backup_settings, settings.database_conninfo).run("pg_dump", "--format=custom", f"--file={archive}")
+    salon.execute(
+        "INSERT INTO backups (status, finished_at, path, sha256, size_bytes, table_counts)"
+        " VALUES ('verified', now(), %s, %s, %s, '{\"messages\": 25}')",
+        (str(archive), sha256_of(archive), archive.stat().st_size),
+    )
+    restore_backup(backup_settings, settings.database_conninfo, RESTORED)
+    assert fingerprint(settings.database_conninfo, RESTORED) == fingerprint(
+        settings.database_conninfo, settings.database_name
+    )
+
+
 def test_an_older_pg_dump_is_refused(salon: psycopg.Connection, settings: Settings, tmp_path: Path) -> None:
     tools = tmp_path / "bin"
     _wrapper(tools, "pg_dump", 'echo "pg_dump (PostgreSQL) 11.2"')  # an old client, as some hosts still have
@@ -227,7 +260,7 @@ def test_backup_files_are_private_and_the_offsite_copy_can_be_encrypted(
         for path in directory.iterdir():
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path.name
     assert result.offsite_path is not None
-    assert result.offsite_path.name.endswith(".dump.gpg")
+    assert result.offsite_path.name.endswith(".dump.zst.gpg")
     assert not (tmp_path / "offsite" / result.path.name).exists(), "no plain copy off-site"
     decrypted = tmp_path / "decrypted.dump"
     import subprocess

@@ -20,7 +20,7 @@ from typing import Any
 import psycopg
 import sentry_sdk
 
-from shared.backups import catalog
+from shared.backups import archive, catalog
 from shared.backups.files import make_private, private_directory, private_files
 from shared.backups.tools import BackupError, PgTools, sha256_of
 from shared.core.settings import BackupSettings
@@ -57,17 +57,17 @@ def require_client_not_older(tools: PgTools, program: str, server: int) -> str:
     return f"{major}.{minor}"
 
 
-def verify_archive(tools: PgTools, path: Path, sha256: str, expected_tables: list[str], min_bytes: int) -> None:
-    """Checksum, size, and a full read of the archive's table of contents naming every expected table."""
+def verify_archive(tools: PgTools, path: Path, sha256: str | None, expected_tables: list[str], min_bytes: int) -> None:
+    """Size, checksum (unless it was just taken while writing: `sha256=None`), and the archive's table of
+    contents naming every expected table (read from the archive's head, not the whole file)."""
     if not path.exists():
         raise BackupError(f"archive {path} is missing")
     size = path.stat().st_size
     if size < min_bytes:
         raise BackupError(f"archive {path.name} is implausibly small ({size} bytes)")
-    actual = sha256_of(path)
-    if actual != sha256:
+    if sha256 is not None and sha256_of(path) != sha256:
         raise BackupError(f"archive {path.name} does not match its checksum (corrupted or changed)")
-    listing = tools.run("pg_restore", "--list", "--", str(path)).stdout.decode(errors="replace")
+    listing = archive.pg_restore(tools, path, "--list").stdout.decode(errors="replace")
     present = {
         line.split()[-2] for line in listing.splitlines() if " TABLE DATA public " in line and len(line.split()) >= 2
     }
@@ -123,7 +123,7 @@ def encrypt_offsite(passphrase: Path, paths: list[Path]) -> list[Path]:
 
 def _dump_globals(tools: PgTools, path: Path) -> Path | None:
     """Roles and other globals, where this user may read them; their absence is noted, not fatal."""
-    target = path.with_name(path.name.removesuffix(".dump") + ".globals.sql")
+    target = path.with_name(path.name.removesuffix(archive.SUFFIX) + ".globals.sql")
     try:
         with target.open("wb") as out:
             tools.run("pg_dumpall", "--globals-only", "--no-role-passwords", stdout=out.fileno())
@@ -145,7 +145,7 @@ def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
     directory = private_directory(settings.directory.resolve())
     backup_id = backups.start()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    final = directory / f"fleet-{stamp}-{backup_id}.dump"
+    final = directory / f"fleet-{stamp}-{backup_id}{archive.SUFFIX}"
     temporary = final.with_name(final.name + ".tmp")
     try:
         with psycopg.connect(conninfo) as snapshot_conn:
@@ -156,21 +156,16 @@ def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
             client = require_client_not_older(tools, "pg_dump", server)
             require_client_not_older(tools, "pg_restore", server)
             snapshot = catalog.export_snapshot(snapshot_conn)
-            counts = catalog.count_rows(snapshot_conn)
-            tools.run(
-                "pg_dump",
-                "--format=custom",
-                f"--compress={tools.compression(int(client.split('.')[0]))}",
-                f"--snapshot={snapshot}",
-                f"--file={temporary}",
-                "--no-sync",
-            )
+            dump_args = [f"--snapshot={snapshot}", "--no-sync"]
+            with archive.compressed_dump(tools, dump_args, temporary, settings.zstd_level) as dump:
+                counts = catalog.count_rows(snapshot_conn)  # while pg_dump reads the same snapshot
+                digest = dump.finish(settings.dump_timeout_seconds)
             snapshot_conn.rollback()
         with temporary.open("rb") as stream:
             os.fsync(stream.fileno())
         os.replace(temporary, final)
-        size, digest = final.stat().st_size, sha256_of(final)
-        verify_archive(tools, final, digest, list(counts), settings.min_archive_bytes)
+        size = final.stat().st_size
+        verify_archive(tools, final, None, list(counts), settings.min_archive_bytes)
         manifest = {
             "id": backup_id,
             "file": final.name,

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from shared.backups.tools import BackupError
 
-ARCHIVE_NAME = re.compile(r"^fleet-\d{8}T\d{6}Z-\d+\.dump(\.gpg)?$")  # .gpg: an encrypted off-site copy
+# .zst: compressed by zstd (older archives were compressed by pg_dump); .gpg: an encrypted off-site copy
+ARCHIVE_NAME = re.compile(r"^fleet-\d{8}T\d{6}Z-\d+\.dump(\.zst)?(\.gpg)?$")
 # PostgreSQL identifiers: at most 63 bytes (NAMEDATALEN - 1); anything longer is silently truncated by the
 # server, which is how a long name's "_drill" scratch database can become the live one.
 DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -48,7 +49,7 @@ def archive_in(path: str | Path, *directories: Path | None) -> Path:
     """The archive path, if it is one of ours: a backup name, directly inside a configured directory."""
     candidate = Path(path)
     if not ARCHIVE_NAME.match(candidate.name):
-        raise BackupError(f"refusing {candidate.name!r}: not a backup file name (fleet-<time>-<id>.dump)")
+        raise BackupError(f"refusing {candidate.name!r}: not a backup file name (fleet-<time>-<id>.dump.zst)")
     resolved = candidate.resolve()
     allowed = [d.resolve() for d in directories if d is not None]
     if resolved.parent not in allowed or resolved.is_symlink() or candidate.is_symlink():
@@ -59,7 +60,7 @@ def archive_in(path: str | Path, *directories: Path | None) -> Path:
 def companions(archive: Path) -> list[Path]:
     """The archive, its manifest and its globals: everything retention may delete for one backup."""
     base = archive.name.removesuffix(".gpg")
-    globals_name = base.removesuffix(".dump") + ".globals.sql"
+    globals_name = base.removesuffix(".zst").removesuffix(".dump") + ".globals.sql"
     return [
         archive,
         archive.with_name(base + ".manifest.json"),

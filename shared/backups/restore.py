@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from shared.backups import catalog
+from shared.backups import archive, catalog
 from shared.backups.engine import verify_archive
 from shared.backups.files import archive_in, checked_database_name, scratch_name
 from shared.backups.tools import BackupError, PgTools
@@ -42,9 +42,9 @@ def restore_backup(
     if target == psycopg.conninfo.conninfo_to_dict(conninfo).get("dbname") and not force:
         raise BackupError(f"refusing to restore over the live database {target!r} without --force")
     tools = PgTools(settings, conninfo)
-    archive = archive_in(backup["path"], settings.directory)
+    path = archive_in(backup["path"], settings.directory)
     try:
-        verify_archive(tools, archive, backup["sha256"], list(backup["table_counts"]), settings.min_archive_bytes)
+        verify_archive(tools, path, backup["sha256"], list(backup["table_counts"]), settings.min_archive_bytes)
     except BackupError as exc:
         # A backup that no longer verifies never counts as good again (retention keeps an older one).
         backups.mark_failed(backup["id"], f"re-verification failed: {exc}", finished=False)
@@ -59,8 +59,8 @@ def restore_backup(
         if state is None:
             catalog.create_database(admin, target)
     # `target` is a checked identifier (no "=" or spaces), so pg_restore cannot read it as a connection string.
-    tools.for_database(target).run(
-        "pg_restore", "--no-owner", "--exit-on-error", "--single-transaction", f"--dbname={target}", "--", str(archive)
+    archive.pg_restore(
+        tools.for_database(target), path, "--no-owner", "--exit-on-error", "--single-transaction", f"--dbname={target}"
     )
     log.info("backup %s restored into %s", backup["id"], target)
     return backup

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
@@ -56,20 +57,24 @@ class PgTools:
         return PgTools(self.settings, make_conninfo(self.conninfo, dbname=dbname))
 
     def run(
-        self, program: str, *args: str, timeout: float | None = None, stdout: int | None = subprocess.PIPE
+        self,
+        program: str,
+        *args: str,
+        timeout: float | None = None,
+        stdout: int | None = subprocess.PIPE,
+        stdin: IO[bytes] | None = None,
     ) -> subprocess.CompletedProcess[bytes]:
         result = subprocess.run(
             [self.path(program), *args],
             env=self.env(),
+            stdin=stdin,
             stdout=stdout,
             stderr=subprocess.PIPE,
             timeout=timeout or self.settings.dump_timeout_seconds,
             check=False,
         )
         if result.returncode != 0:
-            lines = result.stderr.decode(errors="replace").strip().splitlines()
-            errors = [line for line in lines if "error" in line.lower()] or lines[-3:]
-            raise BackupError(f"{program} failed (exit {result.returncode}): {' | '.join(errors[:3])}")
+            raise BackupError(failure_text(program, result.returncode, result.stderr))
         return result
 
     def version(self, program: str) -> tuple[int, int]:
@@ -79,11 +84,12 @@ class PgTools:
             raise BackupError(f"cannot read the version of {program}: {text.strip()!r}")
         return int(match.group(1)), int(match.group(2) or 0)
 
-    def compression(self, major: int) -> str:
-        if self.settings.compression != "auto":
-            return self.settings.compression
-        # zstd level 1 is fast and small; pg_dump learned it in 16. Level 1 gzip is the fast choice before.
-        return "zstd:1" if major >= 16 else "1"
+
+def failure_text(program: str, code: int, stderr: bytes) -> str:
+    """A failed program in one line: its exit code and its error lines (else its last lines)."""
+    lines = stderr.decode(errors="replace").strip().splitlines()
+    errors = [line for line in lines if "error" in line.lower()] or lines[-3:]
+    return f"{program} failed (exit {code}): {' | '.join(errors[:3])}"
 
 
 def sha256_of(path: Path) -> str:

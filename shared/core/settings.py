@@ -257,8 +257,8 @@ class BackupSettings(BaseModel):
     keep_weekly: int = Field(default=4, ge=0, description="newest backup of each of the last N ISO weeks")
     keep_monthly: int = Field(default=6, ge=0, description="newest backup of each of the last N months")
     pg_bin_dir: Path | None = Field(default=None, description="directory of pg_dump/pg_restore; default: PATH")
-    compression: str = Field(
-        default="auto", description="pg_dump -Z value; auto: zstd:1 where pg_dump supports it, else gzip 1"
+    zstd_level: int = Field(
+        default=1, ge=1, le=19, description="zstd level of the archive: 1 is fast, higher is smaller and slower"
     )
     min_archive_bytes: int = Field(default=2048, ge=0, description="a smaller archive is implausible: failed")
     dump_timeout_seconds: float = Field(default=3000.0, gt=0, description="pg_dump is stopped after this")
