@@ -42,6 +42,24 @@ def test_process_pool_is_configured_from_settings(db: psycopg.Connection, settin
     assert fleet_connections(db, "pooltest") == 0
 
 
+def test_a_connection_cut_while_unused_is_replaced_before_a_task_sees_it(
+    db: psycopg.Connection, settings: Settings
+) -> None:
+    """Busy borrows skip the check (a round trip each); one after a quiet spell is checked, so a connection
+    the server dropped meanwhile (a restart, a firewall) is replaced instead of failing the statement."""
+    quiet = settings.model_copy(update={"pool": settings.pool.model_copy(update={"check_idle_seconds": 0.3})})
+    pool = open_process_pool(role="pooltest", settings=quiet, max_size=1, wait=True)
+    with pool.connection() as conn:
+        first = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    db.execute("SELECT pg_terminate_backend(%s)", (first,))
+    wait_until(lambda: fleet_connections(db, "pooltest") == 0, 10, "the backend to go")
+    time.sleep(0.4)
+    with pool.connection() as conn:
+        second = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+    assert second != first
+    close_process_pool()
+
+
 def _child_backend_pid(queue: multiprocessing.Queue) -> None:
     with get_pool(role="pooltest-child").connection() as conn:
         row = conn.execute("SELECT pg_backend_pid()").fetchone()

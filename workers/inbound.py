@@ -9,9 +9,9 @@ from shared.core.resources import resource
 from shared.core.settings import get_settings
 from shared.data.errors import TransientError
 from shared.data.models import E164, PositiveId
-from shared.inbound.drain import chats_needing_a_drain, drain_chat
+from shared.inbound.drain import DrainResult, chats_needing_a_drain, drain_chat
 from shared.inbound.gateway import GatewayClient
-from shared.inbound.outbox import Delivery, deliver, due_outbox_ids, next_in_chat
+from shared.inbound.outbox import Delivery, deliver, due_outbox_ids
 from shared.inbound.payload import TASK_NAME
 from shared.inbound.receive import receive, reject
 from shared.inbound.reminders import send_due_reminders
@@ -51,10 +51,23 @@ def receive_message(self: FleetTask, payload: Any = None, **unexpected: Any) -> 
             )
             return "dead-lettered"
         raise self.retry(exc=exc, countdown=self.backoff()) from None
-    if received.outcome != "rejected":
-        drain_chat_task.apply_async(
-            (received.company_id, received.chat_id), countdown=get_settings().inbound.burst_window_seconds
-        )
+    if received.outcome == "rejected":
+        return received.outcome
+    assert received.company_id is not None
+    assert received.chat_id is not None
+    window = get_settings().inbound.burst_window_seconds
+    if window > 0 or received.outcome == "duplicate":
+        drain_chat_task.apply_async((received.company_id, received.chat_id), countdown=window)
+        return received.outcome
+    # No burst to wait for: answer and deliver here, saving two tasks a message. The stored message is the
+    # safety net: if this fails or the worker dies, the drain task (or, at worst, the sweep) answers it.
+    try:
+        result = drain_chat(received.company_id, received.chat_id)
+    except Exception as exc:  # noqa: BLE001  (the drain task's retries and attempt cap take it from here)
+        log.warning("answering in the receiving task failed (%s); a drain task answers instead", type(exc).__name__)
+        drain_chat_task.apply_async((received.company_id, received.chat_id), countdown=self.backoff())
+        return received.outcome
+    hand_on(result, received.company_id, received.chat_id)
     return received.outcome
 
 
@@ -80,13 +93,35 @@ def drain_chat_task(self: FleetTask, company_id: PositiveId, chat_id: E164, isol
             args=(company_id, chat_id, isolate_next),  # positional, as sent: Celery merges these with the request's
             kwargs={},
         ) from None
+    hand_on(result, company_id, chat_id)
+    return {"answered": len(result.answered), "dead_lettered": len(result.dead_lettered), "unsettled": result.unsettled}
+
+
+def hand_on(result: DrainResult, company_id: int, chat_id: str) -> None:
+    """After a drain: its reply delivered here (one task fewer a message), the rest as tasks."""
     for outbox_id in result.outbox_ids:
-        deliver_reply.delay(outbox_id)
+        deliver_now(outbox_id)
     for operation_id in result.crm_operation_ids:
         app.send_task("workers.yclients.push_booking", (operation_id,))  # the sweep re-drives a lost one
     if result.more_pending or result.dead_lettered:
         drain_chat_task.delay(company_id, chat_id)
-    return {"answered": len(result.answered), "dead_lettered": len(result.dead_lettered), "unsettled": result.unsettled}
+
+
+def deliver_now(outbox_id: int) -> None:
+    """One delivery attempt in the calling task; a retry, a failure to even try, or the chat's next reply
+    becomes a `deliver_reply` task (the outbox row is written, so the sweep is the net under all of it)."""
+    settings = get_settings().gateway
+    try:
+        outcome = deliver(outbox_id, gateway(), settings)
+    except Exception as exc:  # noqa: BLE001  (the delivery task's retries take it from here)
+        log.warning("delivering reply %s in place failed (%s); a delivery task retries", outbox_id, type(exc).__name__)
+        # After the lease: a claim this attempt may have taken has run out by then.
+        deliver_reply.apply_async((outbox_id,), countdown=settings.lease_seconds)
+        return
+    if outcome.status is Delivery.RETRY:
+        deliver_reply.apply_async((outbox_id,), countdown=outcome.retry_in)
+    elif outcome.following is not None:
+        deliver_reply.delay(outcome.following)
 
 
 @app.task(
@@ -100,14 +135,12 @@ def drain_chat_task(self: FleetTask, company_id: PositiveId, chat_id: E164, isol
 def deliver_reply(self: FleetTask, outbox_id: PositiveId) -> str:
     """Send one reply to the gateway; on success, hand the chat's next reply on."""
     settings = get_settings().gateway
-    status = deliver(outbox_id, gateway(), settings)
-    if status is Delivery.RETRY:
-        raise self.retry(countdown=self.backoff(base=settings.retry_base_seconds))
-    if status is Delivery.SENT:
-        following = next_in_chat(outbox_id)
-        if following is not None:
-            deliver_reply.delay(following)
-    return status
+    outcome = deliver(outbox_id, gateway(), settings)
+    if outcome.status is Delivery.RETRY:
+        raise self.retry(countdown=outcome.retry_in)  # when the row is due again
+    if outcome.following is not None:
+        deliver_reply.delay(outcome.following)
+    return outcome.status
 
 
 @app.task(name="workers.inbound.sweep")

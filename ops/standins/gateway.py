@@ -25,6 +25,7 @@ class Delivery:
 class GatewayStandIn:
     url: str = ""
     deliveries: list[Delivery] = field(default_factory=list)  # first arrival of each id, in arrival order
+    delivered_ids: set[str] = field(default_factory=set)
     repeats: int = 0  # requests whose id was already delivered (dropped, as the real gateway does)
     failures_left: int = 0
     failure_status: int = 503
@@ -33,6 +34,11 @@ class GatewayStandIn:
     def fail_next(self, count: int, status: int = 503) -> None:
         with self.lock:
             self.failures_left, self.failure_status = count, status
+
+    def clear(self) -> None:
+        with self.lock:
+            self.deliveries.clear()
+            self.delivered_ids.clear()
 
     def to(self, phone: str) -> list[Delivery]:
         with self.lock:
@@ -48,6 +54,9 @@ def gateway_stand_in(port: int = 0) -> Iterator[GatewayStandIn]:
     state = GatewayStandIn()
 
     class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, as the real gateway's HTTP server does
+        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall
+
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             with state.lock:
@@ -56,14 +65,17 @@ def gateway_stand_in(port: int = 0) -> Iterator[GatewayStandIn]:
                     status = state.failure_status
                 else:
                     status = 200
-                    if any(d.id == body["id"] for d in state.deliveries):
+                    if body["id"] in state.delivered_ids:
                         state.repeats += 1
                     else:
+                        state.delivered_ids.add(body["id"])
                         state.deliveries.append(Delivery(body["phone"], body["message"], body["id"], time.time()))
+            answer = b'{"ok": true}' if status == 200 else b'{"error": "unavailable"}'
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer)))
             self.end_headers()
-            self.wfile.write(b'{"ok": true}' if status == 200 else b'{"error": "unavailable"}')
+            self.wfile.write(answer)
 
         def log_message(self, *args: object) -> None:
             pass

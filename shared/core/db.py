@@ -79,7 +79,7 @@ def _measured(statement: Query, operation: str, conn: Connection) -> Iterator[No
         failed = False
     finally:
         elapsed_ms = (time.perf_counter() - started) * 1000
-        query_metrics().record(operation, elapsed_ms, _statement_text(statement, conn), failed=failed)
+        query_metrics().record(operation, elapsed_ms, lambda: _statement_text(statement, conn), failed=failed)
 
 
 def execute(

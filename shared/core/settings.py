@@ -109,6 +109,9 @@ class PoolSettings(BaseModel):
     max_idle: float = Field(default=600.0, gt=0, description="seconds an idle connection above min_size is kept")
     statement_timeout_ms: int = Field(default=30_000, ge=0, description="0 disables the limit")
     connect_timeout: int = Field(default=5, ge=1, description="seconds to connect to PostgreSQL")
+    check_idle_seconds: float = Field(
+        default=2.0, ge=0, description="a connection not borrowed for longer is checked before use (0: every time)"
+    )
 
     @model_validator(mode="after")
     def _min_below_max(self) -> PoolSettings:

@@ -14,7 +14,7 @@ from typing import Any
 
 from shared.assistant import Assistant, Reply, Turn, load_assistant
 from shared.assistant.tools import SalonTools
-from shared.core.db import Connection, database_now, transaction
+from shared.core.db import Connection, transaction
 from shared.core.locks import LockClass, limit_lock_wait, session_lock, session_unlock
 from shared.core.pool import get_pool
 from shared.core.resources import resource
@@ -134,11 +134,12 @@ def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: dat
     key = chat_key(company_id, chat_id)
     messages = MessageRepository()
     with get_pool().connection() as conn:
-        with transaction(conn):
-            limit_lock_wait(settings.lock_timeout_ms, conn=conn)
-            session_lock(LockClass.ANSWER_CHAT, key, table="messages", conn=conn)
+        locked = False
         try:
-            with transaction(conn):
+            with transaction(conn):  # the lock and the attempt count: one transaction, one commit
+                limit_lock_wait(settings.lock_timeout_ms, conn=conn)
+                session_lock(LockClass.ANSWER_CHAT, key, table="messages", conn=conn)
+                locked = True  # a session lock outlives this transaction, even its rollback
                 pending = messages.pending_in_chat(company_id, chat_id, settings.burst_window_seconds, conn=conn)
                 if pending and any(row["fresh"] for row in pending):
                     result.unsettled = True  # a newer message's own drain answers the burst
@@ -155,7 +156,7 @@ def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: dat
             result.more_pending = len(batch) < len(pending) - len(exhausted)
             try:
                 with transaction(conn):
-                    moment = now or database_now(conn)
+                    moment = now or batch[0]["now"]
                     result.outbox_ids.append(_answer(company_id, chat_id, batch, conn, moment, result))
             except Exception as exc:
                 record_failure([row["id"] for row in batch], exc, conn)
@@ -164,8 +165,8 @@ def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: dat
             result.answered = [row["id"] for row in batch]
             return result
         finally:
-            session_unlock(LockClass.ANSWER_CHAT, key, table="messages", conn=conn)
-            conn.commit()
+            if locked:
+                session_unlock(LockClass.ANSWER_CHAT, key, table="messages", conn=conn)
 
 
 def chats_needing_a_drain(grace_seconds: float, limit: int = 500) -> list[tuple[int, str]]:

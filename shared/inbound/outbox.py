@@ -7,6 +7,7 @@ is picked up by the sweep), sends every part with a stable id, then marks the ro
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -103,30 +104,30 @@ class Delivery(StrEnum):
     FAILED = "failed"
 
 
-def deliver(outbox_id: int, gateway: GatewayClient, settings: GatewaySettings) -> Delivery:
+@dataclass(frozen=True)
+class Delivered:
+    status: Delivery
+    following: int | None = None  # after SENT: the chat's next pending reply, to deliver straight after it
+    retry_in: float = 0.0  # after RETRY: seconds until the row is due again (an earlier try finds it leased)
+
+
+def deliver(outbox_id: int, gateway: GatewayClient, settings: GatewaySettings) -> Delivered:
     """One delivery attempt."""
     outbox = OutboxRepository()
     row = outbox.claim(outbox_id, settings.lease_seconds)
     if row is None:
-        return Delivery.SKIPPED
+        return Delivered(Delivery.SKIPPED)
     try:
         send_parts(row, gateway, settings)
     except GatewayError as exc:
         if exc.retryable and row["attempts"] < settings.max_attempts:
-            outbox.mark_retry(
-                outbox_id, str(exc), backoff_delay(row["attempts"], settings.retry_base_seconds, RETRY_CAP_SECONDS)
-            )
+            delay = backoff_delay(row["attempts"], settings.retry_base_seconds, RETRY_CAP_SECONDS)
+            outbox.mark_retry(outbox_id, str(exc), delay)
             log.warning("reply %s not delivered (attempt %s): %s", outbox_id, row["attempts"], exc)
-            return Delivery.RETRY
+            return Delivered(Delivery.RETRY, retry_in=delay)
         give_up(row, str(exc))
-        return Delivery.FAILED
-    outbox.mark_sent(outbox_id)
-    return Delivery.SENT
-
-
-def next_in_chat(outbox_id: int) -> int | None:
-    """The chat's next pending reply after this one, to deliver straight after it."""
-    return OutboxRepository().next_in_chat(outbox_id)
+        return Delivered(Delivery.FAILED)
+    return Delivered(Delivery.SENT, outbox.mark_sent(outbox_id))
 
 
 def due_outbox_ids(limit: int = 500) -> list[int]:

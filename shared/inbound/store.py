@@ -62,11 +62,6 @@ def store_message(message: InboundPayload) -> StoredMessage:
     sent_at, window_note = settle_sent_at(message.sent_at, received_at, get_settings().inbound)
     notes = message.input_notes + ([window_note] if window_note else [])
     with transaction():
-        existing = _stored(message)
-        if existing is not None:
-            return existing
-        if CompanyRepository().find_one({"id": message.company_id, "deleted_at__is_null": True}) is None:
-            raise UnknownCompanyError(f"company {message.company_id} is not served", table="companies")
         # Serialise sequence assignment within one chat only; other chats store in parallel.
         transaction_lock(LockClass.STORE_CHAT, chat_key(message.company_id, message.chat_id), table="messages")
         row = MessageRepository().insert_next_in_chat(
@@ -80,12 +75,16 @@ def store_message(message: InboundPayload) -> StoredMessage:
                 "notes": notes,
             }
         )
-        if row is None:  # a concurrent delivery of the same message won the race
-            again = _stored(message)
-            if again is None:  # its transaction rolled back after ours waited on it: store again on retry
-                raise TransientError("messages: a concurrent delivery rolled back", table="messages")
-            return again
-        return StoredMessage(row["id"], row["chat_seq"], duplicate=False)
+        if row is not None:
+            return StoredMessage(row["id"], row["chat_seq"], duplicate=False)
+        # Nothing inserted: a re-delivery (possibly one committed while we waited), or a company not served.
+        existing = _stored(message)
+        if existing is not None:
+            return existing
+        if CompanyRepository().find_one({"id": message.company_id, "deleted_at__is_null": True}) is None:
+            raise UnknownCompanyError(f"company {message.company_id} is not served", table="companies")
+        # A concurrent delivery of this id held the key and rolled back after ours waited on it: retry.
+        raise TransientError("messages: a concurrent delivery rolled back", table="messages")
 
 
 def _stored(message: InboundPayload) -> StoredMessage | None:

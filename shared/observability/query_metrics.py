@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from statistics import quantiles
 from typing import Any
@@ -31,7 +32,13 @@ class QueryMetrics:
     _recent_ms: deque[float] = field(default_factory=lambda: deque(maxlen=WINDOW))
     _slow: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=SLOW_KEPT))
 
-    def record(self, statement_type: str, duration_ms: float, statement: str, *, failed: bool = False) -> None:
+    def record(
+        self, statement_type: str, duration_ms: float, statement: str | Callable[[], str], *, failed: bool = False
+    ) -> None:
+        """`statement` may be a function giving the text: it is rendered only for a slow statement."""
+        if duration_ms >= self.slow_threshold_ms:
+            text = statement() if callable(statement) else statement
+            preview = " ".join(text.split())[:STATEMENT_PREVIEW]
         with self._lock:
             totals = self._by_type.setdefault(statement_type, _TypeTotals())
             totals.count += 1
@@ -39,7 +46,6 @@ class QueryMetrics:
             totals.errors += int(failed)
             self._recent_ms.append(duration_ms)
             if duration_ms >= self.slow_threshold_ms:
-                preview = " ".join(statement.split())[:STATEMENT_PREVIEW]
                 self._slow.append({"type": statement_type, "duration_ms": round(duration_ms, 2), "statement": preview})
         if duration_ms >= self.slow_threshold_ms:
             log.warning("slow query %.0f ms (%s): %s", duration_ms, statement_type, preview)
