@@ -108,6 +108,46 @@ def test_twenty_messages_in_one_chat_are_answered_in_order_by_two_processes(
     assert gateway.repeats == 0
 
 
+def test_without_a_burst_window_messages_racing_in_three_chats_are_answered_once_in_order(
+    inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    """With no burst window the receiving task answers and delivers; two of them racing in one chat still
+    answer every message once and deliver the replies in order."""
+    chats = ["+79110000031", "+79110000032", "+79110000033"]
+    env = {**inbound_env, "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0"}
+    with running_worker("inbound", env, tmp_path, concurrency=2):
+        for n in range(15):
+            for chat in chats:
+                enqueue_message(payload(f"вопрос {n}", chat=chat))
+        wait_until(lambda: gateway.count() == db.execute("SELECT count(*) FROM outbox").fetchone()[0] > 0, 60, "sent")
+        wait_until(
+            lambda: db.execute("SELECT count(*) FROM messages WHERE status = 'pending'").fetchone()[0] == 0,
+            60,
+            "all 45 answered",
+        )
+        wait_until(lambda: db.execute("SELECT bool_and(status = 'sent') FROM outbox").fetchone()[0], 30, "sent")
+    for chat in chats:
+        sent_order = [
+            row[0] for row in db.execute("SELECT id FROM messages WHERE chat_id = %s ORDER BY sent_at", (chat,))
+        ]
+        outbox = db.execute(
+            "SELECT idempotency_key, message_ids FROM outbox WHERE chat_id = %s ORDER BY id", (chat,)
+        ).fetchall()
+        assert [message_id for _, ids in outbox for message_id in ids] == sent_order
+        assert [d.id for d in gateway.to(chat)] == [key for key, _ in outbox], "replies reached the gateway in order"
+    assert gateway.repeats == 0
+
+
+def test_without_a_burst_window_a_gateway_outage_is_retried_until_the_reply_is_delivered(
+    inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
+) -> None:
+    gateway.fail_next(3)
+    with running_worker("inbound", {**inbound_env, "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0"}, tmp_path):
+        enqueue_message(payload("Привет"))
+        wait_until(lambda: gateway.count() == 1, 60, "the reply after the outage")
+    assert db.execute("SELECT status, attempts FROM outbox").fetchone() == ("sent", 4)
+
+
 def test_a_burst_is_answered_once(
     inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
 ) -> None:
