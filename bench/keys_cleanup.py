@@ -21,6 +21,7 @@ os.environ["FLEET_ENVIRONMENT"] = "test"
 
 import psycopg
 
+from bench import goals
 from shared.core.migrate import upgrade
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import KeysSettings
@@ -123,6 +124,8 @@ def main() -> None:
         f" longest gateway wait {wait_b * 1000:.1f} ms against {wait_o * 1000:.1f} ms"
         f" ({wait_o / max(wait_b, 1e-6):.0f}x shorter)"
     )
+    print(goals.at_least("batched rows/s / one DELETE rows/s", rate_b / rate_o, 0.5, "x"))
+    print(goals.at_most("longest concurrent gateway write", wait_b * 1000, 100, " ms"))
 
 
 if __name__ == "__main__":

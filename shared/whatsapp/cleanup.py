@@ -123,13 +123,14 @@ def cleanup_keys(
                     return report
                 started = time.monotonic()
                 deleted = keys.delete_batch(rule, size)
+                count = sum(deleted.values())
                 report.batches += 1
-                report.largest_batch = max(report.largest_batch, len(deleted))
-                for company_id in deleted:
-                    report.count(company_id, rule.key_type)
+                report.largest_batch = max(report.largest_batch, count)
+                for company_id, n in deleted.items():
+                    report.count(company_id, rule.key_type, n)
                 if report.batches % 20 == 0:
                     _record(report, finished=False)  # progress visible while a long run goes on
-                if len(deleted) < size:
+                if count < size:
                     break
                 size = next_batch_size(size, time.monotonic() - started, settings)
         return report
