@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [
-    ("Inbound messages at increasing load", ["bench.inbound", "--rates", "25", "50", "100", "--seconds", "10"]),
+    ("Inbound messages: saturation and latency", ["bench.inbound", "--burst", "2000", "--seconds", "10"]),
     ("YClients sync write path", ["bench.sync_upsert", "--existing", "1000000", "--incoming", "100000"]),
     ("WhatsApp key cleanup", ["bench.keys_cleanup", "--keys", "1000000", "--batch", "5000"]),
     ("Backup", ["bench.backup", "--megabytes", "300"]),
