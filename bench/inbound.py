@@ -1,12 +1,16 @@
-"""Inbound throughput and latency at increasing load: the fleet's inbound worker against a bare Celery task
-doing the same writes, and against a raw Redis list push/pop loop, in one run.
+"""Inbound throughput and latency: the fleet's inbound worker against a bare Celery task doing the same work
+(bench/bare_app.py: the same statements and the same gateway POST in one task, without the fleet's layers).
 
-    .venv/bin/python -m bench.inbound --rates 25 50 100 --seconds 10 --chats 200 --concurrency 2
+    .venv/bin/python -m bench.inbound --burst 2000 --seconds 10 --chats 200 --concurrency 2
 
-Uses its own database (fleet_bench) and Redis db 14, starts its own workers and a local gateway stand-in.
-At each offered rate, messages are enqueued at that pace for the given seconds; latency is enqueue to reply
-received by the gateway (fleet), to commit (bare task) or to pop (raw Redis). Also reports the most fleet
-connections seen in pg_stat_activity against the connection budget.
+Uses its own database (fleet_bench) and Redis db 14, starts its own workers (burst window 0) and a local
+gateway stand-in. For each of the two:
+  saturation: `--burst` messages enqueued at once; answered messages per second from the first enqueue to
+              the last reply received by the gateway (the workers are busy throughout);
+  latency:    messages offered at half the fleet's saturation rate for `--seconds`, enqueue to reply received
+              by the gateway: p50, p95, p99.
+A raw Redis LPUSH/BRPOP loop at the same pace gives the broker's own floor. Also reports the most fleet
+connections seen in pg_stat_activity against the connection budget. Goals are printed beside the figures.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ os.environ["FLEET_ENVIRONMENT"] = "test"
 import psycopg
 import redis
 
+from bench import goals
 from ops.standins.gateway import gateway_stand_in
 from shared.core.budget import connection_budget
 from shared.core.migrate import upgrade
@@ -78,45 +83,71 @@ def paced(rate: float, seconds: float, chats: int, send: Any) -> float:
     return started
 
 
-def bench_fleet(conn: psycopg.Connection, rate: float, seconds: float, chats: int, gateway: Any) -> dict[str, float]:
-    from workers.producer import enqueue_message
+def burst(count: int, chats: int, send: Any) -> float:
+    """Enqueue `count` payloads as fast as the producer can; returns the time the first was sent."""
+    run = uuid.uuid4().hex[:8]
+    started = time.time()
+    for n in range(count):
+        send(
+            {
+                "company_id": COMPANY,
+                "chat_id": f"+7911{n % chats:07d}",
+                "gateway_message_id": f"b-{run}-{n}",
+                "text": "5",
+                "sent_at": datetime.now(UTC).isoformat(),
+            },
+            n // chats + 1,
+        )
+    return started
 
-    conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
-    gateway.deliveries.clear()
-    paced(rate, seconds, chats, lambda payload, _seq: enqueue_message(payload))
-    count = int(rate * seconds)
+
+def delivered(conn: psycopg.Connection, gateway: Any, count: int) -> list[tuple[float, float]]:
+    """(enqueued, reply received by the gateway) of every message, once all `count` are answered and sent."""
     wait_until(
         lambda: (
-            conn.execute("SELECT count(*) FROM outbox WHERE status = 'sent'").fetchone()[0] > 0
-            and conn.execute("SELECT count(*) FROM messages WHERE status <> 'pending'").fetchone()[0] >= count
+            conn.execute("SELECT count(*) FROM messages WHERE status <> 'pending'").fetchone()[0] >= count
             and conn.execute("SELECT count(*) FROM outbox WHERE status = 'pending'").fetchone()[0] == 0
+            and gateway.count() >= count
         ),
-        600,
+        900,
         "every message answered and delivered",
         interval=0.2,
     )
-    delivered_at = {d.id: d.at for d in gateway.deliveries}
+    at = {d.id: d.at for d in gateway.deliveries}
     rows = conn.execute("SELECT m.sent_at, o.idempotency_key FROM messages m JOIN outbox o ON o.id = m.outbox_id")
-    pairs = [(sent.timestamp(), delivered_at[key]) for sent, key in rows.fetchall()]
-    first, last = min(sent for sent, _ in pairs), max(done for _, done in pairs)
-    return figures([done - sent for sent, done in pairs], last - first)
+    return [(sent.timestamp(), at[key]) for sent, key in rows.fetchall()]
 
 
-def bench_bare(conn: psycopg.Connection, rate: float, seconds: float, chats: int) -> dict[str, float]:
+def fleet_sender() -> Any:
+    from workers.producer import enqueue_message
+
+    return lambda payload, _seq: enqueue_message(payload)
+
+
+def bare_sender() -> Any:
     from bench.bare_app import app as bare
 
+    def send(payload: dict, _seq: int) -> None:
+        bare.send_task("bench.bare.store_and_reply", kwargs={"payload": payload}, queue="bench_bare")
+
+    return send
+
+
+def saturation(conn: psycopg.Connection, gateway: Any, send: Any, count: int, chats: int) -> float:
     conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    gateway.clear()
+    started = burst(count, chats, send)
+    pairs = delivered(conn, gateway, count)
+    return len(pairs) / (max(done for _, done in pairs) - started)
 
-    def send(payload: dict, seq: int) -> None:
-        bare.send_task("bench.bare.store_and_reply", kwargs={"payload": {**payload, "seq": seq}}, queue="bench_bare")
 
+def latency(
+    conn: psycopg.Connection, gateway: Any, send: Any, rate: float, seconds: float, chats: int
+) -> dict[str, float]:
+    conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+    gateway.clear()
     paced(rate, seconds, chats, send)
-    count = int(rate * seconds)
-    wait_until(
-        lambda: conn.execute("SELECT count(*) FROM outbox").fetchone()[0] >= count, 600, "bare tasks", interval=0.2
-    )
-    rows = conn.execute("SELECT m.sent_at, o.created_at FROM messages m JOIN outbox o ON o.id = m.outbox_id")
-    pairs = [(sent.timestamp(), done.timestamp()) for sent, done in rows.fetchall()]
+    pairs = delivered(conn, gateway, int(rate * seconds))
     first, last = min(sent for sent, _ in pairs), max(done for _, done in pairs)
     return figures([done - sent for sent, done in pairs], last - first)
 
@@ -141,12 +172,12 @@ def bench_raw_redis(rate: float, seconds: float) -> dict[str, float]:
     return figures(latencies, time.time() - started)
 
 
-def run_benchmark(rates: list[float], seconds: float, chats: int, concurrency: int) -> dict[str, Any]:
+def run_benchmark(count: int, seconds: float, chats: int, concurrency: int) -> dict[str, Any]:
     upgrade(os.environ["DATABASE_URL"])
     redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
     tmp = ROOT / ".run" / "bench"
     tmp.mkdir(parents=True, exist_ok=True)
-    results: dict[str, Any] = {"rates": {}, "concurrency": concurrency}
+    results: dict[str, Any] = {"concurrency": concurrency}
     with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as conn:
         conn.execute("TRUNCATE companies RESTART IDENTITY CASCADE")
         open_process_pool(role="bench", max_size=2, wait=True)
@@ -161,62 +192,32 @@ def run_benchmark(rates: list[float], seconds: float, chats: int, concurrency: i
                 "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0",
                 "PYTHONUNBUFFERED": "1",
             }
-            fleet = FleetProcess(
-                [
-                    "worker",
-                    "inbound",
-                    "--concurrency",
-                    str(concurrency),
-                    "--name",
-                    "bench@inbound",
-                    "--loglevel",
-                    "WARNING",
-                ],
-                env,
-                tmp / "fleet-worker.log",
-            )
+            worker = ["worker", "inbound", "--concurrency", str(concurrency), "--name", "bench@inbound"]
+            fleet = FleetProcess([*worker, "--loglevel", "WARNING"], env, tmp / "fleet-worker.log")
             log = (tmp / "bare-worker.log").open("wb")
             bare = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "bench.bare_app",
-                    "worker",
-                    "-Q",
-                    "bench_bare",
-                    "-c",
-                    str(concurrency),
-                    "-n",
-                    "bench@bare",
-                    "--loglevel",
-                    "WARNING",
-                ],
+                [sys.executable, "-m", "celery", "-A", "bench.bare_app", "worker", "-Q", "bench_bare",
+                 "-c", str(concurrency), "-n", "bench@bare", "--loglevel", "WARNING"],
                 cwd=ROOT,
-                env=dict(os.environ),
+                env={**os.environ, "BENCH_GATEWAY_URL": gateway.url},
                 stdout=log,
                 stderr=log,
-            )
+            )  # fmt: skip
             try:
                 time.sleep(5)
-                for rate in rates:
-                    row = {
-                        "fleet": bench_fleet(conn, rate, seconds, chats, gateway),
-                        "bare": bench_bare(conn, rate, seconds, chats),
-                        "redis": bench_raw_redis(rate, seconds),
-                    }
-                    results["rates"][rate] = row
-                    print(f"offered {rate:g} msg/s for {seconds:g} s over {chats} chats:")
-                    print("  " + line("fleet inbound (to gateway)", row["fleet"]))
-                    print("  " + line("bare Celery task (to commit)", row["bare"]))
-                    print("  " + line("raw Redis LPUSH/BRPOP (to pop)", row["redis"]))
-                    print(
-                        f"  ratios: fleet/bare throughput {row['fleet']['rate'] / row['bare']['rate']:.2f},"
-                        f" p50 {row['fleet']['p50'] / row['bare']['p50']:.1f}x;"
-                        f" fleet/raw Redis throughput {row['fleet']['rate'] / row['redis']['rate']:.2f}",
-                        flush=True,
-                    )
+                for name, send in (("fleet", fleet_sender()), ("bare", bare_sender())):
+                    results[f"{name}_saturation"] = saturation(conn, gateway, send, count, chats)
+                    print(f"{name:<5} saturation: {count} messages at once, {results[f'{name}_saturation']:.1f} msg/s")
+                half = results["fleet_saturation"] / 2
+                print(f"offered {half:.0f} msg/s (half the fleet's saturation) for {seconds:g} s over {chats} chats:")
+                for name, label, send in (
+                    ("fleet", "fleet inbound (to gateway)", fleet_sender()),
+                    ("bare", "bare Celery task (to gateway)", bare_sender()),
+                ):
+                    results[name] = latency(conn, gateway, send, half, seconds, chats)
+                    print("  " + line(label, results[name]), flush=True)
+                results["redis"] = bench_raw_redis(half, seconds)
+                print("  " + line("raw Redis LPUSH/BRPOP (to pop)", results["redis"]), flush=True)
             finally:
                 fleet.stop()
                 bare.terminate()
@@ -225,22 +226,27 @@ def run_benchmark(rates: list[float], seconds: float, chats: int, concurrency: i
                 peak.stop.set()
     budget = connection_budget(load_settings())
     results["peak_connections"] = peak.peak
-    results["budget"] = budget.total
     print(
         f"most fleet connections seen: {peak.peak} (this bench runs one worker type of the fleet's budget of"
         f" {budget.total}; its share is {concurrency} x {budget.lines[0].per_process})"
     )
+    fleet_rate, bare_rate = results["fleet_saturation"], results["bare_saturation"]
+    print(goals.at_least("fleet saturation / bare task saturation", fleet_rate / bare_rate, 0.9, "x"))
+    print(goals.at_least("fleet saturation", fleet_rate, 200, " msg/s"))
+    print(goals.at_most("fleet p99 at half its saturation", results["fleet"]["p99"], 100, " ms"))
+    p99_ratio = results["fleet"]["p99"] / results["bare"]["p99"]
+    print(goals.at_most("fleet p99 / bare task p99, same rate", p99_ratio, 3, "x"))
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rates", type=float, nargs="+", default=[25, 50, 100])
+    parser.add_argument("--burst", type=int, default=2000, help="messages enqueued at once for the saturation point")
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--chats", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
-    run_benchmark(args.rates, args.seconds, args.chats, args.concurrency)
+    run_benchmark(args.burst, args.seconds, args.chats, args.concurrency)
 
 
 if __name__ == "__main__":
