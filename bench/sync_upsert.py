@@ -1,9 +1,11 @@
 """The sync's write path against the best known upsert path and against COPY alone, in one run.
 
-    .venv/bin/python -m bench.sync_upsert --existing 1000000 --incoming 100000 --updates 0.8
+    .venv/bin/python -m bench.sync_upsert --existing 1000000 --incoming 100000 --updates 0.8 --repeat 3
 
 Table: `clients` of the fleet_bench database, holding `--existing` rows of one company. Incoming rows are
-`--updates` updates (a changed name) and the rest inserts. Each path starts from the same table state.
+`--updates` updates (a changed name) and the rest inserts. Each path starts from a fresh table, checkpointed;
+each runs `--repeat` times, interleaved with the others, and its median counts (the merge alone varies by a
+second between runs on a small VM).
   sync write:      what a sync does with a page: validate every row, then ClientRepository.copy_upsert
                    (COPY into a temporary table, one merge that skips unchanged rows)
   sync write, pre-validated rows: the same without the validation (the database part alone)
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -25,6 +28,7 @@ os.environ["FLEET_ENVIRONMENT"] = "test"
 
 import psycopg
 
+from bench import goals
 from shared.core.db import transaction
 from shared.core.migrate import upgrade
 from shared.core.pool import close_process_pool, open_process_pool
@@ -40,13 +44,14 @@ MERGE_CHANGED = (
 
 def prepare(conn: psycopg.Connection, existing: int) -> None:
     conn.execute("INSERT INTO companies (id, title) VALUES (%s, 'bench') ON CONFLICT DO NOTHING", (COMPANY,))
-    conn.execute("DELETE FROM clients WHERE company_id = %s", (COMPANY,))
+    conn.execute("TRUNCATE clients CASCADE")  # a fresh table each path: no bloat from earlier runs or benchmarks
     conn.execute(
         "INSERT INTO clients (company_id, yclients_id, name, phone, visits_count)"
         " SELECT %s, n, 'Клиент ' || n, '+7911' || lpad(n::text, 7, '0'), n %% 30 FROM generate_series(1, %s) n",
         (COMPANY, existing),
     )
     conn.execute("VACUUM ANALYZE clients")
+    conn.execute("CHECKPOINT")  # the fill's WAL is flushed now, not during the timed path
 
 
 def incoming(existing: int, count: int, updates: float) -> list[dict]:
@@ -119,6 +124,7 @@ def main() -> None:
     parser.add_argument("--existing", type=int, default=1_000_000)
     parser.add_argument("--incoming", type=int, default=100_000)
     parser.add_argument("--updates", type=float, default=0.8)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each path; the median counts")
     args = parser.parse_args()
     upgrade(os.environ["DATABASE_URL"])
     rows = incoming(args.existing, args.incoming, args.updates)
@@ -132,16 +138,22 @@ def main() -> None:
             ("sync write, pre-validated", sync_write_prevalidated),
             ("bulk_upsert", bulk_upsert),
         )
-        for name, path in paths:
-            seconds = timed(admin, args.existing, rows, path)
+        runs: dict[str, list[float]] = {name: [] for name, _ in paths}
+        for _ in range(args.repeat):  # interleaved, so a slow spell of the machine hits every path alike
+            for name, path in paths:
+                runs[name].append(timed(admin, args.existing, rows, path))
+        for name, _ in paths:
+            seconds = statistics.median(runs[name])
             results[name] = len(rows) / seconds
-            print(f"{name:<26} {seconds:7.2f} s  {results[name]:>10,.0f} rows/s")
+            spread = ", ".join(f"{run:.2f}" for run in runs[name])
+            print(f"{name:<26} {seconds:7.2f} s  {results[name]:>10,.0f} rows/s   (runs: {spread} s)")
     close_process_pool()
     merge, ceiling = results["copy+merge"], results["copy alone"]
     print(f"{args.existing:,} existing rows, {args.incoming:,} incoming ({args.updates:.0%} updates); ratios:")
     for name in ("sync write", "sync write, pre-validated", "bulk_upsert"):
         print(f"  {name:<26} / copy+merge {results[name] / merge:.2f}   / copy alone {results[name] / ceiling:.2f}")
     print(f"  {'copy+merge':<26} / copy alone {merge / ceiling:.2f}")
+    print(goals.at_least("sync write incl. validation / copy+merge", results["sync write"] / merge, 0.8, "x"))
 
 
 if __name__ == "__main__":
