@@ -67,6 +67,8 @@ def test_a_message_is_answered_end_to_end(inbound_env: dict, gateway: GatewaySta
     reply = gateway.deliveries[0]
     assert reply.phone == "+79112345678"
     assert "Женская стрижка — 1 500 ₽–2 500 ₽" in reply.message
+    # send_task marks messages "ignore_result: false"; the task's own choice wins, so no result fills Redis.
+    assert redis.Redis.from_url(inbound_env["REDIS_URL"]).keys("celery-task-meta-*") == []
 
 
 def test_the_same_message_delivered_twice_is_answered_once(

@@ -322,6 +322,9 @@ class GuardedConsumer(Consumer):
                 if refused is None:
                     # Producers in other languages set their own reprs (or none, and Celery would repr the args).
                     hide_private_arguments(message.headers, message.headers["task"])
+                    # The task decides whether its result is kept: Celery's send_task marks every message
+                    # "ignore_result: false", which stored each inbound message's result in Redis for an hour.
+                    message.headers["ignore_result"] = self.app.tasks[message.headers["task"]].ignore_result
                     return handle(message)
             except Exception as exc:  # one message's fault must not end the event loop
                 log.exception("a task message could not be handled")
