@@ -8,7 +8,7 @@ always parameters. A filter is `column` (equality) or `column__op`, e.g. `{"pric
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from functools import cache
+from functools import cache, lru_cache
 from operator import itemgetter
 from typing import Any, ClassVar
 
@@ -42,6 +42,16 @@ OPERATORS = frozenset([*_COMPARISONS, "ilike", "in", "is_null"])
 def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
     """One validator and serializer for a whole page of `model` rows, built once per model."""
     return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+SelectShape = tuple[tuple[tuple[str, bool | None], ...], tuple[str, ...], bool, bool]
+
+
+@lru_cache(maxsize=1024)
+def _select_text(repository: type[Repository], shape: SelectShape) -> str:
+    """Rendered once per repository and query shape: composing and rendering a statement on every call cost
+    more than a round trip to the database (the inbound path reads the same few shapes for every message)."""
+    return repository()._select(shape)
 
 
 def outbox_backlog(table: str) -> Row:
@@ -165,15 +175,31 @@ class Repository:
         offset: int | None = None,
         conn: Connection | None = None,
     ) -> list[Row]:
-        where, params = self._where(filters)
+        filters = filters or {}
+        shape = (
+            tuple((spec, bool(value) if spec.endswith("__is_null") else None) for spec, value in filters.items()),
+            tuple(order_by or ()),
+            limit is not None,
+            offset is not None,
+        )
+        params = [list(value) if spec.endswith("__in") else value for spec, value in filters.items()]
+        params = [value for spec, value in zip(filters, params, strict=True) if not spec.endswith("__is_null")]
+        params += [int(n) for n in (limit, offset) if n is not None]
+        return run(_select_text(type(self), shape), params, table=self.table, operation="select", conn=conn)
+
+    def _select(self, shape: SelectShape) -> str:
+        """The statement for one shape of query; built (and its identifiers checked) once per shape."""
+        specs, order_by, limited, offset = shape
+        # Placeholder values: only the shape matters here (the real values are bound as parameters).
+        placeholders = {spec: is_null if is_null is not None else [] if spec.endswith("__in") else None
+                        for spec, is_null in specs}  # fmt: skip
+        where, _ = self._where(placeholders)
         query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(self.table)) + where + self._order(order_by)
-        if limit is not None:
+        if limited:
             query += sql.SQL(" LIMIT %s")
-            params.append(int(limit))
-        if offset is not None:
+        if offset:
             query += sql.SQL(" OFFSET %s")
-            params.append(int(offset))
-        return run(query, params, table=self.table, operation="select", conn=conn)
+        return query.as_string()
 
     def find_one(self, filters: Mapping[str, Any], *, conn: Connection | None = None) -> Row | None:
         rows = self.find_many(filters, limit=2, conn=conn)
@@ -242,7 +268,7 @@ class Repository:
         conflict_cols = tuple(conflict or self.key)
         result = UpsertResult()
         for names, update_cols, group in self._upsert_groups(rows, conflict_cols, update, validated):
-            statement = upsert_sql.upsert_statement(self.table, names, conflict_cols, update_cols)
+            statement = upsert_sql.upsert_text(self.table, tuple(names), conflict_cols, tuple(update_cols))
             for start in range(0, len(group), MAX_BATCH):
                 batch = group[start : start + MAX_BATCH]
                 payload = upsert_sql.json_rows(batch, names)

@@ -8,6 +8,7 @@ import json
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime, time
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any
 
 from psycopg import sql
@@ -71,6 +72,14 @@ def upsert_statement(
         " SELECT t.*, false AS _changed FROM {table} t JOIN i ON {join_on}"
         " WHERE NOT EXISTS (SELECT 1 FROM u WHERE {key_match})"
     ).format(cols=cols, table=table, keys=keys, action=action, join_on=join_on, key_match=key_match)
+
+
+@lru_cache(maxsize=512)
+def upsert_text(
+    table_name: str, names: tuple[str, ...], conflict_cols: tuple[str, ...], update_cols: tuple[str, ...]
+) -> str:
+    """`upsert_statement` rendered once per table and column lists (the same few for every inbound message)."""
+    return upsert_statement(table_name, names, conflict_cols, update_cols).as_string()
 
 
 def merge_statement(
