@@ -143,7 +143,9 @@ def deliver_reply(self: FleetTask, outbox_id: PositiveId) -> str:
     return outcome.status
 
 
-@app.task(name="workers.inbound.sweep")
+# Beat jobs keep their result (a small summary) for an hour: an operator who runs one by hand can read what it
+# did. Per-message tasks keep none (thousands a minute).
+@app.task(name="workers.inbound.sweep", ignore_result=False)
 def sweep() -> dict[str, int]:
     """Re-drive work whose enqueue was lost: chats with old pending messages, replies due for delivery."""
     chats = chats_needing_a_drain(get_settings().inbound.sweep_grace_seconds)
@@ -157,7 +159,7 @@ def sweep() -> dict[str, int]:
     return {"chats": len(chats), "replies": len(replies)}
 
 
-@app.task(name="workers.inbound.send_reminders")
+@app.task(name="workers.inbound.send_reminders", ignore_result=False)
 def send_reminders() -> int:
     """Beat's minute job: due reminders written once each, then delivered like any reply."""
     written = send_due_reminders(get_settings())
