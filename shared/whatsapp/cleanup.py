@@ -130,7 +130,7 @@ def cleanup_keys(
                     report.count(company_id, rule.key_type, n)
                 if report.batches % 20 == 0:
                     _record(report, finished=False)  # progress visible while a long run goes on
-                if count < size:
+                if count == 0:  # not "fewer than asked": a batch that skipped a key being written is short
                     break
                 size = next_batch_size(size, time.monotonic() - started, settings)
         return report
