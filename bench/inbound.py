@@ -60,14 +60,13 @@ def line(name: str, result: dict[str, float]) -> str:
     )
 
 
-def paced(rate: float, seconds: float, chats: int, send: Any) -> float:
-    """Send rate x seconds payloads at an even pace; returns the time the first was sent."""
+def offer(count: int, chats: int, send: Any, rate: float | None = None) -> float:
+    """Send `count` payloads over `chats` chats, at `rate` a second or, without one, as fast as the producer
+    can; returns the time the first was sent."""
     run = uuid.uuid4().hex[:8]
-    count = int(rate * seconds)
     started = time.time()
     for n in range(count):
-        target = started + n / rate
-        delay = target - time.time()
+        delay = started + n / rate - time.time() if rate else 0.0
         if delay > 0:
             time.sleep(delay)
         send(
@@ -77,26 +76,7 @@ def paced(rate: float, seconds: float, chats: int, send: Any) -> float:
                 "gateway_message_id": f"b-{run}-{n}",
                 "text": "5",
                 "sent_at": datetime.now(UTC).isoformat(),
-            },
-            n // chats + 1,
-        )
-    return started
-
-
-def burst(count: int, chats: int, send: Any) -> float:
-    """Enqueue `count` payloads as fast as the producer can; returns the time the first was sent."""
-    run = uuid.uuid4().hex[:8]
-    started = time.time()
-    for n in range(count):
-        send(
-            {
-                "company_id": COMPANY,
-                "chat_id": f"+7911{n % chats:07d}",
-                "gateway_message_id": f"b-{run}-{n}",
-                "text": "5",
-                "sent_at": datetime.now(UTC).isoformat(),
-            },
-            n // chats + 1,
+            }
         )
     return started
 
@@ -121,13 +101,13 @@ def delivered(conn: psycopg.Connection, gateway: Any, count: int) -> list[tuple[
 def fleet_sender() -> Any:
     from workers.producer import enqueue_message
 
-    return lambda payload, _seq: enqueue_message(payload)
+    return enqueue_message
 
 
 def bare_sender() -> Any:
     from bench.bare_app import app as bare
 
-    def send(payload: dict, _seq: int) -> None:
+    def send(payload: dict) -> None:
         bare.send_task("bench.bare.store_and_reply", kwargs={"payload": payload}, queue="bench_bare")
 
     return send
@@ -136,7 +116,7 @@ def bare_sender() -> Any:
 def saturation(conn: psycopg.Connection, gateway: Any, send: Any, count: int, chats: int) -> float:
     conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
     gateway.clear()
-    started = burst(count, chats, send)
+    started = offer(count, chats, send)
     pairs = delivered(conn, gateway, count)
     return len(pairs) / (max(done for _, done in pairs) - started)
 
@@ -146,7 +126,7 @@ def latency(
 ) -> dict[str, float]:
     conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
     gateway.clear()
-    paced(rate, seconds, chats, send)
+    offer(int(rate * seconds), chats, send, rate)
     pairs = delivered(conn, gateway, int(rate * seconds))
     first, last = min(sent for sent, _ in pairs), max(done for _, done in pairs)
     return figures([done - sent for sent, done in pairs], last - first)
@@ -167,7 +147,7 @@ def bench_raw_redis(rate: float, seconds: float) -> dict[str, float]:
 
     consumer = threading.Thread(target=consume, daemon=True)
     consumer.start()
-    started = paced(rate, seconds, 1, lambda _payload, _seq: client.lpush(key, repr(time.time())))
+    started = offer(count, 1, lambda _payload: client.lpush(key, repr(time.time())), rate)
     consumer.join(60)
     return figures(latencies, time.time() - started)
 

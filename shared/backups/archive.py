@@ -36,54 +36,52 @@ def is_compressed(path: Path) -> bool:
     return path.name.removesuffix(".gpg").endswith(SUFFIX)
 
 
-class _Pipeline:
-    """`pg_dump | zstd` running, with a thread writing zstd's output to the file and hashing it."""
+class Dump:
+    """`pg_dump | zstd` running, a thread writing zstd's output to the file and hashing it; `finish()` waits
+    for it and returns the archive's SHA-256."""
 
-    def __init__(self, dump: subprocess.Popen[bytes], pack: subprocess.Popen[bytes], target: Path) -> None:
-        self.dump, self.pack = dump, pack
-        self.digest = hashlib.sha256()
-        self.failure: BaseException | None = None
-        self.writer = threading.Thread(target=self._write, args=(target,), name="backup-writer", daemon=True)
-        self.writer.start()
+    def __init__(
+        self, dump: subprocess.Popen[bytes], pack: subprocess.Popen[bytes], target: Path, errors: tuple[IO[bytes], ...]
+    ) -> None:
+        self._dump, self._pack, self._errors = dump, pack, errors
+        self._digest = hashlib.sha256()
+        self._failure: BaseException | None = None
+        self._writer = threading.Thread(target=self._write, args=(target,), name="backup-writer", daemon=True)
+        self._writer.start()
 
     def _write(self, target: Path) -> None:
-        assert self.pack.stdout is not None
+        assert self._pack.stdout is not None
         try:
             with target.open("wb") as out:
-                for block in iter(lambda: self.pack.stdout.read(BLOCK), b""):  # type: ignore[union-attr]
-                    self.digest.update(block)
+                for block in iter(lambda: self._pack.stdout.read(BLOCK), b""):  # type: ignore[union-attr]
+                    self._digest.update(block)
                     out.write(block)
         except BaseException as exc:  # noqa: BLE001  (raised by finish(), in the caller's thread)
-            self.failure = exc
+            self._failure = exc
             self.stop()
 
     def stop(self) -> None:
-        for process in (self.dump, self.pack):
+        """Kill whatever still runs, and wait for the writer (it ends when zstd's output does)."""
+        for process in (self._dump, self._pack):
             if process.poll() is None:
                 process.kill()
             process.wait()
-
-
-class Dump:
-    """A running dump; `finish()` waits for it and returns the archive's SHA-256."""
-
-    def __init__(self, pipeline: _Pipeline, errors: tuple[IO[bytes], IO[bytes]]) -> None:
-        self._pipeline, self._errors = pipeline, errors
+        if threading.current_thread() is not self._writer:
+            self._writer.join()
 
     def finish(self, timeout: float) -> str:
         """The checksum once pg_dump, zstd and the writer all succeeded; else BackupError naming which failed."""
-        pipeline = self._pipeline
-        pipeline.writer.join(timeout)
-        if pipeline.writer.is_alive():
+        self._writer.join(timeout)
+        if self._writer.is_alive():
             raise BackupError(f"pg_dump did not finish within {timeout:.0f} s (FLEET_BACKUP__DUMP_TIMEOUT_SECONDS)")
-        dumped, packed = pipeline.dump.wait(), pipeline.pack.wait()
+        dumped, packed = self._dump.wait(), self._pack.wait()
         if dumped != 0:
             raise BackupError(failure_text("pg_dump", dumped, _read(self._errors[0])))
         if packed != 0:
             raise BackupError(failure_text("zstd", packed, _read(self._errors[1])))
-        if pipeline.failure is not None:
-            raise BackupError(f"could not write the archive: {pipeline.failure}") from pipeline.failure
-        return pipeline.digest.hexdigest()
+        if self._failure is not None:
+            raise BackupError(f"could not write the archive: {self._failure}") from self._failure
+        return self._digest.hexdigest()
 
 
 @contextlib.contextmanager
@@ -110,12 +108,11 @@ def compressed_dump(tools: PgTools, dump_args: list[str], target: Path, level: i
             raise
         finally:
             dump.stdout.close()  # zstd holds the only reading end: pg_dump sees a broken pipe if zstd dies
-        pipeline = _Pipeline(dump, pack, target)
+        running = Dump(dump, pack, target, (dump_errors, pack_errors))
         try:
-            yield Dump(pipeline, (dump_errors, pack_errors))
+            yield running
         finally:
-            pipeline.stop()
-            pipeline.writer.join()
+            running.stop()
             assert pack.stdout is not None
             pack.stdout.close()
 

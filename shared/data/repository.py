@@ -44,7 +44,29 @@ def _list_adapter(model: type[BaseModel]) -> TypeAdapter[list[Any]]:
     return TypeAdapter(list[model])  # type: ignore[valid-type]
 
 
-SelectShape = tuple[tuple[tuple[str, bool | None], ...], tuple[str, ...], bool, bool]
+FilterShape = tuple[tuple[str, bool | None], ...]  # (spec, IS NULL or not for `__is_null`, else None)
+SelectShape = tuple[FilterShape, tuple[str, ...], bool, bool]  # filters, order, LIMIT, OFFSET
+
+
+def _split(spec: str) -> tuple[str, str]:
+    """`price_min__gte` -> ("price_min", "gte"); a bare column is equality."""
+    name, _, op = spec.partition("__")
+    return name, op or "eq"
+
+
+def _filter_shape(filters: Mapping[str, Any]) -> tuple[FilterShape, list[Any]]:
+    """What a statement depends on (each spec, and the IS NULL choice, which is SQL), apart from the values
+    bound as parameters, in filter order."""
+    shape: list[tuple[str, bool | None]] = []
+    params: list[Any] = []
+    for spec, value in filters.items():
+        op = _split(spec)[1]
+        if op == "is_null":
+            shape.append((spec, bool(value)))
+        else:
+            shape.append((spec, None))
+            params.append(list(value) if op == "in" else value)
+    return tuple(shape), params
 
 
 @lru_cache(maxsize=1024)
@@ -83,13 +105,16 @@ class Repository:
         return sql.Identifier(name)
 
     def _where(self, filters: Mapping[str, Any] | None) -> tuple[sql.Composable, list[Any]]:
-        if not filters:
-            return sql.SQL(""), []
+        shape, params = _filter_shape(filters or {})
+        return self._where_clause(shape), params
+
+    def _where_clause(self, shape: FilterShape) -> sql.Composable:
+        """The WHERE clause of a filter shape (see `_filter_shape`); unknown columns and operators are refused."""
+        if not shape:
+            return sql.SQL("")
         clauses: list[sql.Composable] = []
-        params: list[Any] = []
-        for spec, value in filters.items():
-            name, _, op = spec.partition("__")
-            op = op or "eq"
+        for spec, is_null in shape:
+            name, op = _split(spec)
             column = self._column(name)
             if op not in OPERATORS:
                 raise UnknownIdentifierError(
@@ -99,17 +124,14 @@ class Repository:
                     operation="build",
                 )
             if op == "is_null":
-                clauses.append(sql.SQL("{} IS NULL" if value else "{} IS NOT NULL").format(column))
+                clauses.append(sql.SQL("{} IS NULL" if is_null else "{} IS NOT NULL").format(column))
             elif op == "in":
                 clauses.append(sql.SQL("{} = ANY(%s)").format(column))
-                params.append(list(value))
             elif op == "ilike":
                 clauses.append(sql.SQL("{} ILIKE %s").format(column))
-                params.append(value)
             else:
                 clauses.append(sql.SQL("{} {} %s").format(column, sql.SQL(_COMPARISONS[op])))
-                params.append(value)
-        return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses), params
+        return sql.SQL(" WHERE ") + sql.SQL(" AND ").join(clauses)
 
     def _order(self, order_by: Sequence[str] | None) -> sql.Composable:
         if not order_by:
@@ -175,26 +197,16 @@ class Repository:
         offset: int | None = None,
         conn: Connection | None = None,
     ) -> list[Row]:
-        filters = filters or {}
-        shape = (
-            tuple((spec, bool(value) if spec.endswith("__is_null") else None) for spec, value in filters.items()),
-            tuple(order_by or ()),
-            limit is not None,
-            offset is not None,
-        )
-        params = [list(value) if spec.endswith("__in") else value for spec, value in filters.items()]
-        params = [value for spec, value in zip(filters, params, strict=True) if not spec.endswith("__is_null")]
+        where, params = _filter_shape(filters or {})
         params += [int(n) for n in (limit, offset) if n is not None]
+        shape = (where, tuple(order_by or ()), limit is not None, offset is not None)
         return run(_select_text(type(self), shape), params, table=self.table, operation="select", conn=conn)
 
     def _select(self, shape: SelectShape) -> str:
         """The statement for one shape of query; built (and its identifiers checked) once per shape."""
-        specs, order_by, limited, offset = shape
-        # Placeholder values: only the shape matters here (the real values are bound as parameters).
-        placeholders = {spec: is_null if is_null is not None else [] if spec.endswith("__in") else None
-                        for spec, is_null in specs}  # fmt: skip
-        where, _ = self._where(placeholders)
-        query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(self.table)) + where + self._order(order_by)
+        where, order_by, limited, offset = shape
+        query = sql.SQL("SELECT * FROM {}").format(sql.Identifier(self.table))
+        query += self._where_clause(where) + self._order(order_by)
         if limited:
             query += sql.SQL(" LIMIT %s")
         if offset:

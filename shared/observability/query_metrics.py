@@ -36,7 +36,8 @@ class QueryMetrics:
         self, statement_type: str, duration_ms: float, statement: str | Callable[[], str], *, failed: bool = False
     ) -> None:
         """`statement` may be a function giving the text: it is rendered only for a slow statement."""
-        if duration_ms >= self.slow_threshold_ms:
+        slow = duration_ms >= self.slow_threshold_ms
+        if slow:
             text = statement() if callable(statement) else statement
             preview = " ".join(text.split())[:STATEMENT_PREVIEW]
         with self._lock:
@@ -45,9 +46,9 @@ class QueryMetrics:
             totals.total_ms += duration_ms
             totals.errors += int(failed)
             self._recent_ms.append(duration_ms)
-            if duration_ms >= self.slow_threshold_ms:
+            if slow:
                 self._slow.append({"type": statement_type, "duration_ms": round(duration_ms, 2), "statement": preview})
-        if duration_ms >= self.slow_threshold_ms:
+        if slow:
             log.warning("slow query %.0f ms (%s): %s", duration_ms, statement_type, preview)
 
     def snapshot(self) -> dict[str, Any]:
