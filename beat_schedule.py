@@ -92,6 +92,12 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             }
             for module in ("inbound", "yclients", "keys", "backups")
         },
+        # Alerts waiting for the operators' Telegram chat (each job also tries right after raising one).
+        "alerts-deliver": {
+            "task": "workers.health.deliver_alerts",
+            "schedule": timedelta(seconds=30),
+            "options": {"expires": 25},
+        },
         # Retention: old messages, replies, dead letters and sync journals, deleted in small batches at night.
         "retention-nightly": {
             "task": "workers.health.apply_retention",

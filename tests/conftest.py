@@ -18,6 +18,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from ops.standins.telegram import TelegramStandIn, telegram_stand_in
 from shared.core.migrate import upgrade
 from shared.core.pool import close_process_pool
 from shared.core.settings import Settings, get_settings
@@ -85,6 +86,20 @@ def fleet_env(clean_redis: str, tmp_path: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+@pytest.fixture
+def telegram() -> Iterator[TelegramStandIn]:
+    """A Bot API stand-in, and this process's settings pointing the fleet's alerts at it."""
+    with telegram_stand_in() as stand_in:
+        os.environ.update(stand_in.env())
+        get_settings.cache_clear()
+        try:
+            yield stand_in
+        finally:
+            for name in stand_in.env():
+                os.environ.pop(name, None)
+            get_settings.cache_clear()
 
 
 @pytest.fixture

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -22,6 +24,13 @@ from shared.data.repositories.people import ClientRepository
 from shared.health.process_stats import publish
 from shared.health.report import build_report, store_and_alert
 from shared.health.server import make_server
+from shared.observability.prometheus_metrics import (
+    POOL_WAIT_SECONDS,
+    QUEUE_WAIT_SECONDS,
+    STATEMENT_SECONDS,
+    TASK_OUTCOMES,
+    TASK_SECONDS,
+)
 from shared.yclients.sync import ENTITIES
 from tests.support.seed import COMPANY, seed_salon
 
@@ -187,6 +196,24 @@ def test_metrics_parse_as_prometheus_text(service: str, clean_redis: str) -> Non
     assert samples[("fleet_health_status", ())] == 0
     assert samples[("fleet_sync_age_hours", (("company", str(COMPANY)), ("entity", "records")))] < 0.1
     assert 1.9 < samples[("fleet_backup_age_hours", ())] < 2.1
+
+
+MONITORING = Path(__file__).resolve().parent.parent / "ops" / "monitoring"
+
+
+def test_the_dashboard_and_alert_rules_use_only_metrics_the_fleet_serves(service: str) -> None:
+    """A renamed or misspelt metric would leave a Grafana panel empty and an alert silent forever."""
+    served = {family.name for family in text_string_to_metric_families(get(service + "/metrics")[1])}
+    served |= {metric._name for metric in (STATEMENT_SECONDS, POOL_WAIT_SECONDS, TASK_SECONDS, QUEUE_WAIT_SECONDS)}
+    served |= {TASK_OUTCOMES._name, "up"}
+    dashboard = json.loads((MONITORING / "grafana-dashboard.json").read_text())
+    expressions = [target["expr"] for panel in dashboard["panels"] for target in panel["targets"]]
+    rules = (MONITORING / "prometheus-alerts.yml").read_text()
+    expressions += re.findall(r"^\s*expr: (.+)$", rules, flags=re.MULTILINE)
+    assert len(expressions) > 20
+    used = {name for expr in expressions for name in re.findall(r"\b(up|fleet_[a-z0-9_]+)\b", expr)}
+    unknown = {name for name in used if re.sub(r"_(bucket|count|sum|total)$", "", name) not in served}
+    assert not unknown, f"not served by /metrics: {sorted(unknown)}"
 
 
 def test_alerts_are_raised_once_per_change_of_state(

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 import sentry_sdk
 
+from ops.standins.telegram import TelegramStandIn
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import KeysSettings, Settings
 from shared.whatsapp.cleanup import cleanup_keys, next_batch_size
@@ -174,7 +175,10 @@ def _age_all(db: psycopg.Connection, company: str, hours: float) -> None:
 
 
 def test_health_moves_healthy_warning_unhealthy_with_one_alert_per_change(
-    db: psycopg.Connection, store: Counter[tuple[str, str]], recorded_events: list[dict[str, Any]]
+    db: psycopg.Connection,
+    store: Counter[tuple[str, str]],
+    recorded_events: list[dict[str, Any]],
+    telegram: TelegramStandIn,
 ) -> None:
     db.execute("DELETE FROM whatsapp_keys WHERE company_id = %s", (B,))
     db.execute("DELETE FROM whatsapp_auth WHERE company_id = %s", (B,))
@@ -199,6 +203,10 @@ def test_health_moves_healthy_warning_unhealthy_with_one_alert_per_change(
     assert all(event["tags"]["company"] == A for event in recorded_events)
     stored = db.execute("SELECT count(*) FROM health_checks WHERE check_name = 'whatsapp_session'").fetchone()[0]
     assert stored == 7
+    # The operators' chat hears of the session turning critical and of its recovery, not of the warning.
+    critical, recovered = telegram.texts()
+    assert critical.startswith(f"🔴 WhatsApp session of company {A}: unhealthy (was warning)\n• no key updated")
+    assert recovered == f"🟢 WhatsApp session of company {A}: healthy (was unhealthy)"
 
 
 def test_health_flags_missing_creds_expired_keys_and_bloat(

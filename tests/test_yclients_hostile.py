@@ -17,6 +17,7 @@ import psycopg
 import pytest
 import sentry_sdk
 
+from ops.standins.telegram import TelegramStandIn
 from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import Settings
@@ -143,6 +144,7 @@ def test_more_than_the_set_share_is_refused_and_alerted_until_an_operator_confir
     db: psycopg.Connection,
     fleet_env: dict[str, str],
     recorded_events: list[dict[str, Any]],
+    telegram: TelegramStandIn,
 ) -> None:
     for client_id in list(salon.clients)[:3]:
         del salon.clients[client_id]
@@ -157,9 +159,12 @@ def test_more_than_the_set_share_is_refused_and_alerted_until_an_operator_confir
     assert len(alert) == 1
     assert alert[0]["tags"]["company_id"] == str(COMPANY)
     assert alert[0]["level"] == "error"
+    told = [f"🔴 YClients sync of company {COMPANY}: refused to mark 200 of 447 clients rows deleted"]
+    assert [text[: len(told[0])] for text in telegram.texts()] == told
 
     env = {
         **fleet_env,
+        **telegram.env(),
         "FLEET_YCLIENTS__BASE_URL": stand_in.url,
         "FLEET_YCLIENTS__PARTNER_TOKEN": TOKENS[0],
         "FLEET_YCLIENTS__USER_TOKEN": TOKENS[1],
@@ -170,6 +175,7 @@ def test_more_than_the_set_share_is_refused_and_alerted_until_an_operator_confir
     refused = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert refused.returncode == 1
     assert "--allow-mass-delete" in refused.stderr
+    assert len(telegram.texts()) == 1, "the same refusal again is not news to the operators"
     confirmed = subprocess.run(
         [*command, "--allow-mass-delete"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from celery import Task
+
+from shared.alerts.delivery import deliver_quietly, raise_alert
 from shared.backups.engine import take_backup
 from shared.backups.restore import drill
 from shared.backups.retention import prune
@@ -17,20 +22,33 @@ ping = define_ping(__name__)
 report_process = define_report(__name__)
 
 
-@app.task(name="workers.backups.backup")
-def backup() -> dict[str, Any]:
+@app.task(name="workers.backups.backup", bind=True)
+def backup(self: Task) -> dict[str, Any]:
     """Back up, verify, copy off-site; prune only now that a new verified backup exists. Failures raise."""
     settings = get_settings()
-    result = take_backup(settings.backup, settings.database_conninfo)
-    pruned = prune(settings.backup, ZoneInfo(settings.timezone))
+    with alert_on_failure(self, "backup", "🔴 nightly backup failed"):
+        result = take_backup(settings.backup, settings.database_conninfo)
+        pruned = prune(settings.backup, ZoneInfo(settings.timezone))
     return {"backup_id": result.id, "size_bytes": result.size_bytes, "pruned": pruned}
 
 
-@app.task(name="workers.backups.drill")
-def drill_task() -> dict[str, Any]:
+@app.task(name="workers.backups.drill", bind=True)
+def drill_task(self: Task) -> dict[str, Any]:
     """Restore the newest verified backup into a scratch database and compare; a failed drill raises."""
     settings = get_settings()
-    result = drill(settings.backup, settings.database_conninfo)
-    if not result.passed:
-        raise BackupError(result.render())
+    with alert_on_failure(self, "drill", "🔴 restore drill failed"):
+        result = drill(settings.backup, settings.database_conninfo)
+        if not result.passed:
+            raise BackupError(result.render())
     return {"backup_id": result.backup_id, "passed": True}
+
+
+@contextmanager
+def alert_on_failure(task: Task, kind: str, headline: str) -> Iterator[None]:
+    """A failure is raised as before (Sentry has it) and told to the operators' chat, once per task run."""
+    try:
+        yield
+    except Exception as exc:
+        raise_alert(f"{kind}:{task.request.id}", kind, f"{headline}\n{type(exc).__name__}: {str(exc)[:1000]}")
+        deliver_quietly()
+        raise

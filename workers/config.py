@@ -74,7 +74,7 @@ def build_celery_config(settings: Settings) -> dict[str, Any]:
         "worker_consumer": "workers.broker:GuardedConsumer",
         "worker_send_task_events": True,
         "task_send_sent_event": True,
-        "worker_max_tasks_per_child": 1000,
+        "worker_max_tasks_per_child": 1000,  # a worker without a type; each type has its own setting
         "worker_max_memory_per_child": 400_000,  # KiB
         "beat_schedule": build_beat_schedule(settings),
         "beat_max_loop_interval": 60,
@@ -83,4 +83,5 @@ def build_celery_config(settings: Settings) -> dict[str, Any]:
         limits = settings.workers.of(worker_type)
         config["task_soft_time_limit"] = limits.soft_time_limit
         config["task_time_limit"] = limits.time_limit
+        config["worker_max_tasks_per_child"] = limits.max_tasks_per_child
     return config

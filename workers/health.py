@@ -6,6 +6,7 @@ from typing import Any
 
 from celery import Task
 
+from shared.alerts.delivery import deliver_due, deliver_quietly
 from shared.core.pool import get_pool
 from shared.core.settings import get_settings
 from shared.data.dead_letters import file_spooled
@@ -28,8 +29,16 @@ def collect() -> dict[str, Any]:
     settings = get_settings()
     report = build_report(settings, redis_client(settings))
     changed = store_and_alert(report)
+    deliver_quietly()
     prune_history()
     return {"status": report["status"], "changed": changed}
+
+
+@app.task(name="workers.health.deliver_alerts")
+def deliver_alerts() -> dict[str, int]:
+    """Send the alerts waiting for the operators' Telegram chat (raised by any job, kept until sent)."""
+    outcome = deliver_due()
+    return {"sent": outcome.sent, "failed": outcome.failed, "given_up": outcome.given_up}
 
 
 @app.task(name="workers.health.file_dead_letter_spool")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import sentry_sdk
@@ -11,9 +12,12 @@ from celery.signals import (
     beat_init,
     before_task_publish,
     celeryd_init,
+    task_failure,
     task_internal_error,
     task_postrun,
     task_prerun,
+    task_retry,
+    task_success,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
@@ -24,6 +28,7 @@ from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.resources import close_all
 from shared.core.settings import get_settings
 from shared.core.topology import hide_private_arguments, queue_for_task, task_allowed
+from shared.observability import prometheus_metrics as metrics
 from shared.observability.sentry import init_sentry
 
 log = logging.getLogger(__name__)
@@ -46,7 +51,8 @@ def worker_role() -> str:
 
 
 @celeryd_init.connect
-def _init_worker_main(**_: Any) -> None:
+def _init_worker_main(sender: str | None = None, **_: Any) -> None:
+    metrics.set_node_name(sender or "worker")  # before the pool forks: children name their metric files by it
     # Sentry's transport thread restarts itself in each forked child, so one init here covers them all.
     init_sentry(get_settings(), component=worker_role())
 
@@ -85,9 +91,11 @@ def _close_child_resources(**_: Any) -> None:
 
 @before_task_publish.connect
 def _hide_private_arguments(sender: str | None = None, headers: dict[str, Any] | None = None, **_: Any) -> None:
-    """Python producers: inbound tasks' reprs are hidden before the message leaves (the worker hides them too)."""
+    """Python producers: inbound tasks' reprs are hidden before the message leaves (the worker hides them too),
+    and the time it left is stamped, for the queue wait the worker measures."""
     if headers is not None and sender:
         hide_private_arguments(headers, sender)
+        headers[metrics.SENT_AT_HEADER] = time.time()
 
 
 @task_internal_error.connect
@@ -128,9 +136,41 @@ def _publish_process_stats(**_: Any) -> None:
         log.warning("could not publish process stats: %s", type(exc).__name__)
 
 
+_started: dict[str, float] = {}
+
+
 @task_prerun.connect
-def _tag_task(task: Task | None = None, **_: Any) -> None:
+def _tag_task(task: Task | None = None, task_id: str | None = None, **_: Any) -> None:
     if task is None or task.name.startswith("celery."):
         return
-    sentry_sdk.set_tag("queue", queue_for_task(task.name).value)
+    queue = queue_for_task(task.name).value
+    sentry_sdk.set_tag("queue", queue)
     sentry_sdk.set_tag("operation", task.name)
+    metrics.observe_queue_wait(queue, task.request)
+    if task_id:
+        _started[task_id] = time.perf_counter()
+
+
+@task_postrun.connect
+def _time_task(task: Task | None = None, task_id: str | None = None, **_: Any) -> None:
+    started = _started.pop(task_id, None) if task_id else None
+    if task is not None and started is not None:
+        metrics.observe_task(task.name, time.perf_counter() - started)
+
+
+@task_success.connect
+def _count_success(sender: Task | None = None, **_: Any) -> None:
+    if sender is not None:
+        metrics.count_outcome(sender.name, "succeeded")
+
+
+@task_retry.connect
+def _count_retry(sender: Task | None = None, **_: Any) -> None:
+    if sender is not None:
+        metrics.count_outcome(sender.name, "retried")
+
+
+@task_failure.connect
+def _count_failure(sender: Task | None = None, **_: Any) -> None:
+    if sender is not None:
+        metrics.count_outcome(sender.name, "failed")

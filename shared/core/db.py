@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 
 from shared.core.pool import get_pool
 from shared.data.errors import translated_errors
+from shared.observability.prometheus_metrics import observe_pool_wait, observe_statement
 from shared.observability.query_metrics import query_metrics
 
 Connection = psycopg.Connection[Any]
@@ -45,7 +46,7 @@ def transaction(conn: Connection | None = None) -> Iterator[Connection]:
         return
     with (
         translated_errors(table=None, operation="transaction"),
-        get_pool().connection() as pooled,
+        _borrowed() as pooled,
         pooled.transaction(),
     ):
         token = _current.set(pooled)
@@ -62,7 +63,17 @@ def connection(conn: Connection | None = None) -> Iterator[Connection]:
     if conn is not None:
         yield conn
         return
-    with translated_errors(table=None, operation="connect"), get_pool().connection() as pooled:
+    with translated_errors(table=None, operation="connect"), _borrowed() as pooled:
+        yield pooled
+
+
+@contextmanager
+def _borrowed() -> Iterator[Connection]:
+    """A connection from this process's pool; the wait for it is measured (a pool too small shows here)."""
+    pool = get_pool()
+    started = time.perf_counter()
+    with pool.connection() as pooled:
+        observe_pool_wait(pool.name.removeprefix("fleet-"), time.perf_counter() - started)
         yield pooled
 
 
@@ -71,15 +82,16 @@ def _statement_text(query: Query, conn: Connection) -> str:
 
 
 @contextmanager
-def _measured(statement: Query, operation: str, conn: Connection) -> Iterator[None]:
+def _measured(statement: Query, table: str | None, operation: str, conn: Connection) -> Iterator[None]:
     started = time.perf_counter()
     failed = True
     try:
         yield
         failed = False
     finally:
-        elapsed_ms = (time.perf_counter() - started) * 1000
-        query_metrics().record(operation, elapsed_ms, lambda: _statement_text(statement, conn), failed=failed)
+        elapsed = time.perf_counter() - started
+        query_metrics().record(operation, elapsed * 1000, lambda: _statement_text(statement, conn), failed=failed)
+        observe_statement(table, operation, elapsed)
 
 
 def execute(
@@ -94,7 +106,7 @@ def execute(
     with (
         connection(conn) as active,
         translated_errors(table=table, operation=operation),
-        _measured(query, operation, active),
+        _measured(query, table, operation, active),
         active.cursor() as cur,
     ):
         cur.execute(query, params)
@@ -113,7 +125,7 @@ def copy_rows(
     with (
         connection(conn) as active,
         translated_errors(table=table, operation="copy"),
-        _measured(statement, "copy", active),
+        _measured(statement, table, "copy", active),
         active.cursor() as cur,
         cur.copy(statement) as copy,
     ):
@@ -135,7 +147,7 @@ def run(
     with (
         connection(conn) as active,
         translated_errors(table=table, operation=operation),
-        _measured(query, operation, active),
+        _measured(query, table, operation, active),
         active.cursor(row_factory=dict_row) as cur,
     ):
         cur.execute(query, params)

@@ -48,6 +48,9 @@ class WorkerTypeSettings(BaseModel):
     soft_time_limit: int = Field(gt=0, description="seconds; the task gets SoftTimeLimitExceeded")
     time_limit: int = Field(gt=0, description="seconds; the child is killed")
     visibility_timeout: int = Field(gt=0, description="seconds before Redis re-delivers an unacked task")
+    max_tasks_per_child: int = Field(
+        default=1000, ge=1, description="a child process is replaced after this many tasks (bounds slow leaks)"
+    )
 
     @model_validator(mode="after")
     def _limits_nest(self) -> WorkerTypeSettings:
@@ -166,6 +169,23 @@ class GatewaySettings(BaseModel):
     retry_base_seconds: float = Field(default=5.0, gt=0, description="first retry delay; doubles, capped at 300")
 
 
+class AlertSettings(BaseModel):
+    """Alerts to a Telegram chat (Bot API sendMessage) besides Sentry; off until a token and a chat are set."""
+
+    telegram_bot_token: SecretStr | None = Field(default=None, description="the bot's token from @BotFather")
+    telegram_chat_id: str | None = Field(
+        default=None, description="the chat, group (-100...) or @channel that receives the alerts"
+    )
+    telegram_api_url: str = Field(default="https://api.telegram.org", description="the Bot API's address")
+    timeout_seconds: float = Field(default=10.0, gt=0, description="seconds per sendMessage request")
+    max_attempts: int = Field(default=20, ge=1, description="tries of one alert before it is given up")
+    retry_base_seconds: float = Field(default=10.0, gt=0, description="first retry delay; doubles, capped at 900")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.telegram_bot_token and self.telegram_bot_token.get_secret_value() and self.telegram_chat_id)
+
+
 class KeysSettings(BaseModel):
     """WhatsApp key maintenance and session health."""
 
@@ -246,6 +266,10 @@ class HealthSettings(BaseModel):
     crm_stuck_minutes: float = Field(default=30.0, gt=0, description="a booking not in YClients after this is stuck")
     dead_letters_warning_per_day: int = Field(default=20, ge=1, description="dead letters a day: warning")
     pool_report_ttl_seconds: int = Field(default=180, ge=10, description="a process's stats expire after this")
+    metrics_directory: Path | None = Field(
+        default=None,
+        description="where this host's worker processes write Prometheus samples; default: STATE_DIR/metrics",
+    )
 
 
 class BackupSettings(BaseModel):
@@ -273,6 +297,7 @@ class RetentionSettings(BaseModel):
     messages_days: int = Field(default=90, ge=1, description="answered messages and sent replies")
     dead_letters_days: int = Field(default=90, ge=1, description="dead letters")
     sync_runs_days: int = Field(default=180, ge=1, description="sync journal and refused rows (newest run kept)")
+    alerts_days: int = Field(default=90, ge=1, description="alerts delivered to (or given up on) Telegram")
     flower_tasks: int = Field(default=10_000, ge=100, description="tasks Flower keeps in its state")
 
 
@@ -333,6 +358,7 @@ class Settings(BaseSettings):
     keys: KeysSettings = KeysSettings()
     backup: BackupSettings = BackupSettings()
     health: HealthSettings = HealthSettings()
+    alerts: AlertSettings = AlertSettings()
     retention: RetentionSettings = RetentionSettings()
 
     flower_user: str | None = Field(default=None, description="Flower basic auth user (set with the password)")
@@ -377,6 +403,11 @@ class Settings(BaseSettings):
         if problems:
             raise ValueError("production settings unsafe or incomplete: " + "; ".join(problems))
         return self
+
+    @property
+    def metrics_directory(self) -> Path:
+        """The host's Prometheus multiprocess directory, absolute (child processes may change directory)."""
+        return (self.health.metrics_directory or self.state_dir / "metrics").resolve()
 
     @property
     def database_conninfo(self) -> str:

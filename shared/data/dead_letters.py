@@ -24,6 +24,7 @@ from shared.core.redis_clients import process_redis
 from shared.core.settings import get_settings
 from shared.core.storable import JsonSafe, clean_text, is_bigint_id
 from shared.data.errors import DataLayerError
+from shared.observability.prometheus_metrics import count_dead_letter
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,9 @@ def record_dead_letter(
             raise
         log.error("dead letter from %s could not be stored (%s); spooling it", row["source"], type(exc).__name__)
         spool(row)
+        count_dead_letter(row["source"])
         return None
+    count_dead_letter(row["source"])
     log.warning("dead letter %s from %s: %s", letter_id, row["source"], row["reason"][:300])
     return letter_id
 

@@ -1,5 +1,6 @@
 """How long the fleet keeps what it no longer needs: chat messages and replies (personal data), dead letters,
-sync journals. Deleted in small batches, so no delete holds locks for long; pending work is never touched."""
+sync journals, delivered alerts. Deleted in small batches, so no delete holds locks for long; pending work is
+never touched."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ RULES = (
         "status <> 'running' AND id NOT IN (SELECT max(id) FROM sync_runs GROUP BY company_id, entity)",
     ),
     Rule("sync_rejected_rows", "last_seen_at", "sync_runs_days"),
+    Rule("alerts", "created_at", "alerts_days", "status <> 'pending'"),
 )
 
 

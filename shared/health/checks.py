@@ -17,7 +17,7 @@ from shared.core.topology import QUEUE_OF_WORKER, Queue
 from shared.data import dead_letters
 from shared.data.dead_letters import SPOOL_KEY
 from shared.data.errors import DataLayerError
-from shared.data.repositories import backups, crm_operations, health_checks, sync_runs, webhook_events
+from shared.data.repositories import alerts, backups, crm_operations, health_checks, sync_runs, webhook_events
 from shared.data.repositories.conversations import OutboxRepository
 from shared.health.process_stats import read_all
 from shared.yclients.sync import ENTITIES
@@ -252,6 +252,19 @@ def check_outbox(settings: Settings) -> Component:
         component.flag("unhealthy", f"a reply has waited {oldest / 60:.0f} min for delivery")
     if letters["day"] >= settings.health.dead_letters_warning_per_day:
         component.flag("warning", f"{letters['day']} dead letters in the last day")
+    if settings.alerts.enabled:
+        waiting = alerts.backlog()
+        component.details.update(
+            {"alerts_pending": waiting["pending"], "alerts_given_up_last_day": waiting["given_up_day"]}
+        )
+        if (
+            waiting["oldest_seconds"] is not None
+            and waiting["oldest_seconds"] > settings.health.outbox_stuck_minutes * 60
+        ):
+            minutes = waiting["oldest_seconds"] / 60
+            component.flag("warning", f"an alert has waited {minutes:.0f} min for Telegram (token, chat, network?)")
+        if waiting["given_up_day"]:
+            component.flag("warning", f"{waiting['given_up_day']} alerts could not be delivered to Telegram")
     return component
 
 

@@ -1,16 +1,21 @@
-"""The health report as Prometheus text (prometheus_client builds and escapes it)."""
+"""The health report as Prometheus text (prometheus_client builds and escapes it), with the histograms and
+counters every worker process of this host wrote to the metrics directory (summed by prometheus_client)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 STATUS_VALUE = {"healthy": 0, "warning": 1, "unhealthy": 2}
 
 
-def render(report: dict[str, Any], metrics: dict[str, Any]) -> bytes:
+def render(report: dict[str, Any], metrics: dict[str, Any], samples_directory: Path | None = None) -> bytes:
     registry = CollectorRegistry()
+    if samples_directory is not None and samples_directory.is_dir():
+        MultiProcessCollector(registry, path=str(samples_directory))
     parts = report["components"]
 
     def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:

@@ -9,6 +9,7 @@ from typing import Any
 import redis
 import sentry_sdk
 
+from shared.alerts.delivery import change_text, raise_alert
 from shared.core.db import transaction
 from shared.core.redis_clients import process_redis
 from shared.core.settings import Settings
@@ -65,11 +66,15 @@ def store_and_alert(report: dict[str, Any]) -> list[str]:
     changed = []
     for name, part in report["components"].items():
         check_name = CHECK_PREFIX + name
-        with transaction():
+        with transaction() as conn:
             previous = health_checks.latest(check_name)
-            health_checks.record(check_name, part["status"], part)
-        before = previous["status"] if previous else None
-        if before != part["status"] and not (before is None and part["status"] == "healthy"):
+            checked_at = health_checks.record(check_name, part["status"], part)
+            before = previous["status"] if previous else None
+            change = before != part["status"] and not (before is None and part["status"] == "healthy")
+            if change:  # the Telegram alert is stored with the change it reports: never twice, never lost
+                text = change_text(f"fleet health: {name}", part["status"], before, part["problems"])
+                raise_alert(f"health:{name}:{checked_at.isoformat()}", "health", text, conn=conn)
+        if change:
             _alert(name, part["status"], before, part["problems"])
             changed.append(name)
     return changed

@@ -41,7 +41,7 @@ def answer(settings: Settings, path: str) -> tuple[int, str, bytes]:
     """(status code, content type, body) for one path."""
     client = redis_client(settings)
     if path == "/metrics":
-        body = render(build_report(settings, client), query_metrics_report(client))
+        body = render(build_report(settings, client), query_metrics_report(client), settings.metrics_directory)
         return 200, "text/plain; version=0.0.4; charset=utf-8", body
     if path == "/health/database/metrics":
         return 200, "application/json", _json({"processes": query_metrics_report(client)})

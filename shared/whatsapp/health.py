@@ -8,6 +8,7 @@ from typing import Any
 
 import sentry_sdk
 
+from shared.alerts.delivery import change_text, deliver_quietly, raise_alert
 from shared.core.db import transaction
 from shared.core.settings import KeysSettings
 from shared.data.repositories import health_checks
@@ -90,10 +91,15 @@ def check_sessions(settings: KeysSettings) -> list[SessionHealth]:
     results = []
     for company_id, stats in sorted(WhatsAppKeysRepository().session_stats().items()):
         health = assess(company_id, stats, settings)
-        with transaction():
+        with transaction() as conn:
             health.previous = _previous_status(company_id)
-            health_checks.record(CHECK, health.status, health.details, subject=company_id)
+            checked_at = health_checks.record(CHECK, health.status, health.details, subject=company_id)
+            if health.changed and "unhealthy" in (health.status, health.previous):  # turned critical, or back
+                subject = f"WhatsApp session of company {company_id}"
+                text = change_text(subject, health.status, health.previous, health.problems)
+                raise_alert(f"whatsapp:{company_id}:{checked_at.isoformat()}", "whatsapp_session", text, conn=conn)
         if health.changed:
             _alert(health)
         results.append(health)
+    deliver_quietly()
     return results

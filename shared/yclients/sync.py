@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import sentry_sdk
 
+from shared.alerts.delivery import deliver_quietly, raise_alert
 from shared.core.settings import YClientsSettings
 from shared.data.repositories import sync_held_rows as held_rows
 from shared.data.repositories import sync_runs
@@ -172,6 +173,12 @@ class EntitySync(RecordsSync):
                 scope.set_tag("table", vanished.table)
                 scope.set_tag("company_id", str(self.company_id))
                 sentry_sdk.capture_message(f"mass delete refused: {vanished.table}", level="error")
+            raise_alert(  # once per refusal of these figures: the same refusal at the next run is not news
+                f"mass_delete:{self.company_id}:{vanished.table}:{gone}:{live}",
+                "mass_delete",
+                f"🔴 YClients sync of company {self.company_id}: {reason}",
+            )
+            deliver_quietly()
             raise MassDeleteRefusedError(reason)
         c.marked_deleted += vanished.mark()
         c.deletion = f"marked {gone} of {live} deleted" if gone else None

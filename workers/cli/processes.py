@@ -11,6 +11,7 @@ from shared.core.budget import require_budget
 from shared.core.settings import ANY_ADDRESS, Settings, SettingsError, WorkerType
 from shared.core.topology import QUEUE_OF_WORKER
 from shared.health.server import make_server
+from shared.observability.prometheus_metrics import ENV as PROMETHEUS_ENV
 from shared.observability.sentry import init_sentry
 
 
@@ -20,6 +21,10 @@ def _exec_celery(argv: list[str], settings: Settings, worker_type: WorkerType | 
     env = dict(os.environ)
     if worker_type is not None:
         env["FLEET_WORKER_TYPE"] = worker_type.value
+        # Worker processes write their Prometheus samples to the host's directory (read when Celery imports
+        # prometheus_client); Flower and beat keep theirs in memory, out of the fleet's figures.
+        settings.metrics_directory.mkdir(parents=True, exist_ok=True)
+        env[PROMETHEUS_ENV] = str(settings.metrics_directory)
     command = [sys.executable, "-m", "celery", "-A", "workers.app", *argv]
     sys.stdout.flush()
     os.execvpe(command[0], command, env)  # noqa: S606 (arguments come from settings, not from users)
