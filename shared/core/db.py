@@ -77,6 +77,16 @@ def _borrowed() -> Iterator[Connection]:
         yield pooled
 
 
+@contextmanager
+def using(conn: Connection) -> Iterator[Connection]:
+    """Run the block's repository calls on `conn` (a replica's, say) without opening a transaction on it."""
+    token = _current.set(conn)
+    try:
+        yield conn
+    finally:
+        _current.reset(token)
+
+
 def _statement_text(query: Query, conn: Connection) -> str:
     return query if isinstance(query, str) else query.as_string(conn)
 

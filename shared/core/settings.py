@@ -248,6 +248,24 @@ class YClientsSettings(BaseModel):
         return self.write_bookings and self.partner_token is not None and company_id in self.company_ids
 
 
+class ReplicaSettings(BaseModel):
+    """An optional streaming replica for reads that tolerate a few seconds of lag (docs/deployment.md)."""
+
+    url: SecretStr | None = Field(
+        default=None, description="the replica's PostgreSQL URL; unset: every read on the primary"
+    )
+    max_lag_seconds: float = Field(default=5.0, gt=0, description="a replica further behind is skipped")
+    check_seconds: float = Field(
+        default=5.0, ge=0, description="how often a process re-measures the lag (0: every read)"
+    )
+    connect_timeout: int = Field(
+        default=2, ge=1, description="seconds to reach the replica before reading from the primary"
+    )
+    pool_max_size: int = Field(
+        default=1, ge=1, description="replica connections per process (count in the replica's max_connections)"
+    )
+
+
 class HealthSettings(BaseModel):
     """The health service and the thresholds it judges by."""
 
@@ -358,6 +376,7 @@ class Settings(BaseSettings):
     keys: KeysSettings = KeysSettings()
     backup: BackupSettings = BackupSettings()
     health: HealthSettings = HealthSettings()
+    replica: ReplicaSettings = ReplicaSettings()
     alerts: AlertSettings = AlertSettings()
     retention: RetentionSettings = RetentionSettings()
 

@@ -11,6 +11,7 @@ import redis
 from celery.schedules import crontab
 
 from beat_schedule import build_beat_schedule
+from shared.core import replica
 from shared.core.budget import connection_budget, connections_by_role
 from shared.core.settings import Settings
 from shared.core.topology import QUEUE_OF_WORKER, Queue
@@ -127,6 +128,11 @@ def check_database(settings: Settings, client: redis.Redis) -> Component:
         elif pool.get("status") == "high":
             component.flag("warning", f"pool of {stats['role']} pid {stats['pid']} is over 80% in use")
     component.details["pools"] = processes
+    verdict = replica.probe(settings)
+    if verdict is not None:
+        component.details["replica"] = verdict.as_dict()
+        if not verdict.usable:
+            component.flag("warning", f"replica not used, reads go to the primary: {verdict.reason}")
     return component
 
 

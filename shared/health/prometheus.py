@@ -74,6 +74,13 @@ def render(report: dict[str, Any], metrics: dict[str, Any], samples_directory: P
     sessions = gauge("fleet_whatsapp_session_status", "0 healthy, 1 warning, 2 unhealthy", ("company",))
     for company, session in parts.get("whatsapp", {}).get("sessions", {}).items():
         sessions.labels(company).set(STATUS_VALUE[session["status"]])
+    standby = database.get("replica")
+    if standby is not None:
+        gauge("fleet_replica_in_use", "1 when reads that tolerate lag go to the replica, 0 when skipped").set(
+            int(standby["in_use"])
+        )
+        if standby["lag_seconds"] is not None:
+            gauge("fleet_replica_lag_seconds", "the replica's replay lag").set(standby["lag_seconds"])
     heartbeat = parts.get("heartbeat", {}).get("seconds_since_heartbeat")
     if heartbeat is not None:
         gauge("fleet_heartbeat_age_seconds", "seconds since the last beat heartbeat reached PostgreSQL").set(heartbeat)

@@ -12,6 +12,7 @@ import sentry_sdk
 from shared.alerts.delivery import change_text, raise_alert
 from shared.core.db import transaction
 from shared.core.redis_clients import process_redis
+from shared.core.replica import reading
 from shared.core.settings import Settings
 from shared.data.repositories import health_checks
 from shared.health import checks
@@ -27,16 +28,19 @@ def redis_client(settings: Settings) -> redis.Redis:
 
 
 def components(settings: Settings, client: redis.Redis) -> dict[str, Component]:
-    found = [
-        safely("heartbeat", checks.check_heartbeat, settings),
-        safely("database", checks.check_database, settings, client),
-        safely("queues", checks.check_queues, settings, client),
-        safely("whatsapp", checks.check_whatsapp),
-        safely("backups", checks.check_backups, settings),
-        safely("sync", checks.check_sync, settings),
-        safely("outbox", checks.check_outbox, settings),
-        safely("crm", checks.check_crm, settings),
-    ]
+    # The database part counts connections on the primary itself; the others read tables and tolerate a few
+    # seconds of lag, so they read on the replica when there is a usable one.
+    found = [safely("database", checks.check_database, settings, client)]
+    with reading(settings):
+        found += [
+            safely("heartbeat", checks.check_heartbeat, settings),
+            safely("queues", checks.check_queues, settings, client),
+            safely("whatsapp", checks.check_whatsapp),
+            safely("backups", checks.check_backups, settings),
+            safely("sync", checks.check_sync, settings),
+            safely("outbox", checks.check_outbox, settings),
+            safely("crm", checks.check_crm, settings),
+        ]
     return {component.name: component for component in found}
 
 

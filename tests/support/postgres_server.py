@@ -81,6 +81,26 @@ class OwnPostgres:
         time.sleep(down_seconds)
         self.start()
 
+    def clone_as_standby_of(self, primary: OwnPostgres) -> None:
+        """A streaming replica of `primary`: pg_basebackup with -R writes standby.signal and primary_conninfo."""
+        self._run(
+            "pg_basebackup",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(primary.port),
+            "-U",
+            primary.user,
+            "-D",
+            str(self.directory / "data"),
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "--no-sync",
+        )
+
     def create_database(self, name: str) -> str:
         with psycopg.connect(self.conninfo(), autocommit=True) as admin:
             admin.execute(f'CREATE DATABASE "{name}"')
