@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from shared.core.budget import BudgetExceeded, connection_budget, require_budget
-from shared.core.settings import load_settings
+from shared.core.settings import SettingsError, load_settings
 from tests.support.processes import ROOT
 
 
@@ -27,6 +27,30 @@ def test_budget_counts_every_process_of_every_type(monkeypatch: pytest.MonkeyPat
     lines = {line.name: line.connections for line in budget.lines}
     assert lines["worker yclients"] == 8
     assert budget.total == 2 * 2 + 4 * 2 + 2 + 2 + 1 + 0 + 1 + 4
+
+
+def test_behind_pgbouncer_the_budget_counts_what_reaches_postgresql(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Twenty inbound processes with pools of 20 fit behind a pooler: PostgreSQL sees its server pool and one
+    session connection per inbound child, not 400 connections."""
+    monkeypatch.setenv("FLEET_WORKERS__INBOUND__CONCURRENCY", "20")
+    monkeypatch.setenv("FLEET_POOL__MAX_SIZE", "20")
+    monkeypatch.setenv("FLEET_BUDGET__LIMIT", "40")
+    monkeypatch.setenv("FLEET_POOL__POOLER", "pgbouncer")
+    monkeypatch.setenv("FLEET_POOL__SESSION_URL", "postgresql://fleet@db.internal:5432/fleet")
+    budget = require_budget(load_settings())
+    assert {line.name: line.connections for line in budget.lines} == {
+        "PgBouncer server pool": 10,
+        "session: inbound answering locks": 20,
+        "session: backup (pg_dump)": 2,
+        "reserved": 4,
+    }
+    assert budget.total == 36
+
+
+def test_a_pooler_without_a_session_path_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEET_POOL__POOLER", "pgbouncer")
+    with pytest.raises(SettingsError, match="FLEET_POOL__POOLER needs FLEET_POOL__SESSION_URL"):
+        load_settings()
 
 
 def test_oversized_fleet_is_refused_with_the_arithmetic(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ import redis
 from ops.standins.gateway import GatewayStandIn, gateway_stand_in
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.inbound.payload import TASK_NAME
+from tests.support.chats import assert_each_chat_answered_once_in_order
 from tests.support.processes import running_worker, wait_until
 from tests.support.raw_broker import envelope
 from tests.support.seed import COMPANY, seed_salon
@@ -128,16 +129,7 @@ def test_without_a_burst_window_messages_racing_in_three_chats_are_answered_once
             "all 45 answered",
         )
         wait_until(lambda: db.execute("SELECT bool_and(status = 'sent') FROM outbox").fetchone()[0], 30, "sent")
-    for chat in chats:
-        sent_order = [
-            row[0] for row in db.execute("SELECT id FROM messages WHERE chat_id = %s ORDER BY sent_at", (chat,))
-        ]
-        outbox = db.execute(
-            "SELECT idempotency_key, message_ids FROM outbox WHERE chat_id = %s ORDER BY id", (chat,)
-        ).fetchall()
-        assert [message_id for _, ids in outbox for message_id in ids] == sent_order
-        assert [d.id for d in gateway.to(chat)] == [key for key, _ in outbox], "replies reached the gateway in order"
-    assert gateway.repeats == 0
+    assert_each_chat_answered_once_in_order(db, gateway, chats)
 
 
 def test_without_a_burst_window_a_gateway_outage_is_retried_until_the_reply_is_delivered(

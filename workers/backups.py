@@ -27,7 +27,7 @@ def backup(self: Task) -> dict[str, Any]:
     """Back up, verify, copy off-site; prune only now that a new verified backup exists. Failures raise."""
     settings = get_settings()
     with alert_on_failure(self, "backup", "🔴 nightly backup failed"):
-        result = take_backup(settings.backup, settings.database_conninfo)
+        result = take_backup(settings.backup, settings.session_conninfo)
         pruned = prune(settings.backup, ZoneInfo(settings.timezone))
     return {"backup_id": result.id, "size_bytes": result.size_bytes, "pruned": pruned}
 
@@ -37,7 +37,7 @@ def drill_task(self: Task) -> dict[str, Any]:
     """Restore the newest verified backup into a scratch database and compare; a failed drill raises."""
     settings = get_settings()
     with alert_on_failure(self, "drill", "🔴 restore drill failed"):
-        result = drill(settings.backup, settings.database_conninfo)
+        result = drill(settings.backup, settings.session_conninfo)
         if not result.passed:
             raise BackupError(result.render())
     return {"backup_id": result.backup_id, "passed": True}

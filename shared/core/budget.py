@@ -53,12 +53,29 @@ class BudgetExceeded(RuntimeError):
 
 
 def connection_budget(settings: Settings) -> ConnectionBudget:
+    """The connections the fleet may hold on PostgreSQL itself: every pool's maximum, or behind a pooler, the
+    pooler's server pool plus the session connections that bypass it."""
+    if settings.pool.pooler != "none":
+        return _budget_behind_a_pooler(settings)
     pool_max = settings.pool.max_size
     lines = [BudgetLine(f"worker {wt.value}", settings.workers.of(wt).concurrency, pool_max) for wt in WorkerType]
     lines += [
         BudgetLine("beat", 1, settings.budget.beat),
         BudgetLine("flower", 1, settings.budget.flower),
         BudgetLine("health service", 1, settings.budget.health),
+        BudgetLine("reserved", 1, settings.budget.reserved),
+    ]
+    return ConnectionBudget(tuple(lines), settings.budget.limit)
+
+
+def _budget_behind_a_pooler(settings: Settings) -> ConnectionBudget:
+    """Each process's pool talks to the pooler (its clients, not PostgreSQL's); what reaches PostgreSQL is the
+    pooler's server pool and the session path: one connection per inbound child for the per-chat answering
+    lock, and a backup's two (pg_dump and the row counts on its snapshot)."""
+    lines = [
+        BudgetLine("PgBouncer server pool", 1, settings.pool.pooler_server_connections),
+        BudgetLine("session: inbound answering locks", settings.workers.of(WorkerType.INBOUND).concurrency, 1),
+        BudgetLine("session: backup (pg_dump)", settings.workers.of(WorkerType.BACKUPS).concurrency, 2),
         BudgetLine("reserved", 1, settings.budget.reserved),
     ]
     return ConnectionBudget(tuple(lines), settings.budget.limit)

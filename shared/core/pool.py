@@ -45,6 +45,28 @@ class IdleCheck:
         self._borrowed_at[conn] = now
 
 
+def connection_kwargs(settings: Settings, role: str, *, session: bool = False) -> dict[str, Any]:
+    """How the fleet's connections are made; with FLEET_POOL__POOLER set, without what PgBouncer refuses or
+    cannot carry from one transaction to the next."""
+    ps: PoolSettings = settings.pool
+    kwargs: dict[str, Any] = {
+        # A statement outside `transaction()` commits on its own, in one round trip instead of three
+        # (BEGIN, statement, COMMIT); `transaction()` still opens a real transaction block.
+        "autocommit": True,
+        "application_name": f"fleet-{role}",
+        "connect_timeout": ps.connect_timeout,
+    }
+    if ps.pooler == "none":
+        kwargs["options"] = f"-c statement_timeout={ps.statement_timeout_ms}"
+        return kwargs
+    # PgBouncer refuses start-up options, on its session-mode databases too (the role's own statement_timeout
+    # applies: `fleet check` says whether it is set); in transaction mode a statement psycopg prepared on one
+    # server connection is missing on the next.
+    if not session:
+        kwargs["prepare_threshold"] = None
+    return kwargs
+
+
 def build_pool(
     settings: Settings,
     *,
@@ -52,28 +74,25 @@ def build_pool(
     max_size: int | None = None,
     min_size: int | None = None,
     timeout: float | None = None,
+    session: bool = False,
 ) -> ConnectionPool:
-    """A closed pool configured from settings; `role` names the connections in pg_stat_activity."""
+    """A closed pool configured from settings; `role` names the connections in pg_stat_activity.
+
+    `session=True`: connections to FLEET_POOL__SESSION_URL (behind a pooler), for work that keeps one server
+    session across transactions.
+    """
     ps: PoolSettings = settings.pool
     size_max = max_size if max_size is not None else ps.max_size
     size_min = min(min_size if min_size is not None else ps.min_size, size_max)
-    options = f"-c statement_timeout={ps.statement_timeout_ms}"
     return ConnectionPool(
-        settings.database_conninfo,
+        settings.session_conninfo if session else settings.database_conninfo,
         min_size=size_min,
         max_size=size_max,
         timeout=timeout if timeout is not None else ps.timeout,
         max_lifetime=ps.max_lifetime,
         max_idle=ps.max_idle,
         check=IdleCheck(ps.check_idle_seconds),
-        kwargs={
-            # A statement outside `transaction()` commits on its own, in one round trip instead of three
-            # (BEGIN, statement, COMMIT); `transaction()` still opens a real transaction block.
-            "autocommit": True,
-            "application_name": f"fleet-{role}",
-            "options": options,
-            "connect_timeout": ps.connect_timeout,
-        },
+        kwargs=connection_kwargs(settings, role, session=session),
         name=f"fleet-{role}",
         open=False,
     )
@@ -107,12 +126,38 @@ def get_pool(*, role: str = "cli", max_size: int | None = 1) -> ConnectionPool:
     return open_process_pool(role=role, max_size=max_size)
 
 
+_session_pool: ConnectionPool | None = None
+_session_owner: int | None = None
+
+
+def get_session_pool() -> ConnectionPool:
+    """Connections that keep one server session across transactions (a session advisory lock).
+
+    Without a pooler this is the process's pool. Behind a transaction-mode pooler it is a pool of one
+    connection to FLEET_POOL__SESSION_URL, opened on first use in this process.
+    """
+    global _session_pool, _session_owner
+    settings = get_settings()
+    if settings.pool.pooler == "none":
+        return get_pool()
+    with _lock:
+        if _session_pool is None or _session_owner != os.getpid():
+            role = (_pool.name.removeprefix("fleet-") if _pool is not None else "cli") + "-session"
+            pool = build_pool(settings, role=role, max_size=1, min_size=0, session=True)
+            pool.open(wait=False)
+            _session_pool, _session_owner = pool, os.getpid()
+        return _session_pool
+
+
 def close_process_pool(timeout: float = 5.0) -> None:
-    """Close the pool this process opened; a no-op when there is none."""
-    global _pool, _owner_pid
+    """Close the pools this process opened; a no-op when there is none."""
+    global _pool, _owner_pid, _session_pool, _session_owner
     with _lock:
         pool, owner = _pool, _owner_pid
-        _pool, _owner_pid = None, None
+        session, session_owner = _session_pool, _session_owner
+        _pool, _owner_pid, _session_pool, _session_owner = None, None, None, None
+    if session is not None and session_owner == os.getpid():
+        session.close(timeout=timeout)
     if pool is not None and owner == os.getpid():
         pool.close(timeout=timeout)
         log.info("closed connection pool pid=%s", owner)

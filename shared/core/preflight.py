@@ -29,9 +29,28 @@ class PreflightReport:
         return "\n".join(out)
 
 
+def check_pooler(settings: Settings, report: PreflightReport) -> None:
+    """Through a transaction-mode pooler the pool sends no start-up options: the role's own statement timeout
+    is the only one, so a missing one is said here."""
+    try:
+        with psycopg.connect(settings.database_conninfo, connect_timeout=5, prepare_threshold=None) as conn:
+            row = conn.execute("SELECT current_setting('statement_timeout'), current_user").fetchone()
+    except psycopg.Error as exc:
+        report.problems.append(f"the pooler at DATABASE_URL is unreachable ({type(exc).__name__}): {exc}".strip())
+        return
+    assert row is not None
+    timeout, user = row
+    report.lines.append(f"{settings.pool.pooler}: reachable at DATABASE_URL; statement_timeout there: {timeout}")
+    if timeout in ("0", "0ms"):
+        report.lines.append(
+            f"warning: no statement timeout through the pooler: ALTER ROLE {user} SET statement_timeout ="
+            f" '{settings.pool.statement_timeout_ms}ms'"
+        )
+
+
 def check_database(settings: Settings, report: PreflightReport, budget_total: int) -> None:
     try:
-        with psycopg.connect(settings.database_conninfo, connect_timeout=5) as conn:
+        with psycopg.connect(settings.session_conninfo, connect_timeout=5) as conn:
             row = conn.execute(
                 "SELECT current_setting('max_connections')::int,"
                 " current_setting('superuser_reserved_connections')::int,"
@@ -55,7 +74,9 @@ def check_database(settings: Settings, report: PreflightReport, budget_total: in
         report.lines.append(
             f"warning: only {available - in_use} connections are free now; the fleet may take {budget_total}"
         )
-    revision, head = current_revision(settings.database_conninfo), head_revision()
+    if settings.pool.pooler != "none":
+        check_pooler(settings, report)
+    revision, head = current_revision(settings.session_conninfo), head_revision()
     if revision != head:
         report.problems.append(f"schema at revision {revision}, code expects {head}: run `fleet migrate`")
     else:

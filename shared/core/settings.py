@@ -115,11 +115,33 @@ class PoolSettings(BaseModel):
     check_idle_seconds: float = Field(
         default=2.0, ge=0, description="a connection not borrowed for longer is checked before use (0: every time)"
     )
+    pooler: Literal["none", "pgbouncer"] = Field(
+        default="none",
+        description="`pgbouncer`: DATABASE_URL is PgBouncer in transaction mode (no prepared statements, no"
+        " start-up options; set statement_timeout on the role)",
+    )
+    session_url: SecretStr | None = Field(
+        default=None,
+        description="with a pooler: PostgreSQL itself, or a session-mode PgBouncer database, for work that keeps"
+        " one server session (the per-chat answering lock, migrations, backups)",
+    )
+    pooler_server_connections: int = Field(
+        default=10, ge=1, description="with a pooler: its server pool for the fleet's database (default_pool_size)"
+    )
 
     @model_validator(mode="after")
     def _min_below_max(self) -> PoolSettings:
         if self.min_size > self.max_size:
             raise ValueError(f"pool min_size {self.min_size} exceeds max_size {self.max_size}")
+        return self
+
+    @model_validator(mode="after")
+    def _pooler_has_a_session_path(self) -> PoolSettings:
+        if self.pooler != "none" and self.session_url is None:
+            raise ValueError(
+                "FLEET_POOL__POOLER needs FLEET_POOL__SESSION_URL: the per-chat answering lock, migrations and"
+                " backups keep one server session, which a transaction-mode pooler does not give"
+            )
         return self
 
 
@@ -431,6 +453,12 @@ class Settings(BaseSettings):
     @property
     def database_conninfo(self) -> str:
         return self.database_url.get_secret_value()
+
+    @property
+    def session_conninfo(self) -> str:
+        """A connection that keeps its server session across transactions: DATABASE_URL without a pooler."""
+        session = self.pool.session_url
+        return session.get_secret_value() if session is not None else self.database_conninfo
 
     @property
     def database_name(self) -> str:

@@ -16,7 +16,7 @@ from shared.assistant import Assistant, Reply, Turn, load_assistant
 from shared.assistant.tools import SalonTools
 from shared.core.db import Connection, transaction
 from shared.core.locks import LockClass, limit_lock_wait, session_lock, session_unlock
-from shared.core.pool import get_pool
+from shared.core.pool import get_session_pool
 from shared.core.resources import resource
 from shared.core.settings import InboundSettings, get_settings
 from shared.data.dead_letters import record_dead_letter
@@ -133,7 +133,7 @@ def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: dat
     result = DrainResult()
     key = chat_key(company_id, chat_id)
     messages = MessageRepository()
-    with get_pool().connection() as conn:
+    with get_session_pool().connection() as conn:  # the chat's lock is held across two transactions
         locked = False
         try:
             with transaction(conn):  # the lock and the attempt count: one transaction, one commit

@@ -104,9 +104,15 @@ def worker_is_ready(redis_url: str, node: str) -> bool:
 
 @contextmanager
 def running_worker(
-    worker_type: str, env: Mapping[str, str], tmp_path: Path, *, concurrency: int = 1, ready: bool = True
+    worker_type: str,
+    env: Mapping[str, str],
+    tmp_path: Path,
+    *,
+    concurrency: int = 1,
+    ready: bool = True,
+    node: str | None = None,
 ) -> Iterator[FleetProcess]:
-    node = f"{worker_type}-{uuid.uuid4().hex[:6]}@test"
+    node = node or f"{worker_type}-{uuid.uuid4().hex[:6]}@test"
     process = FleetProcess(
         ["worker", worker_type, "--concurrency", str(concurrency), "--name", node, "--loglevel", "INFO"],
         env,

@@ -13,7 +13,7 @@ from shared.core.settings import Settings
 
 
 def migrate(args: argparse.Namespace, settings: Settings) -> int:
-    revision = upgrade(settings.database_conninfo)
+    revision = upgrade(settings.session_conninfo)
     print(f"database {settings.database_name} is at revision {revision}")
     return 0
 

@@ -127,17 +127,17 @@ def backup(args: argparse.Namespace, settings: Settings) -> int:
     """Take a backup now (then prune), list backups, restore one, or run the drill."""
     try:
         if args.command == "backup":
-            result = take_backup(settings.backup, settings.database_conninfo)
+            result = take_backup(settings.backup, settings.session_conninfo)
             print(result.render())
             pruned = prune(settings.backup, ZoneInfo(settings.timezone))
             print(f"pruned backups: {pruned or 'none'}")
         elif args.command == "restore":
             backup = restore_backup(
-                settings.backup, settings.database_conninfo, args.to, backup_id=args.backup, force=args.force
+                settings.backup, settings.session_conninfo, args.to, backup_id=args.backup, force=args.force
             )
             print(f"backup {backup['id']} ({backup['finished_at']:%Y-%m-%d %H:%M}) restored into {args.to}")
         elif args.command == "drill":
-            result = drill(settings.backup, settings.database_conninfo)
+            result = drill(settings.backup, settings.session_conninfo)
             print(result.render())
             return 0 if result.passed else 1
         else:

@@ -13,7 +13,7 @@ MIGRATION_LOCK_ID = 7_432_001
 
 
 def run_migrations_online() -> None:
-    conninfo = context.config.attributes.get("conninfo") or get_settings().database_conninfo
+    conninfo = context.config.attributes.get("conninfo") or get_settings().session_conninfo
     engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(conninfo), poolclass=pool.NullPool)
     with engine.connect() as connection:
         connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})

@@ -1,0 +1,26 @@
+"""What every inbound test with real workers checks at its end: each chat answered once, in order."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import psycopg
+
+from ops.standins.gateway import GatewayStandIn
+
+
+def assert_each_chat_answered_once_in_order(
+    db: psycopg.Connection, gateway: GatewayStandIn, chats: Iterable[str]
+) -> None:
+    """Every message of each chat is in exactly one reply, replies follow the order the messages were sent,
+    and they reached the gateway in that order, none twice."""
+    for chat in chats:
+        sent_order = [
+            row[0] for row in db.execute("SELECT id FROM messages WHERE chat_id = %s ORDER BY sent_at", (chat,))
+        ]
+        outbox = db.execute(
+            "SELECT idempotency_key, message_ids FROM outbox WHERE chat_id = %s ORDER BY id", (chat,)
+        ).fetchall()
+        assert [message_id for _, ids in outbox for message_id in ids] == sent_order, f"chat {chat} out of order"
+        assert [d.id for d in gateway.to(chat)] == [key for key, _ in outbox], "replies reached the gateway in order"
+    assert gateway.repeats == 0
