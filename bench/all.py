@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [
     ("Inbound messages: saturation and latency", ["bench.inbound", "--burst", "2000", "--seconds", "10"]),
+    ("Fairness across salons: a quiet salon during a flood", ["bench.fairness", "--flood", "1500"]),
     ("YClients sync write path", ["bench.sync_upsert", "--existing", "1000000", "--incoming", "100000"]),
     ("WhatsApp key cleanup", ["bench.keys_cleanup", "--keys", "1000000", "--batch", "5000"]),
     ("Backup", ["bench.backup", "--megabytes", "300"]),

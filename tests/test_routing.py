@@ -8,7 +8,8 @@ import pytest
 
 from beat_schedule import build_beat_schedule
 from shared.core.settings import WorkerType, get_settings
-from shared.core.topology import QUEUE_OF_WORKER, Queue, UnroutedTask, queue_for_task
+from shared.core.topology import CONSUMED_BY_WORKER, QUEUE_OF_WORKER, Queue, UnroutedTask, queue_for_task
+from shared.inbound.lanes import INTAKE
 from tests.support.processes import running_worker
 from workers.app import app
 
@@ -18,7 +19,12 @@ CONSUMED = {queue.value for queue in QUEUE_OF_WORKER.values()}
 
 
 def test_every_queue_has_exactly_one_worker_type() -> None:
-    assert sorted(q.value for q in QUEUE_OF_WORKER.values()) == sorted(q.value for q in Queue)
+    """Each queue is consumed by one worker type; the inbound intake by the inbound workers' router, which
+    deals it out to `inbound.ready` (shared/inbound/lanes.py)."""
+    consumed = [queue.value for queue in CONSUMED_BY_WORKER.values()]
+    assert len(consumed) == len(set(consumed))
+    assert sorted([*consumed, INTAKE]) == sorted(queue.value for queue in Queue)
+    assert sorted(queue.value for queue in QUEUE_OF_WORKER.values()) == sorted(set(Queue) - {Queue.INBOUND_READY})
 
 
 @pytest.mark.parametrize("task_name", OUR_TASKS)

@@ -37,7 +37,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.utils.json import loads
 
 from shared.core.settings import get_settings
-from shared.core.topology import hide_private_arguments
+from shared.core.topology import hide_private_arguments, published_to
 from shared.data.dead_letters import dead_letter_row, spool
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def park(source: str, reason: str, payload: Any, *, error_type: str, task_id: An
 
 def _park_undecodable(queue: str, exc: Exception, raw: Any) -> None:
     park(
-        f"broker.{queue}",
+        f"broker.{published_to(queue)}",
         f"undecodable broker message: {type(exc).__name__}: {str(exc)[:300]}",
         {"queue": queue, "raw": raw},
         error_type="UndecodableMessage",
@@ -136,7 +136,7 @@ class QuarantiningChannel(kombu_redis.Channel):
         if len(raw) > limit:
             # kombu writes the headers (task id and name) after the body: keep both ends of the entry.
             park(
-                f"broker.{queue}",
+                f"broker.{published_to(queue)}",
                 f"broker message of {len(raw)} bytes is over the {limit}-byte limit; not decoded",
                 {"queue": queue, "bytes": len(raw), "raw_head": raw[:KEPT_END], "raw_tail": raw[-KEPT_END:]},
                 error_type="OversizedMessage",

@@ -21,13 +21,15 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
 )
 from celery.worker import control
 
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.replica import close_replica_pool
 from shared.core.resources import close_all
-from shared.core.settings import get_settings
+from shared.core.settings import WorkerType, get_settings
 from shared.core.topology import hide_private_arguments, queue_for_task, task_allowed
 from shared.observability import prometheus_metrics as metrics
 from shared.observability.sentry import init_sentry
@@ -71,6 +73,23 @@ def _accept_only_own_work(sender: Any = None, **_: Any) -> None:
     for command in [command for command in control.Panel.data if command not in REMOTE_CONTROL]:
         del control.Panel.data[command]
     log.info("%s worker accepts %s", worker_type.value, ", ".join(sorted(tasks)))
+
+
+@worker_ready.connect
+def _start_lanes_router(**_: Any) -> None:
+    """The inbound worker's main process deals the intake out in turns across salons (workers/lanes.py)."""
+    settings = get_settings()
+    if settings.worker_type is WorkerType.INBOUND:
+        from workers.lanes import start_router
+
+        start_router(settings)
+
+
+@worker_shutdown.connect
+def _stop_lanes_router(**_: Any) -> None:
+    from workers.lanes import stop_router
+
+    stop_router()
 
 
 @beat_init.connect

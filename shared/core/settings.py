@@ -159,6 +159,14 @@ class InboundSettings(BaseModel):
     """How chat messages are answered."""
 
     burst_window_seconds: float = Field(default=2.0, ge=0, le=60, description="quiet time before answering")
+    ready_depth: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="messages dealt out ahead of the inbound workers; a quiet salon waits behind at most these"
+        " and one message of each busy salon",
+    )
+    route_batch: int = Field(default=500, ge=1, le=10_000, description="messages the router moves per step")
     max_attempts: int = Field(default=3, ge=1, description="answering attempts before a dead letter")
     sent_at_max_age_hours: float = Field(
         default=48.0, gt=0, description="an older sent_at is replaced by the receive time (original kept)"

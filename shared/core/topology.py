@@ -9,10 +9,11 @@ from shared.core.settings import WorkerType
 
 
 class Queue(StrEnum):
-    INBOUND = "inbound"
+    INBOUND = "inbound"  # the intake: producers publish here; the router deals it out (shared/inbound/lanes.py)
     YCLIENTS = "yclients"
     MAINTENANCE = "maintenance"  # WhatsApp key maintenance and the health jobs
     BACKUPS = "backups"
+    INBOUND_READY = "inbound.ready"  # what the inbound workers consume: filled in turns across salons
 
 
 QUEUE_OF_WORKER: dict[WorkerType, Queue] = {
@@ -31,6 +32,14 @@ QUEUE_OF_MODULE: dict[str, Queue] = {
 }
 
 TASK_MODULES: tuple[str, ...] = tuple(QUEUE_OF_MODULE)
+
+# The queue each worker type consumes: its own, except the inbound workers, which take the fair-share list.
+CONSUMED_BY_WORKER: dict[WorkerType, Queue] = {**QUEUE_OF_WORKER, WorkerType.INBOUND: Queue.INBOUND_READY}
+
+
+def published_to(queue: str) -> str:
+    """The queue producers published a consumed message to (what operators and dead letters name)."""
+    return Queue.INBOUND.value if queue == Queue.INBOUND_READY.value else queue
 
 
 def task_modules_of(worker_type: WorkerType | None) -> tuple[str, ...]:

@@ -21,6 +21,7 @@ from shared.data.errors import DataLayerError
 from shared.data.repositories import alerts, backups, crm_operations, health_checks, sync_runs, webhook_events
 from shared.data.repositories.conversations import OutboxRepository
 from shared.health.process_stats import read_all
+from shared.inbound import lanes
 from shared.yclients.sync import ENTITIES
 
 SEVERITY = {"healthy": 0, "warning": 1, "unhealthy": 2}
@@ -141,7 +142,7 @@ def query_metrics_report(client: redis.Redis) -> dict[str, Any]:
 
 
 def queue_depths(client: redis.Redis) -> dict[str, dict[str, int]]:
-    depths = {}
+    depths: dict[str, dict[str, Any]] = {}
     for worker_type, queue in QUEUE_OF_WORKER.items():
         waiting = sum(client.llen(queue.value + suffix) for suffix in PRIORITY_SUFFIXES)
         depths[queue.value] = {
@@ -149,6 +150,13 @@ def queue_depths(client: redis.Redis) -> dict[str, dict[str, int]]:
             "unacked": int(client.hlen(f"unacked:{queue.value}")),
             "worker_type": worker_type.value,
         }
+    # Inbound work waits in the intake, in the salons' lanes, or dealt out in the ready list.
+    by_salon = lanes.backlog(client)
+    inbound = depths[Queue.INBOUND.value]
+    inbound["intake"] = inbound["waiting"]
+    inbound["ready"] = int(client.llen(Queue.INBOUND_READY.value))
+    inbound["waiting"] += inbound["ready"] + sum(by_salon.values())
+    inbound["backlog_by_salon"] = by_salon
     return depths
 
 
@@ -160,12 +168,12 @@ def check_queues(settings: Settings, client: redis.Redis) -> Component:
     component.details["dead_letter_spool"] = spooled
     if spooled >= settings.health.queue_warning:
         component.flag("warning", f"{spooled} dead letters parked in Redis, not yet filed (is the keys worker up?)")
-    for queue in Queue:
-        waiting = depths[queue.value]["waiting"]
+    for queue, depth in depths.items():
+        waiting = depth["waiting"]
         if waiting >= settings.health.queue_unhealthy:
-            component.flag("unhealthy", f"{waiting} messages waiting in {queue.value}")
+            component.flag("unhealthy", f"{waiting} messages waiting in {queue}")
         elif waiting >= settings.health.queue_warning:
-            component.flag("warning", f"{waiting} messages waiting in {queue.value}")
+            component.flag("warning", f"{waiting} messages waiting in {queue}")
     return component
 
 

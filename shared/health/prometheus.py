@@ -28,9 +28,12 @@ def render(report: dict[str, Any], metrics: dict[str, Any], samples_directory: P
     if "queues" in parts.get("queues", {}):
         waiting = gauge("fleet_queue_waiting", "messages waiting in a queue", ("queue",))
         unacked = gauge("fleet_queue_unacked", "messages taken but not yet acknowledged", ("queue",))
+        backlog = gauge("fleet_inbound_backlog", "inbound messages waiting in a salon's lane", ("company",))
         for queue, depth in parts["queues"]["queues"].items():
             waiting.labels(queue).set(depth["waiting"])
             unacked.labels(queue).set(depth["unacked"])
+            for company, count in depth.get("backlog_by_salon", {}).items():
+                backlog.labels(company).set(count)
     database = parts.get("database", {})
     if "connections" in database:
         connections = gauge("fleet_db_connections", "PostgreSQL connections by fleet role", ("role",))

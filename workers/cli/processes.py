@@ -9,7 +9,7 @@ import time
 
 from shared.core.budget import require_budget
 from shared.core.settings import ANY_ADDRESS, Settings, SettingsError, WorkerType
-from shared.core.topology import QUEUE_OF_WORKER
+from shared.core.topology import CONSUMED_BY_WORKER, QUEUE_OF_WORKER
 from shared.health.server import make_server
 from shared.observability.prometheus_metrics import ENV as PROMETHEUS_ENV
 from shared.observability.sentry import init_sentry
@@ -37,7 +37,7 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
     argv = [
         "worker",
         "--queues",
-        QUEUE_OF_WORKER[worker_type].value,
+        CONSUMED_BY_WORKER[worker_type].value,
         "--concurrency",
         str(args.concurrency or limits.concurrency),
         "--hostname",
