@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 
 import redis
@@ -23,7 +24,10 @@ from workers.broker import ALIVE, INFLIGHT_KEYS, inflight_key
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "fleet:lanes:router"
-IDLE_SECONDS = 0.02
+BACKLOG_POLL_SECONDS = 0.005  # lanes hold work and the ready list is full: look again this soon
+HOUSEKEEPING_SECONDS = 0.5  # how often the alive key and the routing lease are renewed
+IDLE_BLOCK_SECONDS = 0.5  # nothing anywhere: the routing router blocks on the intake this long at most
+FOLLOWER_POLL_SECONDS = 0.02  # a router that is not routing only deals out
 
 
 class Router(threading.Thread):
@@ -40,15 +44,22 @@ class Router(threading.Thread):
 
     def run(self) -> None:
         log.info("lanes router %s started (ready depth %s)", self.id, self.depth)
-        beats = 0
+        leading, renew_at = False, 0.0
         while not self.stopping.is_set():
             try:
-                if beats % 50 == 0:  # about every second: stay alive, so the orphan scan leaves our list be
+                if time.monotonic() >= renew_at:  # stay alive (the orphan scan leaves our list be), hold the lease
                     self.client.set(ALIVE + self.id, "1", px=self.ttl_ms)
                     self.client.sadd(INFLIGHT_KEYS, self.inflight)
-                beats += 1
-                routed = self.lanes.route(self.inflight, self.batch) if self._leading() else 0
-                moved = self.lanes.dispatch(self.depth)
+                    leading, renew_at = self._leading(), time.monotonic() + HOUSEKEEPING_SECONDS
+                routed = self.lanes.route(self.inflight, self.batch) if leading else 0
+                moved, backlog = self.lanes.dispatch(self.depth)
+                if not routed and not moved:
+                    if backlog:
+                        self.stopping.wait(BACKLOG_POLL_SECONDS)
+                    elif leading:
+                        self.lanes.wait_for_intake(self.inflight, IDLE_BLOCK_SECONDS)
+                    else:
+                        self.stopping.wait(FOLLOWER_POLL_SECONDS)
             except redis.RedisError as exc:
                 log.warning("lanes router paused: %s", type(exc).__name__)
                 self.stopping.wait(1.0)
@@ -57,12 +68,11 @@ class Router(threading.Thread):
                 log.exception("lanes router step failed; retrying in a second")
                 self.stopping.wait(1.0)
                 continue
-            if not routed and not moved:
-                self.stopping.wait(IDLE_SECONDS)
         self.client.close()
 
     def _leading(self) -> bool:
-        """Hold (or take) the routing lease; a router that died loses it within two seconds."""
+        """Hold (or take) the routing lease (renewed every half second); a router that died loses it within two
+        seconds, and the others take it over."""
         if self.client.set(LEASE_KEY, self.id, nx=True, px=2000):
             return True
         if self.client.get(LEASE_KEY) == self.id.encode():

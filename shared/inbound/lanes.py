@@ -66,7 +66,7 @@ while redis.call('LLEN', KEYS[1]) < depth do
     redis.call('SREM', KEYS[3], lane)
   end
 end
-return moved
+return {moved, redis.call('LLEN', KEYS[2])}
 """
 
 
@@ -119,9 +119,16 @@ class Lanes:
             pairs += [lane_of(raw), raw]
         return int(self._place(keys=[inflight, RING, RING_SET, LANE], args=pairs))
 
-    def dispatch(self, depth: int) -> int:
-        """Top the ready list up to `depth`, in turns across salons; returns how many moved."""
-        return int(self._dispatch(keys=[READY, RING, RING_SET, LANE], args=[depth]))
+    def dispatch(self, depth: int) -> tuple[int, int]:
+        """Top the ready list up to `depth`, in turns across salons; returns (messages moved, salons still
+        holding a backlog)."""
+        moved, waiting = self._dispatch(keys=[READY, RING, RING_SET, LANE], args=[depth])
+        return int(moved), int(waiting)
+
+    def wait_for_intake(self, inflight: str, seconds: float) -> bool:
+        """Block until a message reaches the intake (moved into `inflight`, routed by the next `route`), or
+        `seconds` pass: an idle router wakes the moment work arrives instead of polling."""
+        return self.client.blmove(INTAKE, inflight, seconds, "RIGHT", "LEFT") is not None
 
 
 def backlog(client: redis.Redis) -> dict[str, int]:
