@@ -12,7 +12,8 @@ import pytest
 from shared.core.db import run, transaction
 from shared.core.migrate import upgrade
 from shared.core.pool import close_process_pool, open_process_pool
-from shared.core.replica import close_replica_pool, current_verdict, probe, reading
+from shared.core.replica import current_verdict, probe, reading
+from shared.core.resources import close_all
 from shared.core.settings import Settings, load_settings
 from shared.data.errors import DataLayerError
 from shared.health.checks import check_database
@@ -62,7 +63,7 @@ def fleet_on_pair(pair: tuple) -> Iterator[tuple]:
             standby.execute("SELECT pg_wal_replay_resume()")
         wait_until(lambda: title_on(standby) == "first", 20, "the replica caught up")
     yield pair
-    close_replica_pool()
+    close_all()  # the replica pool, with the process's other resources
     close_process_pool()
 
 
@@ -94,7 +95,7 @@ def test_reads_go_to_a_current_replica_and_writes_and_transactions_stay_on_the_p
         with transaction(), reading(settings):
             assert title() == "second", "inside a transaction, reads are the transaction's"
         standby.execute("SELECT pg_wal_replay_resume()")
-    verdict = current_verdict()
+    verdict = current_verdict(settings)
     assert verdict is not None
     assert verdict.usable
 
@@ -107,7 +108,7 @@ def test_a_lagging_replica_is_skipped_until_it_catches_up_and_health_says_so(fle
         time.sleep(1.5)  # the replica's last replayed transaction is now over a second old
         with reading(settings):
             assert title() == "third", "the lagging replica was skipped: read on the primary"
-        verdict = current_verdict()
+        verdict = current_verdict(settings)
         assert verdict is not None
         assert not verdict.usable
         assert "lags" in (verdict.reason or "")
@@ -121,7 +122,7 @@ def test_a_lagging_replica_is_skipped_until_it_catches_up_and_health_says_so(fle
         wait_until(lambda: title_on(standby) == "third", 20, "the replica caught up")
     with reading(settings):
         title()
-    assert current_verdict().usable  # type: ignore[union-attr]
+    assert current_verdict(settings).usable  # type: ignore[union-attr]
     assert check_database(settings, redis_client(settings)).details["replica"]["in_use"] is True
 
 
@@ -137,7 +138,7 @@ def test_a_stopped_replica_is_skipped_without_failing_a_read_and_used_again_when
         with reading(settings):
             assert title() == "fourth", "the primary answered"
         assert time.monotonic() - started < settings.replica.connect_timeout + 2
-        assert "unreachable" in (current_verdict().reason or "")  # type: ignore[union-attr]
+        assert "unreachable" in (current_verdict(settings).reason or "")  # type: ignore[union-attr]
         health = check_database(settings, redis_client(settings))
         assert any("replica not used" in problem and "unreachable" in problem for problem in health.problems)
     finally:
@@ -145,4 +146,4 @@ def test_a_stopped_replica_is_skipped_without_failing_a_read_and_used_again_when
     wait_until(lambda: probe(settings).usable, 30, "the replica back and caught up")  # type: ignore[union-attr]
     with reading(settings):
         assert title() == "fourth"
-    assert current_verdict().usable  # type: ignore[union-attr]
+    assert current_verdict(settings).usable  # type: ignore[union-attr]

@@ -27,7 +27,6 @@ from celery.signals import (
 from celery.worker import control
 
 from shared.core.pool import close_process_pool, open_process_pool
-from shared.core.replica import close_replica_pool
 from shared.core.resources import close_all
 from shared.core.settings import WorkerType, get_settings
 from shared.core.topology import hide_private_arguments, queue_for_task, task_allowed
@@ -106,7 +105,6 @@ def _open_child_pool(**_: Any) -> None:
 @worker_process_shutdown.connect
 def _close_child_resources(**_: Any) -> None:
     close_all()
-    close_replica_pool()
     close_process_pool()
 
 

@@ -17,7 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from shared.core.pool import get_pool
+from shared.core.pool import get_pool, pool_role
 from shared.data.errors import translated_errors
 from shared.observability.prometheus_metrics import observe_pool_wait, observe_statement
 from shared.observability.query_metrics import query_metrics
@@ -73,7 +73,7 @@ def _borrowed() -> Iterator[Connection]:
     pool = get_pool()
     started = time.perf_counter()
     with pool.connection() as pooled:
-        observe_pool_wait(pool.name.removeprefix("fleet-"), time.perf_counter() - started)
+        observe_pool_wait(pool_role(pool), time.perf_counter() - started)
         yield pooled
 
 

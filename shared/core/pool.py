@@ -16,6 +16,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from shared.core.resources import resource
 from shared.core.settings import PoolSettings, Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -126,38 +127,41 @@ def get_pool(*, role: str = "cli", max_size: int | None = 1) -> ConnectionPool:
     return open_process_pool(role=role, max_size=max_size)
 
 
-_session_pool: ConnectionPool | None = None
-_session_owner: int | None = None
+def pool_role(pool: ConnectionPool) -> str:
+    """The role a pool was built for (`fleet-<role>` is its name and its connections' application name)."""
+    return pool.name.removeprefix("fleet-")
+
+
+def process_role() -> str:
+    """This process's role: its pool's, or `cli` before it has one."""
+    return pool_role(_pool) if _pool is not None and _owner_pid == os.getpid() else "cli"
 
 
 def get_session_pool() -> ConnectionPool:
     """Connections that keep one server session across transactions (a session advisory lock).
 
     Without a pooler this is the process's pool. Behind a transaction-mode pooler it is a pool of one
-    connection to FLEET_POOL__SESSION_URL, opened on first use in this process.
+    connection to FLEET_POOL__SESSION_URL, one of the process's resources (made on first use, after fork,
+    closed with the others at child shutdown).
     """
-    global _session_pool, _session_owner
     settings = get_settings()
     if settings.pool.pooler == "none":
         return get_pool()
-    with _lock:
-        if _session_pool is None or _session_owner != os.getpid():
-            role = (_pool.name.removeprefix("fleet-") if _pool is not None else "cli") + "-session"
-            pool = build_pool(settings, role=role, max_size=1, min_size=0, session=True)
-            pool.open(wait=False)
-            _session_pool, _session_owner = pool, os.getpid()
-        return _session_pool
+
+    def make() -> ConnectionPool:
+        pool = build_pool(settings, role=f"{process_role()}-session", max_size=1, min_size=0, session=True)
+        pool.open(wait=False)
+        return pool
+
+    return resource("session-pool", make, lambda pool: pool.close(timeout=5))
 
 
 def close_process_pool(timeout: float = 5.0) -> None:
-    """Close the pools this process opened; a no-op when there is none."""
-    global _pool, _owner_pid, _session_pool, _session_owner
+    """Close the pool this process opened; a no-op when there is none."""
+    global _pool, _owner_pid
     with _lock:
         pool, owner = _pool, _owner_pid
-        session, session_owner = _session_pool, _session_owner
-        _pool, _owner_pid, _session_pool, _session_owner = None, None, None, None
-    if session is not None and session_owner == os.getpid():
-        session.close(timeout=timeout)
+        _pool, _owner_pid = None, None
     if pool is not None and owner == os.getpid():
         pool.close(timeout=timeout)
         log.info("closed connection pool pid=%s", owner)

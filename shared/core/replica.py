@@ -20,7 +20,6 @@ Each process has its own small replica pool (opened on first use, never across a
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -33,6 +32,8 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from shared.core import db
+from shared.core.pool import process_role
+from shared.core.resources import resource
 from shared.core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -131,35 +132,16 @@ class _ReplicaReads:
                 log.warning("replica skipped, reads go to the primary: %s", verdict.reason)
 
 
-_lock = threading.Lock()
-_reads: _ReplicaReads | None = None
-_owner_pid: int | None = None
-
-
 def _process_reads(settings: Settings) -> _ReplicaReads:
-    global _reads, _owner_pid
-    with _lock:
-        if _reads is None or _owner_pid != os.getpid():  # a pool inherited through fork is the parent's
-            from shared.core.pool import get_pool
-
-            role = get_pool().name.removeprefix("fleet-")
-            _reads, _owner_pid = _ReplicaReads(settings, role), os.getpid()
-        return _reads
+    """One of the process's resources (made after fork, closed with the others at child shutdown)."""
+    return resource(
+        "replica-reads", lambda: _ReplicaReads(settings, process_role()), lambda reads: reads.pool.close(timeout=5)
+    )
 
 
-def close_replica_pool() -> None:
-    global _reads, _owner_pid
-    with _lock:
-        reads, owner = _reads, _owner_pid
-        _reads, _owner_pid = None, None
-    if reads is not None and owner == os.getpid():
-        reads.pool.close(timeout=5)
-
-
-def current_verdict() -> Verdict | None:
+def current_verdict(settings: Settings) -> Verdict | None:
     """What this process decided at its last check (None before the first, or without a replica)."""
-    reads = _reads if _owner_pid == os.getpid() else None
-    return reads.verdict if reads is not None else None
+    return _process_reads(settings).verdict if settings.replica.url is not None else None
 
 
 def probe(settings: Settings) -> Verdict | None:
