@@ -28,12 +28,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-os.environ["DATABASE_URL"] = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/fleet_bench")
-os.environ["REDIS_URL"] = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
-# Its own state directory: the benchmark's workers keep their Prometheus samples out of the fleet's /metrics.
-os.environ["FLEET_STATE_DIR"] = os.environ.get(
-    "BENCH_STATE_DIR", str(Path(__file__).resolve().parents[1] / ".run" / "bench")
-)
+from bench.services import use_bench_services
+
+use_bench_services()
 os.environ["FLEET_ENVIRONMENT"] = "test"
 
 import psycopg
