@@ -16,7 +16,6 @@ import os
 import statistics
 import threading
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,20 +33,10 @@ from ops.standins.gateway import GatewayStandIn, gateway_stand_in
 from shared.core.migrate import upgrade
 from shared.core.pool import close_process_pool, open_process_pool
 from tests.support.processes import FleetProcess, wait_until
-from tests.support.seed import COMPANY, seed_salon
+from tests.support.seed import COMPANY, chat_message, seed_salon
 from workers.producer import enqueue_many, enqueue_message
 
 QUIET = 962303
-
-
-def payload(company: int, chat: str, n: int) -> dict[str, Any]:
-    return {
-        "company_id": company,
-        "chat_id": chat,
-        "gateway_message_id": f"wamid.bench.fair.{company}.{n}.{time.time()}",
-        "text": "Сколько стоит стрижка?",
-        "sent_at": (datetime.now(UTC) + timedelta(milliseconds=n)).isoformat(),
-    }
 
 
 class QuietSalon(threading.Thread):
@@ -63,7 +52,7 @@ class QuietSalon(threading.Thread):
         while not self.done.is_set():
             chat = f"+7913{self.next:07d}"
             self.sent[chat] = time.time()
-            enqueue_message(payload(QUIET, chat, self.next))
+            enqueue_message(chat_message(QUIET, chat, self.next))
             self.next += 1
             self.done.wait(self.every)
 
@@ -118,7 +107,7 @@ def run(flood: int, every: float, concurrency: int) -> dict[str, Any]:
             before = gateway.count()
             during = QuietSalon(every, 100_000)
             during.start()
-            enqueue_many([payload(COMPANY, f"+7912{n % 150:07d}", n) for n in range(flood)])
+            enqueue_many([chat_message(COMPANY, f"+7912{n % 150:07d}", n) for n in range(flood)])
             wait_until(lambda: gateway.count() - before - len(during.sent) >= flood, 600, "the flood answered")
             flood_seconds = time.time() - flooded_at
             during.done.set()

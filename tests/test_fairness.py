@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -20,7 +19,7 @@ from shared.inbound.lanes import lane_of
 from tests.support.chats import assert_each_chat_answered_once_in_order
 from tests.support.processes import running_worker, wait_until
 from tests.support.raw_broker import envelope
-from tests.support.seed import COMPANY, seed_salon
+from tests.support.seed import COMPANY, chat_message, seed_salon
 from workers.producer import enqueue_many, enqueue_message
 
 QUIET = 962303
@@ -28,16 +27,6 @@ FLOOD = 1500
 FLOOD_CHATS = [f"+7911200{n:04d}" for n in range(150)]
 QUIET_CHAT = "+79113000001"
 BOUND_SECONDS = 1.0
-
-
-def message(company: int, chat: str, n: int) -> dict:
-    return {
-        "company_id": company,
-        "chat_id": chat,
-        "gateway_message_id": f"wamid.fair.{company}.{chat}.{n}.{time.time()}",
-        "text": "Сколько стоит стрижка?",
-        "sent_at": (datetime.now(UTC) + timedelta(milliseconds=n)).isoformat(),
-    }
 
 
 @pytest.mark.slow
@@ -52,12 +41,12 @@ def test_a_quiet_salon_is_answered_within_a_second_while_another_floods(
     with gateway_stand_in() as gateway:
         env = {**fleet_env, "FLEET_GATEWAY__SEND_URL": gateway.url, "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0"}
         with running_worker("inbound", env, tmp_path, concurrency=2):
-            flood = [message(COMPANY, FLOOD_CHATS[n % len(FLOOD_CHATS)], n) for n in range(FLOOD)]
+            flood = [chat_message(COMPANY, FLOOD_CHATS[n % len(FLOOD_CHATS)], n) for n in range(FLOOD)]
             ids, rejected = enqueue_many(flood)
             assert len(ids) == FLOOD
             assert not rejected
             asked_at = time.time()
-            enqueue_message(message(QUIET, QUIET_CHAT, 0))
+            enqueue_message(chat_message(QUIET, QUIET_CHAT, 0))
             wait_until(lambda: gateway.to(QUIET_CHAT), 30, "the quiet salon's reply")
             waited = gateway.to(QUIET_CHAT)[0].at - asked_at
             backlog = queue_depths(client)["inbound"]["backlog_by_salon"]

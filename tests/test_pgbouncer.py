@@ -4,14 +4,12 @@ per chat, while PostgreSQL sees no more server connections than PgBouncer's pool
 
 from __future__ import annotations
 
-import itertools
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -22,13 +20,12 @@ from shared.core.pool import close_process_pool, open_process_pool
 from tests.support.chats import assert_each_chat_answered_once_in_order
 from tests.support.pgbouncer import PgBouncer, pgbouncer_in_front_of
 from tests.support.processes import ROOT, running_worker, wait_until
-from tests.support.seed import COMPANY, seed_salon
+from tests.support.seed import COMPANY, chat_message, seed_salon
 from workers.producer import enqueue_message
 
 pytestmark = pytest.mark.slow
 POOL_SIZE = 2
 CHATS = [f"+7911000{n:04d}" for n in range(6)]
-_ids = itertools.count(1)
 
 
 @pytest.fixture
@@ -83,15 +80,7 @@ def test_two_hosts_through_pgbouncer_answer_every_message_once_in_order(
         watch.start()
         for n in range(10):
             for chat in CHATS:
-                enqueue_message(
-                    {
-                        "company_id": COMPANY,
-                        "chat_id": chat,
-                        "gateway_message_id": f"wamid.pgbouncer.{next(_ids)}.{time.time()}",
-                        "text": f"вопрос {n}",
-                        "sent_at": (datetime.now(UTC) + timedelta(milliseconds=n)).isoformat(),
-                    }
-                )
+                enqueue_message(chat_message(COMPANY, chat, n, f"вопрос {n}"))
         answered = "SELECT count(*) FROM messages WHERE status IN ('answered', 'merged')"
         wait_until(lambda: db.execute(answered).fetchone()[0] == 60, 120, "60 messages answered")
         wait_until(lambda: db.execute("SELECT bool_and(status = 'sent') FROM outbox").fetchone()[0], 60, "sent")

@@ -17,7 +17,7 @@ from shared.health.server import answer
 from shared.inbound.payload import TASK_NAME
 from shared.observability import prometheus_metrics as metrics
 from tests.support.processes import running_worker, wait_until
-from tests.support.seed import COMPANY, seed_salon
+from tests.support.seed import COMPANY, chat_message, seed_salon
 from workers.app import app
 from workers.producer import enqueue_message
 
@@ -56,15 +56,7 @@ def test_every_child_counts_into_the_health_services_metrics_and_replaced_childr
         }
         with running_worker("inbound", env, tmp_path, concurrency=2) as worker:
             for n in range(12):
-                enqueue_message(
-                    {
-                        "company_id": COMPANY,
-                        "chat_id": f"+7911000{n:04d}",
-                        "gateway_message_id": f"wamid.metrics.{n}.{time.time()}",
-                        "text": "Привет",
-                        "sent_at": datetime.now(UTC).isoformat(),
-                    }
-                )
+                enqueue_message(chat_message(COMPANY, f"+7911000{n:04d}", 0, "Привет"))
             app.send_task(TASK_NAME, args=[{"company_id": "not a number"}])  # a payload no salon could send
             wait_until(lambda: gateway.count() == 12, 60, "twelve replies")
             wait_until(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -66,4 +67,16 @@ def booking(staff_id: int = 1, start: datetime = MOSCOW_NOON, minutes: int = 60,
         "starts_at": start,
         "ends_at": start + timedelta(minutes=minutes),
         **extra,
+    }
+
+
+def chat_message(company: int, chat: str, n: int, text: str = "Сколько стоит стрижка?") -> dict[str, object]:
+    """The n-th inbound payload of a chat, as a gateway sends it: a unique message id, sent n ms from now
+    (so the chat's messages keep the order they were made in)."""
+    return {
+        "company_id": company,
+        "chat_id": chat,
+        "gateway_message_id": f"wamid.{company}.{chat}.{n}.{time.time()}",
+        "text": text,
+        "sent_at": (datetime.now(UTC) + timedelta(milliseconds=n)).isoformat(),
     }
