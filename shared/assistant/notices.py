@@ -50,14 +50,15 @@ def offer_slots(
 ) -> Reply:
     """The earliest free slots of a service as a numbered list, and the state that reads the chosen number.
     `exclude` leaves out one (staff, start) known to be taken although the local calendar does not know yet;
-    `wish` keeps only the master, day and time the client asked for, else says so and offers the nearest."""
+    `wish` keeps only the master, days and times the client asked for (the closest to a time asked for
+    first), else says so and offers the nearest."""
     service = tools.service(service_id)
-    if wish is not None and wish.day is not None:
-        days = max(days, min((wish.day - tools.local(tools.now).date()).days + 1, 60))
+    if wish is not None and wish.last is not None:
+        days = max(days, min((wish.last - tools.local(tools.now).date()).days + 1, 60))
     admits = wish.admits if wish is not None and wish.anything else None
-    slots = _slots(tools, service_id, days, limit, exclude, admits)
+    slots = _slots(tools, service_id, days, limit, exclude, admits, wish)
     if admits is not None and not slots:
-        slots = _slots(tools, service_id, days, limit, exclude, None)
+        slots = _slots(tools, service_id, days, limit, exclude, None, None)
         if slots:
             prefix += "В это время свободных окон нет. Ближайшие свободные:\n"
     if service is None or not slots:
@@ -66,10 +67,16 @@ def offer_slots(
         f"{n}. {tools.local(slot.starts_at):%d.%m в %H:%M} — {staff_name(tools, slot.staff_id)}"
         for n, slot in enumerate(slots, 1)
     ]
+    kept = {"wish": wish.as_data()} if wish is not None else {}
     return Reply(
         prefix + f"{service['title']}: свободное время\n" + "\n".join(lines) + "\n\nНапишите номер.",
         state,
-        {**(data or {}), "service_id": service_id, "slots": [[s.staff_id, s.starts_at.isoformat()] for s in slots]},
+        {
+            **(data or {}),
+            **kept,
+            "service_id": service_id,
+            "slots": [[s.staff_id, s.starts_at.isoformat()] for s in slots],
+        },
     )
 
 
@@ -85,8 +92,14 @@ def _slots(
     limit: int,
     exclude: tuple[int, datetime] | None,
     admits: Callable[[int, datetime], bool] | None,
+    wish: Wish | None,
 ) -> list[FreeSlot]:
-    found = tools.free_slots(service_id, days, limit + 1, admits)
+    if wish is not None and wish.at is not None:  # the closest to the time asked for, in time order
+        found = tools.free_slots(service_id, days, 1000, admits)
+        found = sorted(found, key=lambda slot: (wish.closeness(tools.local(slot.starts_at)), slot.starts_at))
+        found = sorted(found[: limit + 1])
+    else:
+        found = tools.free_slots(service_id, days, limit + 1, admits)
     return [slot for slot in found if (slot.staff_id, slot.starts_at) != exclude][:limit]
 
 

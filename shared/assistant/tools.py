@@ -7,12 +7,14 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from shared.assistant.language.catalogue import Catalogue, catalogue
 from shared.assistant.slots import FreeSlot, free_starts
 from shared.core.db import transaction
 from shared.core.settings import get_settings
 from shared.data.repositories import crm_operations, reminders
 from shared.data.repositories.calendar import BookingRepository, StaffScheduleRepository
-from shared.data.repositories.catalogue import ServiceRepository, StaffRepository
+from shared.data.repositories.catalogue import ServiceCategoryRepository, ServiceRepository, StaffRepository
+from shared.data.repositories.salon_assistant import SalonAssistantRepository
 
 
 class SalonTools:
@@ -25,6 +27,7 @@ class SalonTools:
         self, company: dict[str, Any], client: dict[str, Any], now: datetime, chat_id: str | None = None
     ) -> None:
         self.company_id: int = company["id"]
+        self.company = company
         self.chat_id = chat_id
         self.crm_operation_ids: list[int] = []
         self.writes_to_crm = get_settings().yclients.writes_to(self.company_id)
@@ -38,6 +41,7 @@ class SalonTools:
         # The catalogue is read once per answer: a reply lists, matches and names from it many times.
         self._active_services: list[dict[str, Any]] | None = None
         self._bookable_staff: list[dict[str, Any]] | None = None
+        self._settings: dict[str, Any] | None = None
 
     def local(self, moment: datetime) -> datetime:
         return moment.astimezone(self.zone)
@@ -54,6 +58,46 @@ class SalonTools:
         if self._bookable_staff is None:
             self._bookable_staff = self._staff.bookable(self.company_id)
         return self._bookable_staff
+
+    def salon_settings(self) -> dict[str, Any]:
+        """The salon's own words and information for the assistant (`fleet salon set`)."""
+        if self._settings is None:
+            self._settings = SalonAssistantRepository().of(self.company_id)
+        return self._settings
+
+    def catalogue(self) -> Catalogue:
+        """The salon's services and masters as the assistant reads them, with the salon's own words."""
+        own = self.salon_settings()
+        return catalogue(
+            self.services(),
+            self.staff(),
+            own_words=own["service_words"],
+            own_masters=own["master_words"],
+            category_titles=lambda: {
+                row["id"]: row["title"]
+                for row in ServiceCategoryRepository().find_many({"company_id": self.company_id})
+            },
+        )
+
+    def information(self, topic: str) -> str | None:
+        """What the salon tells clients about `topic` (its settings first, then the company data from YClients)."""
+        said = self.salon_settings()["information"].get(topic)
+        if said:
+            return str(said)
+        if topic in ("address", "phone") and self.company.get(topic):
+            return str(self.company[topic])
+        return None
+
+    def working_hours(self, day: date) -> list[tuple[int, str, str]]:
+        """(staff id, first start, last end) of each master working that day, from the synced schedules."""
+        found = []
+        bookable = {member["id"] for member in self.staff()}
+        for row in self._schedules.for_day(self.company_id, day):
+            slots = [slot for slot in row["slots"] or [] if slot.get("from") and slot.get("to")]
+            if row["off_day"] or not slots or row["staff_id"] not in bookable:
+                continue
+            found.append((row["staff_id"], min(s["from"] for s in slots), max(s["to"] for s in slots)))
+        return sorted(found)
 
     def staff_for(self, service_id: int) -> list[dict[str, Any]]:
         return [s for s in self.staff() if not s["service_ids"] or service_id in s["service_ids"]]

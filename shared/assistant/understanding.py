@@ -1,64 +1,63 @@
-"""What a client's own words ask for: the service, the master, the day and the time window.
+"""One understanding step: a client's message read into what it asks for and the details it gives.
 
-"хочу записаться на стрижку завтра после 18", "можно к Анне в пятницу?", "сколько стоит маникюр": services and
-masters are recognised against the salon's own catalogue (word stems, so Russian endings do not matter), days by
-dateparser (a well-kept parser that reads Russian: "завтра", "в пятницу", "1 декабря"), time windows ("после 18",
-"до 12", "в 15:00", "утром", "вечером") by the rules below. Anything not recognised stays empty, and the menu
-remains the fallback.
+"Здравствуйте! можно к Леночке на ноготочки в пт после 6?" reads as: book; service: the salon's manicures;
+master: Елена; day: Friday; from 18:00. The steps are in `shared.assistant.language` (normalise, tokens with
+lemmas, services and masters, days and times, intents); this module puts them together and keeps the
+result's shape, which the dialog policy (`rules.py`) acts on. Nothing here acts: it only reads.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from functools import cache
 from typing import Any
 
-from dateparser.search import search_dates
+from shared.assistant.language import vocabulary
+from shared.assistant.language.catalogue import Catalogue, match_masters, match_services
+from shared.assistant.language.intents import read_intents
+from shared.assistant.language.normalise import normalise
+from shared.assistant.language.tokens import Token, tokenize
+from shared.assistant.language.when import CARDINALS, MONTHS, ORDINALS, WEEKDAYS, When, read_when
 
-WORD = re.compile(r"[а-яa-z]+")
-DAY_HINT = re.compile(
-    r"сегодня|завтра|послезавтра|понедельн|вторник|сред[уаы]|четверг|пятниц|суббот|воскресен"
-    r"|январ|феврал|март|апрел|ма[яй]|июн|июл|август|сентябр|октябр|ноябр|декабр|\b\d{1,2}[./]\d{1,2}\b"
-)
-AFTER = re.compile(r"\b(?:после|с|позже)\s+(\d{1,2})(?::(\d{2}))?(?!\s*(?:числа|[./]))")
-BEFORE = re.compile(r"\b(?:до|раньше)\s+(\d{1,2})(?::(\d{2}))?(?!\s*(?:числа|[./]))")
-AT = re.compile(r"\b(?:в|на)\s+(\d{1,2})(?::(\d{2}))(?!\s*[./]\d)|\b(?:в|на)\s+(\d{1,2})\s*(?:час|ч\b)")
-PARTS_OF_DAY = {
-    "утром": (None, time(12, 0)),
-    "днем": (time(12, 0), time(17, 0)),
-    "вечером": (time(17, 0), None),
-}
-STOP_STEMS = frozenset({"запис", "хочу", "можн", "пожал", "сколь", "стои", "завтр", "сегод"})
+PICK_ORDINALS = {**{word: n for word, n in ORDINALS.items() if n <= 12}, "последний": -1}
 
 
-def _stem(word: str) -> str:
-    return word[:5] if len(word) > 5 else word
+@dataclass(frozen=True)
+class Steps:
+    """Which steps run; all by default. The assistant benchmark turns each off to measure what it adds."""
 
-
-def _stems(text: str) -> set[str]:
-    return {_stem(word) for word in WORD.findall(text) if len(word) >= 4} - STOP_STEMS
+    lemmas: bool = True
+    typos: bool = True
+    latin: bool = True
+    dateparser: bool = True
 
 
 @dataclass(frozen=True)
 class Wish:
-    """What the message names; empty fields were not said (or not understood)."""
+    """The master, days and times a client asked for; a slot is offered only if it fits all of them."""
 
-    service_ids: list[int] = field(default_factory=list)
     staff_id: int | None = None
     day: date | None = None
+    last_day: date | None = None
+    at: time | None = None
     after: time | None = None
     before: time | None = None
 
     @property
     def anything(self) -> bool:
-        return bool(self.service_ids or self.staff_id or self.day or self.after or self.before)
+        return any(v is not None for v in (self.staff_id, self.day, self.at, self.after, self.before))
+
+    def without_master(self) -> Wish:
+        return Wish(None, self.day, self.last_day, self.at, self.after, self.before)
 
     def as_data(self) -> dict[str, Any]:
         """For the dialog state, so a later turn (the chosen service) keeps the rest of the wish."""
         return {
             "staff_id": self.staff_id,
             "day": self.day.isoformat() if self.day else None,
+            "last_day": self.last_day.isoformat() if self.last_day else None,
+            "at": self.at.isoformat() if self.at else None,
             "after": self.after.isoformat() if self.after else None,
             "before": self.before.isoformat() if self.before else None,
         }
@@ -66,107 +65,160 @@ class Wish:
     @classmethod
     def from_data(cls, data: dict[str, Any]) -> Wish:
         wish = data.get("wish") or {}
+
+        def moment(key: str) -> time | None:
+            return time.fromisoformat(wish[key]) if wish.get(key) else None
+
         return cls(
             staff_id=wish.get("staff_id"),
             day=date.fromisoformat(wish["day"]) if wish.get("day") else None,
-            after=time.fromisoformat(wish["after"]) if wish.get("after") else None,
-            before=time.fromisoformat(wish["before"]) if wish.get("before") else None,
+            last_day=date.fromisoformat(wish["last_day"]) if wish.get("last_day") else None,
+            at=moment("at"),
+            after=moment("after"),
+            before=moment("before"),
         )
+
+    @property
+    def last(self) -> date | None:
+        return self.last_day or self.day
 
     def admits(self, staff_id: int, local_start: datetime) -> bool:
         if self.staff_id is not None and staff_id != self.staff_id:
             return False
-        if self.day is not None and local_start.date() != self.day:
+        if self.day is not None and not self.day <= local_start.date() <= (self.last_day or self.day):
             return False
-        if self.after is not None and local_start.time() < self.after:
+        start = local_start.time()
+        if self.at is not None:
+            asked = datetime.combine(local_start.date(), self.at, tzinfo=local_start.tzinfo)
+            return abs(local_start - asked) < timedelta(hours=1)
+        if self.after is not None and start < self.after:
             return False
-        return not (self.before is not None and local_start.time() >= self.before)
+        return not (self.before is not None and start >= self.before)
+
+    def closeness(self, local_start: datetime) -> float:
+        """How far a slot is from the time asked for (0 without one): the closest are offered first."""
+        if self.at is None:
+            return 0.0
+        asked = datetime.combine(local_start.date(), self.at, tzinfo=local_start.tzinfo)
+        return abs((local_start - asked).total_seconds())
 
 
-def normalise(text: str) -> str:
-    return text.lower().replace("ё", "е")
+@dataclass(frozen=True)
+class Understanding:
+    intents: tuple[str, ...]
+    greeting: bool = False
+    service_parts: tuple[tuple[int, ...], ...] = ()
+    missing_service: str | None = None
+    staff_id: int | None = None
+    staff_ambiguous: tuple[int, ...] = ()
+    missing_master: str | None = None
+    when: When = field(default_factory=When)
+    topics: tuple[str, ...] = ()
+    pick: int | None = None
+
+    @property
+    def service_ids(self) -> list[int]:
+        seen: list[int] = []
+        for part in self.service_parts:
+            seen += [service_id for service_id in part if service_id not in seen]
+        return seen
+
+    def asks(self, *intents: str) -> bool:
+        return any(intent in self.intents for intent in intents)
+
+    @property
+    def wish(self) -> Wish:
+        when = self.when
+        return Wish(self.staff_id, when.day, when.last_day, when.at, when.after, when.before)
 
 
-def match_services(text: str, services: list[dict[str, Any]]) -> list[int]:
-    """The services whose title shares the most word stems with the text (none when none shares any)."""
-    said = _stems(text)
-    scored = [(len(said & _stems(normalise(s["title"]))), s["id"]) for s in services]
-    best = max((score for score, _ in scored), default=0)
-    return [service_id for score, service_id in scored if best and score == best]
+@cache
+def _lexicon() -> tuple[str, ...]:
+    """Every word a typo may stand for: the vocabulary's words and the words of days and times."""
+    words: set[str] = set()
+    for cue in vocabulary.cues():
+        for part in cue.parts:
+            words |= {w.strip("^$=") for w in part}
+    services = vocabulary.service_words()
+    words |= set(services.words) | {w for phrase in services.phrases for w in phrase}
+    words |= set(vocabulary.chat_words().values())
+    words |= {form for forms in vocabulary.name_forms().values() for form in forms}
+    words |= set(WEEKDAYS) | set(MONTHS) | set(CARDINALS) | set(ORDINALS)
+    words |= {"завтра", "сегодня", "послезавтра", "утром", "вечером", "днем", "пожалуйста", "здравствуйте"}
+    return tuple(sorted(w for w in words if len(w) >= 3 and w.isalpha()))
 
 
-def match_staff(text: str, staff: list[dict[str, Any]]) -> int | None:
-    """The master whose first name the text names in any case ("к Анне", "Марию"); None unless exactly one."""
-    words = WORD.findall(text)
-    found = set()
-    for member in staff:
-        first = normalise(str(member["name"]).split()[0]) if member.get("name") else ""
-        if len(first) < 3:
-            continue
-        prefix = first[: min(4, len(first) - 1)]
-        if any(word.startswith(prefix) and len(word) <= len(first) + 2 for word in words):
-            found.add(member["id"])
-    return found.pop() if len(found) == 1 else None
+def _numbers(tokens: list[Token]) -> tuple[int, ...]:
+    return tuple(int(t.text) for t in tokens if t.is_number)
 
 
-def _clock(hours: str, minutes: str | None) -> time | None:
-    hour, minute = int(hours), int(minutes or 0)
-    return time(hour, minute) if hour < 24 and minute < 60 else None
-
-
-def time_window(text: str) -> tuple[time | None, time | None]:
-    after = before = None
-    if match := AFTER.search(text):
-        after = _clock(match.group(1), match.group(2))
-    if match := BEFORE.search(text):
-        before = _clock(match.group(1), match.group(2))
-    if after is None and before is None and (match := AT.search(text)):
-        at = _clock(match.group(1) or match.group(3), match.group(2))
-        if at is not None:  # "в 15:00": from then, for an hour
-            after, before = at, (datetime.combine(date.min, at) + timedelta(hours=1)).time()
-    for word, (start, end) in PARTS_OF_DAY.items():
-        if word in text:
-            after, before = after or start, before or end
-    return after, before
-
-
-NUMERIC_DAY = re.compile(r"\b(\d{1,2})[./](\d{1,2})\b")
-
-
-def day_named(text: str, today: date) -> date | None:
-    """The day the text names, from today on; None when it names none (or only a past one)."""
-    if match := NUMERIC_DAY.search(text):  # "03.12": day first, this year or the next
-        day, month = int(match.group(1)), int(match.group(2))
-        for year in (today.year, today.year + 1):
-            try:
-                candidate = date(year, month, day)
-            except ValueError:
-                return None
-            if candidate >= today:
-                return candidate
-        return None
-    if not DAY_HINT.search(text):
-        return None  # dateparser is the slow part: only asked when a day word is there
-    cleaned = AFTER.sub(" ", BEFORE.sub(" ", text))
-    base = datetime.combine(today, time(12, 0))
-    found = search_dates(
-        cleaned,
-        languages=["ru"],
-        settings={"PREFER_DATES_FROM": "future", "RELATIVE_BASE": base, "DATE_ORDER": "DMY"},
-    )
-    for _, moment in found or []:
-        if moment.date() >= today:
-            return moment.date()
+def _pick(tokens: list[Token], when: When, offered: list[datetime]) -> int | None:
+    """The offered time the message chooses: its number, "второй", "последний", or its time ("на 15:00")."""
+    words = [t for t in tokens if t.is_word or t.is_number]
+    if len(words) == 1 and words[0].is_number and 1 <= int(words[0].text) <= len(offered):
+        return int(words[0].text)
+    for token in tokens:
+        for lemma in token.lemmas:
+            if lemma in PICK_ORDINALS and token.is_word:
+                number = PICK_ORDINALS[lemma]
+                number = len(offered) if number == -1 else number
+                if 1 <= number <= len(offered):
+                    return number
+    if when.at is not None:
+        fits = [
+            n
+            for n, start in enumerate(offered, 1)
+            if start.time() == when.at and (when.day is None or start.date() == when.day)
+        ]
+        if len(fits) == 1:
+            return fits[0]
     return None
 
 
-def understand(text: str, services: list[dict[str, Any]], staff: list[dict[str, Any]], today: date) -> Wish:
-    lowered = normalise(text)
-    after, before = time_window(lowered)
-    return Wish(
-        service_ids=match_services(lowered, services),
-        staff_id=match_staff(lowered, staff),
-        day=day_named(lowered, today),
-        after=after,
-        before=before,
+def understand(
+    text: str,
+    known: Catalogue,
+    today: date,
+    context: str = "idle",
+    offered: list[datetime] | None = None,
+    steps: Steps = Steps(),
+) -> Understanding:
+    """Read one message. `context`: what the chat waits for (idle, reminder, question, slots); `offered`: for
+    slots, the local start of each time offered, in order."""
+    plain = normalise(text, latin=steps.latin)
+    lexicon = tuple(sorted(set(_lexicon()) | set(known.lexicon))) if steps.typos else ()
+    tokens = tokenize(plain, lexicon, correct=steps.typos, lemmas=steps.lemmas)
+    services = match_services(tokens, known)
+    masters = match_masters(tokens, known)
+    first = read_intents(tokens, context, named_service=False, named_master=False, named_time=False)
+    masked = [
+        Token("", frozenset()) if any(a <= i < b for a, b in first.courtesy_spans) else token
+        for i, token in enumerate(tokens)
+    ]
+    when = read_when([t for t in masked if t.text], plain, today, use_dateparser=steps.dateparser)
+    reading = read_intents(
+        tokens,
+        context,
+        named_service=bool(services.parts or services.missing),
+        named_master=masters.staff_id is not None or bool(masters.missing or masters.ambiguous),
+        named_time=when.anything,
+        numbers=_numbers(tokens),
+    )
+    pick = _pick(tokens, when, offered or []) if context == "slots" else None
+    intents = reading.intents
+    if pick is not None:
+        return Understanding(("pick",), pick=pick)
+    if not intents:
+        return Understanding(("offtopic",))  # nothing of the salon's: one polite answer, no details acted on
+    return Understanding(
+        intents=intents,
+        greeting=reading.greeting,
+        service_parts=services.parts,
+        missing_service=services.missing[0] if services.missing else None,
+        staff_id=masters.staff_id,
+        staff_ambiguous=masters.ambiguous,
+        missing_master=masters.missing,
+        when=when,
+        topics=reading.topics,
+        pick=pick,
     )

@@ -185,6 +185,9 @@ class InboundSettings(BaseModel):
         description="salon-time evening reminder, day before",
     )
     reminder_hours_before: float = Field(default=2.0, gt=0, le=24, description="the second reminder, hours before")
+    handover_minutes: int = Field(
+        default=180, ge=5, le=7 * 24 * 60, description="a chat handed to a person gets no automatic answers this long"
+    )
 
 
 class GatewaySettings(BaseModel):

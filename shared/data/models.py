@@ -238,7 +238,7 @@ class MessageIn(Entity):
     body: Annotated[str, StringConstraints(max_length=MAX_MESSAGE_CHARS)]
     media: dict[str, Any] | None = None
     sent_at: AwareDatetime
-    status: Literal["pending", "answered", "merged", "failed"] = "pending"
+    status: Literal["pending", "answered", "merged", "failed", "held"] = "pending"
 
 
 class OutboxIn(Entity):
@@ -247,3 +247,22 @@ class OutboxIn(Entity):
     idempotency_key: NonEmpty
     body: Annotated[str, StringConstraints(min_length=1, max_length=MAX_MESSAGE_CHARS * 4)]
     message_ids: list[PositiveId] = Field(default_factory=list)
+
+
+INFORMATION_TOPICS = ("address", "directions", "hours", "phone", "payment", "parking", "about")
+SalonText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
+SalonWord = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=60)]
+
+
+class SalonAssistantIn(Entity):
+    """A salon's own settings for the assistant: what it tells clients about itself, and its own words for
+    its services (phrase -> service ids) and masters (nickname -> staff id)."""
+
+    company_id: PositiveId
+    information: dict[Literal["address", "directions", "hours", "phone", "payment", "parking", "about"], SalonText] = (
+        Field(default_factory=dict)
+    )
+    service_words: dict[SalonWord, Annotated[list[PositiveId], Field(min_length=1, max_length=50)]] = Field(
+        default_factory=dict, max_length=500
+    )
+    master_words: dict[SalonWord, PositiveId] = Field(default_factory=dict, max_length=200)

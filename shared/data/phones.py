@@ -80,3 +80,11 @@ def _parse(text: str, region: str) -> str:
     if not phonenumbers.is_valid_number(number):
         raise InvalidPhoneError(f"phone has an invalid length or prefix ({len(text)} characters)")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def masked_phone(phone: str) -> str:
+    """A chat's number as operators may see it in a channel outside the fleet: "+7911*****22"."""
+    digits = phone.lstrip("+")
+    if len(digits) < 7:
+        return "+" + "*" * len(digits)
+    return f"+{digits[:4]}{'*' * (len(digits) - 6)}{digits[-2:]}"

@@ -34,6 +34,7 @@ class DrainResult:
     crm_operation_ids: list[int] = field(default_factory=list)
     answered: list[int] = field(default_factory=list)
     dead_lettered: list[int] = field(default_factory=list)
+    held: list[int] = field(default_factory=list)  # kept without an automatic answer (a person has the chat)
     unsettled: bool = False
     more_pending: bool = False
 
@@ -78,7 +79,7 @@ def _dead_letter_exhausted(company_id: int, chat_id: str, rows: list[dict[str, A
 
 def _answer(
     company_id: int, chat_id: str, batch: list[dict[str, Any]], conn: Connection, now: datetime, result: DrainResult
-) -> int:
+) -> int | None:
     """Client, context, assistant, new context, outbox row and message statuses: one transaction."""
     company = CompanyRepository().get({"id": company_id}, conn=conn)
     client = ClientRepository().find_or_create_by_phone(company_id, chat_id, conn=conn)
@@ -95,17 +96,20 @@ def _answer(
         state, data = reply.state, reply.data
         texts.append(reply.text)
     ids = [message["id"] for message in batch]
-    outbox = OutboxRepository().upsert(
-        {
-            "company_id": company_id,
-            "chat_id": chat_id,
-            "idempotency_key": f"reply:{company_id}:{ids[0]}-{ids[-1]}",
-            "body": merge_replies(texts) or "…",
-            "message_ids": ids,
-        },
-        update=[],
-        conn=conn,
-    )
+    body = merge_replies(texts)
+    outbox = None
+    if body:  # no text at all: the chat is with a person (handed over), the messages are kept for them
+        outbox = OutboxRepository().upsert(
+            {
+                "company_id": company_id,
+                "chat_id": chat_id,
+                "idempotency_key": f"reply:{company_id}:{ids[0]}-{ids[-1]}",
+                "body": body,
+                "message_ids": ids,
+            },
+            update=[],
+            conn=conn,
+        )
     contexts.save(
         {
             "company_id": company_id,
@@ -117,6 +121,10 @@ def _answer(
         },
         conn=conn,
     )
+    if outbox is None:
+        MessageRepository().mark_held(ids, conn=conn)
+        result.crm_operation_ids += tools.crm_operation_ids
+        return None
     MessageRepository().mark_answered(ids, outbox["id"], conn=conn)
     result.crm_operation_ids += tools.crm_operation_ids
     return outbox["id"]
@@ -157,7 +165,11 @@ def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: dat
             try:
                 with transaction(conn):
                     moment = now or batch[0]["now"]
-                    result.outbox_ids.append(_answer(company_id, chat_id, batch, conn, moment, result))
+                    outbox_id = _answer(company_id, chat_id, batch, conn, moment, result)
+                if outbox_id is not None:
+                    result.outbox_ids.append(outbox_id)
+                else:
+                    result.held = [row["id"] for row in batch]
             except Exception as exc:
                 record_failure([row["id"] for row in batch], exc, conn)
                 exc.batch_size = len(batch)  # type: ignore[attr-defined]  (the task isolates a failing burst)

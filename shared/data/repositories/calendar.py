@@ -52,6 +52,10 @@ class StaffScheduleRepository(Repository):
             conn=conn,
         )
 
+    def for_day(self, company_id: int, day: date, *, conn: Connection | None = None) -> list[Row]:
+        """Every staff member's working slots on one day (the salon's hours that day are their union)."""
+        return self.find_many({"company_id": company_id, "date": day, "deleted_at__is_null": True}, conn=conn)
+
 
 class BookingRepository(Repository):
     table = "bookings"

@@ -134,6 +134,26 @@ class MessageRepository(Repository):
             conn=conn,
         )
 
+    def mark_held(self, ids: list[int], *, conn: Connection) -> None:
+        """Kept without an automatic answer: the chat is with the salon's administrator."""
+        run(
+            "UPDATE messages SET status = 'held', answered_at = now(), error = NULL WHERE id = ANY(%s)",
+            (ids,),
+            table=self.table,
+            operation="update",
+            conn=conn,
+        )
+
+    def held_count(self, company_id: int, chat_id: str) -> int:
+        """Messages of the chat kept for the salon's administrator (not answered automatically)."""
+        rows = run(
+            "SELECT count(*) AS held FROM messages WHERE company_id = %s AND chat_id = %s AND status = 'held'",
+            (company_id, chat_id),
+            table=self.table,
+            operation="select",
+        )
+        return int(rows[0]["held"])
+
     def mark_failed(self, ids: list[int], *, conn: Connection) -> dict[int, Row]:
         """Give the messages up; their content comes back as text, so a value Python cannot load (a year
         20000, say) is still kept with the dead letter."""

@@ -1,0 +1,63 @@
+"""The message as one plain text: lower case, ё as е, emoji read as words, chat shorthand expanded, words
+typed in Latin letters read back into Cyrillic, letters held down squeezed ("приветттт")."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+from shared.assistant.language import vocabulary
+
+URL = re.compile(r"(?:https?://|www\.)\S+|\b[\w.-]+\.(?:ru|com|me|net|org|su|рф)(?:/\S*)?", re.IGNORECASE)
+LATIN_WORD = re.compile(r"[a-z']+")
+REPEATED = re.compile(r"([а-яa-z])\1{2,}")
+VOWELS = set("aeiouy")
+WORD = re.compile(r"[а-яa-z]+")
+
+
+def _read_latin(word: str) -> str:
+    sequences, letters, words = vocabulary.latin()
+    if word in words:
+        return words[word]
+    out: list[str] = []
+    i = 0
+    while i < len(word):
+        for length in (4, 3, 2, 1):
+            chunk = word[i : i + length]
+            if len(chunk) == length and chunk in sequences:
+                out.append(sequences[chunk])
+                i += length
+                break
+        else:
+            letter = word[i]
+            if letter == "y":  # after a vowel "й" (zdravstvuyte), else "ы" (vy)
+                out.append("й" if i and word[i - 1] in VOWELS else "ы")
+            else:
+                out.append(letters.get(letter, ""))
+            i += 1
+    return "".join(out)
+
+
+def _emoji(text: str) -> str:
+    words = vocabulary.emoji_words()
+    out = []
+    for char in text:
+        if char in words:
+            out.append(f" {words[char]} ")
+        elif unicodedata.category(char) in ("So", "Sk", "Cs", "Co") or char in "\ufe0f\u200d":
+            out.append(" ")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def normalise(text: str, *, latin: bool = True) -> str:
+    """One plain text to read; URLs become the word "ссылка" (a mark of advertising, never followed)."""
+    text = unicodedata.normalize("NFKC", text)
+    text = URL.sub(" ссылка ", text)
+    text = _emoji(text).lower().replace("ё", "е")
+    if latin:
+        text = LATIN_WORD.sub(lambda m: _read_latin(m.group(0)), text)
+    text = REPEATED.sub(r"\1", text)
+    shorthand = vocabulary.chat_words()
+    return WORD.sub(lambda m: shorthand.get(m.group(0), m.group(0)), text)
