@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import re
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -11,75 +9,22 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
-from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import get_settings
-from shared.data.repositories.calendar import BookingRepository, StaffScheduleRepository
+from shared.data.repositories.calendar import BookingRepository
 from shared.inbound.drain import drain_chat, merge_replies
 from shared.inbound.outbox import split_message
 from shared.inbound.payload import InboundPayload
 from shared.inbound.store import UnknownCompanyError, store_message
-from tests.support.seed import COMPANY, seed_salon
+from tests.support.conversation import CHAT, NOW, answering_salon, message, number_of, reply_body, say
+from tests.support.seed import COMPANY
 
-CHAT = "+79112345678"
 MOSCOW = ZoneInfo("Europe/Moscow")
-NOW = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)  # 09:00 in Moscow
-_ids = itertools.count(1)
 
 
 @pytest.fixture
 def salon(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
-    open_process_pool(role="test", max_size=3, wait=True)
-    seed_salon()
-    StaffScheduleRepository().bulk_upsert(
-        [
-            {
-                "company_id": COMPANY,
-                "staff_id": staff,
-                "date": date(2026, 12, 1) + timedelta(days=n),
-                "slots": [{"from": "10:00", "to": "13:00"}, {"from": "14:00", "to": "18:00"}],
-            }
-            for staff in (1, 2)
-            for n in range(7)
-        ]
-    )
-    inbound = get_settings().inbound
-    window = inbound.burst_window_seconds
-    inbound.burst_window_seconds = 0
-    yield db
-    inbound.burst_window_seconds = window
-    close_process_pool()
-
-
-def message(text: str, chat: str = CHAT, **extra: object) -> InboundPayload:
-    n = next(_ids)
-    return InboundPayload(
-        company_id=COMPANY,
-        chat_id=chat,
-        gateway_message_id=f"wamid.{n}",
-        text=text,
-        sent_at=NOW + timedelta(seconds=n),
-        **extra,
-    )
-
-
-def say(text: str, chat: str = CHAT) -> str:
-    """One client message, answered; returns the reply the client would get."""
-    store_message(message(text, chat))
-    result = drain_chat(COMPANY, chat, now=NOW)
-    assert len(result.outbox_ids) == 1, result
-    return reply_body(result.outbox_ids[0])
-
-
-def reply_body(outbox_id: int) -> str:
-    from shared.data.repositories.conversations import OutboxRepository
-
-    return OutboxRepository().get({"id": outbox_id})["body"]
-
-
-def number_of(option: str, reply: str) -> str:
-    match = re.search(rf"^(\d+)\. {re.escape(option)}", reply, re.MULTILINE)
-    assert match, f"{option!r} not offered in:\n{reply}"
-    return match.group(1)
+    with answering_salon():
+        yield db
 
 
 @pytest.mark.usefixtures("salon")

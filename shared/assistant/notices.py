@@ -47,8 +47,10 @@ def offer_slots(
     state: str = "choosing_slot",
     data: dict[str, Any] | None = None,
     wish: Wish | None = None,
+    moving: int | None = None,
 ) -> Reply:
     """The earliest free slots of a service as a numbered list, and the state that reads the chosen number.
+    `moving`: the booking these times are for (its own time is not taken);
     `exclude` leaves out one (staff, start) known to be taken although the local calendar does not know yet;
     `wish` keeps only the master, days and times the client asked for (the closest to a time asked for
     first), else says so and offers the nearest."""
@@ -56,9 +58,9 @@ def offer_slots(
     if wish is not None and wish.last is not None:
         days = max(days, min((wish.last - tools.local(tools.now).date()).days + 1, 60))
     admits = wish.admits if wish is not None and wish.anything else None
-    slots = _slots(tools, service_id, days, limit, exclude, admits, wish)
+    slots = _slots(tools, service_id, days, limit, exclude, admits, wish, moving)
     if admits is not None and not slots:
-        slots = _slots(tools, service_id, days, limit, exclude, None, None)
+        slots = _slots(tools, service_id, days, limit, exclude, None, None, moving)
         if slots:
             prefix += "В это время свободных окон нет. Ближайшие свободные:\n"
     if service is None or not slots:
@@ -93,13 +95,14 @@ def _slots(
     exclude: tuple[int, datetime] | None,
     admits: Callable[[int, datetime], bool] | None,
     wish: Wish | None,
+    moving: int | None,
 ) -> list[FreeSlot]:
     if wish is not None and wish.at is not None:  # the closest to the time asked for, in time order
-        found = tools.free_slots(service_id, days, 1000, admits)
+        found = tools.free_slots(service_id, days, 1000, admits, moving=moving)
         found = sorted(found, key=lambda slot: (wish.closeness(tools.local(slot.starts_at)), slot.starts_at))
         found = sorted(found[: limit + 1])
     else:
-        found = tools.free_slots(service_id, days, limit + 1, admits)
+        found = tools.free_slots(service_id, days, limit + 1, admits, moving=moving)
     return [slot for slot in found if (slot.staff_id, slot.starts_at) != exclude][:limit]
 
 

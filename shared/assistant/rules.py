@@ -46,6 +46,7 @@ class Answer:
     state: str = "idle"
     data: dict[str, Any] = field(default_factory=dict)
     stateful: bool = False
+    silent: bool = False  # nothing to say on purpose (a second off-topic message in a row)
 
     def say(self, text: str) -> None:
         if text:
@@ -99,7 +100,7 @@ class RuleBasedAssistant:
         handled = self._in_state(turn, tools, state, data, understood, answer, today)
         if not handled:
             self._requests(turn, tools, understood, answer, today)
-        if not answer.parts:
+        if not answer.parts and not answer.silent:
             answer.say(f"Извините, я не поняла. {MENU}")
         return answer.reply()
 
@@ -132,7 +133,7 @@ class RuleBasedAssistant:
             chosen = [i for i in understood.service_ids if i in data.get("services", [])]
             if chosen:
                 wish = _merged(Wish.from_data(data), understood.wish)
-                self._book(tools, answer, [tuple(chosen)], wish, None, today)
+                self._book(tools, answer, [tuple(chosen)], wish, understood, today)
                 return True
         return False
 
@@ -254,7 +255,7 @@ class RuleBasedAssistant:
                 answer.wait_for(self._offers(tools, service_id, (prefix + ". ") if prefix else "", wish=wish))
             else:
                 extra = {"state": "choosing_new_slot", "data": {"booking_id": data["booking_id"]}}
-                answer.wait_for(self._offers(tools, service_id, "", wish=wish, **extra))
+                answer.wait_for(self._offers(tools, service_id, "", wish=wish, moving=data["booking_id"], **extra))
             return True
         return False
 
@@ -299,7 +300,7 @@ class RuleBasedAssistant:
     def _offtopic(self, turn: Turn, answer: Answer) -> None:
         """One polite answer; a second message off the salon's topics in a row is kept without an answer."""
         if turn.state == "idle" and turn.data.get("offtopic"):
-            answer.state, answer.data, answer.stateful = "idle", {"offtopic": True}, True
+            answer.state, answer.data, answer.stateful, answer.silent = "idle", {"offtopic": True}, True, True
             return
         answer.say(
             f"Я помощник салона «{turn.company['title']}»: записываю на услуги, переношу и отменяю записи,"
@@ -498,13 +499,14 @@ class RuleBasedAssistant:
                 data={"booking_id": booking["id"]},
                 wish=wish if wish.anything else None,
                 exclude=(booking["staff_id"], booking["starts_at"]),
+                moving=booking["id"],
             )
         )
 
     def _move_to_slot(self, tools: SalonTools, answer: Answer, data: dict[str, Any], chosen: list[Any]) -> None:
         staff_id, starts = chosen
         booking_id, service_id = data["booking_id"], data["service_id"]
-        again = {"state": "choosing_new_slot", "data": {"booking_id": booking_id}}
+        again = {"state": "choosing_new_slot", "data": {"booking_id": booking_id}, "moving": booking_id}
         if datetime.fromisoformat(starts) < tools.now + timedelta(minutes=5):
             answer.wait_for(self._offers(tools, service_id, "Это время уже прошло. ", **again))
             return

@@ -103,10 +103,17 @@ class SalonTools:
         return [s for s in self.staff() if not s["service_ids"] or service_id in s["service_ids"]]
 
     def free_slots(
-        self, service_id: int, days: int, limit: int, admits: Callable[[int, datetime], bool] | None = None
+        self,
+        service_id: int,
+        days: int,
+        limit: int,
+        admits: Callable[[int, datetime], bool] | None = None,
+        *,
+        moving: int | None = None,
     ) -> list[FreeSlot]:
         """The earliest free slots for a service across every staff member who does it; `admits(staff id,
-        local start)` keeps only the slots a client asked for (a master, a day, a time window)."""
+        local start)` keeps only the slots a client asked for (a master, a day, a time window). `moving`: the
+        booking being moved, whose own time does not count as taken ("на полчаса раньше" overlaps it)."""
         service = self.service(service_id)
         if service is None:
             return []
@@ -124,6 +131,7 @@ class SalonTools:
                 for row in self._bookings.busy(
                     self.company_id, member["id"], window_start, window_start + timedelta(days=days)
                 )
+                if row["id"] != moving
             ]
             for offset in range(days):
                 day: date = today + timedelta(days=offset)

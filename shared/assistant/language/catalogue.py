@@ -308,7 +308,7 @@ def match_masters(tokens: list[Token], known: Catalogue) -> Masters:
             0 <= j < len(tokens) and tokens[j].any(MASTER_VERBS) for j in (i + 1, i + 2)
         )
         if cue and token.lemmas & every_form:
-            missing = token.text
+            missing = sorted(token.lemmas & every_form)[0]  # the name as said, in its plain form ("оля")
     if len(named) == 1:
         return Masters(named[0])
     if len(named) > 1:
