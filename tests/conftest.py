@@ -24,6 +24,8 @@ from shared.core.pool import close_process_pool
 from shared.core.settings import Settings, get_settings
 from tests.support.processes import flush_redis
 
+pytest_plugins = ["tests.support.booking_loop"]
+
 TEST_DB = os.environ["DATABASE_URL"]
 TEST_REDIS = os.environ["REDIS_URL"]
 

@@ -4,7 +4,6 @@ come back; reminders go out once each; webhooks bring the salon's own records in
 
 from __future__ import annotations
 
-import copy
 import json
 import subprocess
 import sys
@@ -13,7 +12,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,61 +19,24 @@ from typing import Any
 import psycopg
 import pytest
 
-from ops.standins.gateway import GatewayStandIn, gateway_stand_in
-from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
-from shared.core.pool import close_process_pool, open_process_pool
+from ops.standins.gateway import GatewayStandIn
+from ops.standins.yclients import YClientsStandIn
+from shared.core.pool import close_process_pool
 from shared.core.settings import load_settings
 from shared.health.server import make_server
-from tests.support.loop_env import stand_in_env
-from tests.support.processes import ROOT, FleetProcess, running_worker, wait_until
-from tests.test_yclients_sync import sync, sync_settings
+from tests.support.booking_loop import COMPANY, WEBHOOK_SECRET
+from tests.support.processes import ROOT, running_worker, wait_until
 from workers.app import app
 from workers.producer import enqueue_message
 
 pytestmark = pytest.mark.slow
-COMPANY = 962302
 CHAT = "+79110001122"
-SECRET = "webhook-secret-for-tests"
-
-
-@pytest.fixture(scope="module")
-def quiet_salon() -> Salon:
-    """A salon whose calendar starts empty, so every record in it is one the test can account for."""
-    return generate_salon(COMPANY, clients=0, records=0)
+SECRET = WEBHOOK_SECRET
 
 
 @pytest.fixture
-def stand_in(quiet_salon: Salon, db: psycopg.Connection, clean_redis: str) -> Iterator[YClientsStandIn]:
-    with yclients_stand_in(copy.deepcopy(quiet_salon), per_second=1000, per_minute=100_000) as server:
-        open_process_pool(role="test", max_size=3, wait=True)
-        settings = sync_settings(server)
-        for entity in ("company", "services", "staff", "schedules"):
-            assert sync(settings, entity).status == "succeeded"
-        close_process_pool()
-        yield server
-
-
-@pytest.fixture
-def gateway() -> Iterator[GatewayStandIn]:
-    with gateway_stand_in() as stand_in:
-        yield stand_in
-
-
-@pytest.fixture
-def loop_env(fleet_env: dict[str, str], stand_in: YClientsStandIn, gateway: GatewayStandIn) -> dict[str, str]:
-    return {
-        **fleet_env,
-        **stand_in_env(stand_in.url, gateway.url, COMPANY),
-        "FLEET_YCLIENTS__WEBHOOK_SECRET": SECRET,
-        "FLEET_GATEWAY__RETRY_BASE_SECONDS": "0.2",
-        "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0.1",
-    }
-
-
-@pytest.fixture
-def fleet(loop_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, FleetProcess]]:
-    with ExitStack() as stack:
-        yield {kind: stack.enter_context(running_worker(kind, loop_env, tmp_path)) for kind in ("inbound", "yclients")}
+def stand_in(loop_stand_in: YClientsStandIn) -> YClientsStandIn:
+    return loop_stand_in
 
 
 class Chat:

@@ -24,8 +24,8 @@ from shared.core.settings import Settings
 from shared.yclients.client import make_client, retry_after_seconds
 from shared.yclients.ratelimit import FleetRateLimiter
 from shared.yclients.sync import SyncFailedError, SyncSummary, sync_entity
+from tests.support.booking_loop import sync_settings
 from tests.support.processes import ROOT
-from tests.test_yclients_sync import sync_settings
 
 COMPANY = 962302
 TOKENS = ("partner-token", "user-token")

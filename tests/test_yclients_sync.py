@@ -10,11 +10,9 @@ import pytest
 
 from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
 from shared.core.pool import close_process_pool, open_process_pool
-from shared.core.settings import Settings, load_settings
-from shared.yclients.client import make_client
-from shared.yclients.sync import SyncFailedError, SyncSummary, sync_entity
-
-COMPANY = 962302
+from shared.core.settings import Settings
+from shared.yclients.sync import SyncFailedError, SyncSummary
+from tests.support.booking_loop import COMPANY, sync, sync_settings
 
 
 @pytest.fixture(scope="module")
@@ -36,29 +34,6 @@ def stand_in(salon: Salon, db: psycopg.Connection, clean_redis: str) -> Iterator
     with yclients_stand_in(salon, per_second=1000, per_minute=100_000) as server:
         yield server
     close_process_pool()
-
-
-def sync_settings(stand_in: YClientsStandIn, **overrides: Any) -> Settings:
-    yclients = {
-        "base_url": stand_in.url,
-        "partner_token": "partner-token",
-        "user_token": "user-token",
-        "company_ids": [COMPANY],
-        "requests_per_second": 1000,
-        "requests_per_minute": 100_000,
-        "retry_initial_seconds": 0.05,
-        "retry_max_wait_seconds": 0.2,
-        **overrides,
-    }
-    return load_settings(yclients=yclients)
-
-
-def sync(settings: Settings, entity: str, company: int = COMPANY) -> SyncSummary:
-    client = make_client(settings)
-    try:
-        return sync_entity(client, settings.yclients, company, entity)
-    finally:
-        client.close()
 
 
 def full_sync(settings: Settings) -> dict[str, SyncSummary]:

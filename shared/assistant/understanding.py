@@ -138,7 +138,7 @@ def _lexicon() -> tuple[str, ...]:
     words: set[str] = set()
     for cue in vocabulary.cues():
         for part in cue.parts:
-            words |= {w.strip("^$=") for w in part}
+            words |= part.words
     services = vocabulary.service_words()
     words |= set(services.words) | {w for phrase in services.phrases for w in phrase}
     words |= set(vocabulary.chat_words().values())

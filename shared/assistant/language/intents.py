@@ -15,6 +15,7 @@ The rules, each a fact about how clients write:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 from shared.assistant.language.tokens import Token
 from shared.assistant.language.vocabulary import Cue, cues
@@ -59,34 +60,16 @@ class Hit:
     matched: frozenset[int]  # the tokens the cue's words matched (not the words between them)
 
 
-def _part_matches(part: tuple[str, ...], token: Token, index: int, last: int) -> bool:
-    for alternative in part:
-        word = alternative
-        if word.startswith("^"):
-            if index != 0:
-                continue
-            word = word[1:]
-        if word.endswith("$") and len(word) > 1:
-            if index != last:
-                continue
-            word = word[:-1]
-        if word.startswith("=") and len(word) > 1:
-            if token.text == word[1:]:
-                return True
-        elif word in token.lemmas:
-            return True
-    return False
-
-
 def _match(cue: Cue, tokens: list[Token], start: int, last: int) -> list[int] | None:
     """The tokens the cue's words match when it matches from `start`, else None."""
-    if not _part_matches(cue.parts[0], tokens[start], start, last):
+    token = tokens[start]
+    if not cue.parts[0].matches(token.text, token.lemmas, start, last):
         return None
     matched = [start]
     for part in cue.parts[1:]:
         i = matched[-1] + 1
         for j in range(i, min(len(tokens), i + MAX_GAP + 1)):
-            if _part_matches(part, tokens[j], j, last):
+            if part.matches(tokens[j].text, tokens[j].lemmas, j, last):
                 matched.append(j)
                 break
         else:
@@ -95,19 +78,31 @@ def _match(cue: Cue, tokens: list[Token], start: int, last: int) -> list[int] | 
 
 
 def _negated(tokens: list[Token], start: int, cue: Cue) -> bool:
-    if "не" in cue.parts[0] or "нет" in cue.parts[0]:
+    if not cue.parts[0].words.isdisjoint(("не", "нет")):
         return False
     return any(tokens[j].text in NEGATIONS for j in range(max(0, start - MAX_GAP), start))
+
+
+@cache
+def _by_first_word() -> dict[str, tuple[Cue, ...]]:
+    """Cues by every word their first part may match: a token looks up its own few instead of trying all."""
+    index: dict[str, list[Cue]] = {}
+    for cue in cues():
+        for word in cue.parts[0].words:
+            index.setdefault(word, []).append(cue)
+    return {word: tuple(found) for word, found in index.items()}
 
 
 def find_hits(tokens: list[Token], context: str = "idle") -> list[Hit]:
     active = CONTEXT_CUES.get(context, set())
     last = max((i for i, t in enumerate(tokens) if t.is_word), default=-1)
+    index = _by_first_word()
     hits = []
-    for cue in cues():
-        if cue.context is not None and cue.context not in active:
-            continue
-        for start in range(len(tokens)):
+    for start, token in enumerate(tokens):
+        candidates = {cue for word in (token.text, *token.lemmas) for cue in index.get(word, ())}
+        for cue in candidates:
+            if cue.context is not None and cue.context not in active:
+                continue
             matched = _match(cue, tokens, start, last)
             if matched is not None:
                 negated = _negated(tokens, start, cue)

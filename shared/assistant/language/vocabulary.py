@@ -33,9 +33,46 @@ class ServiceWords:
 
 
 @dataclass(frozen=True)
+class Part:
+    """One word of a cue: any of its lemmas, or written forms ("=буду"); "^"/"$" tie a lemma to the message's
+    first or last word."""
+
+    lemmas: frozenset[str]
+    forms: frozenset[str]
+    first: frozenset[str]
+    last: frozenset[str]
+    both: frozenset[str]
+
+    @classmethod
+    def parse(cls, text: str) -> Part:
+        lemmas, forms, first, last, both = set(), set(), set(), set(), set()
+        for alternative in text.split("|"):
+            opens, closes = alternative.startswith("^"), alternative.endswith("$") and len(alternative) > 1
+            word = alternative.removeprefix("^").removesuffix("$") if closes else alternative.removeprefix("^")
+            if word.startswith("=") and len(word) > 1:
+                forms.add(word[1:])
+            else:
+                (both if opens and closes else first if opens else last if closes else lemmas).add(word)
+        return cls(frozenset(lemmas), frozenset(forms), frozenset(first), frozenset(last), frozenset(both))
+
+    @property
+    def words(self) -> frozenset[str]:
+        return self.lemmas | self.forms | self.first | self.last | self.both
+
+    def matches(self, text: str, lemmas: frozenset[str], index: int, last: int) -> bool:
+        if text in self.forms or not lemmas.isdisjoint(self.lemmas):
+            return True
+        if index == 0 and not lemmas.isdisjoint(self.first):
+            return True
+        if index == last and not lemmas.isdisjoint(self.last):
+            return True
+        return index == 0 == last and not lemmas.isdisjoint(self.both)
+
+
+@dataclass(frozen=True)
 class Cue:
     intent: str
-    parts: tuple[tuple[str, ...], ...]  # each part: alternatives ("=form" for a written form, "^"/"$" anchors kept)
+    parts: tuple[Part, ...]
     topic: str | None
     context: str | None
     weak: bool
@@ -69,7 +106,7 @@ def cues() -> tuple[Cue, ...]:
     found = []
     for spec in _load("intents")["cue"]:
         for words in spec["words"]:
-            parts = tuple(tuple(part.split("|")) for part in _plain(words).split())
+            parts = tuple(Part.parse(part) for part in _plain(words).split())
             found.append(
                 Cue(
                     spec["intent"],

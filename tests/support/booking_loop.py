@@ -1,0 +1,89 @@
+"""The booking loop's fixtures, one definition for every module that runs it: a salon in the YClients
+stand-in (synced into the database), the gateway stand-in, and inbound and YClients workers pointed at both.
+Registered in tests/conftest.py (`pytest_plugins`)."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from ops.standins.gateway import GatewayStandIn, gateway_stand_in
+from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
+from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.settings import Settings, load_settings
+from shared.yclients.client import make_client
+from shared.yclients.sync import SyncSummary, sync_entity
+from tests.support.loop_env import stand_in_env
+from tests.support.processes import FleetProcess, running_worker
+
+COMPANY = 962302
+WEBHOOK_SECRET = "webhook-secret-for-tests"
+
+
+def sync_settings(stand_in: YClientsStandIn, **overrides: Any) -> Settings:
+    yclients = {
+        "base_url": stand_in.url,
+        "partner_token": "partner-token",
+        "user_token": "user-token",
+        "company_ids": [COMPANY],
+        "requests_per_second": 1000,
+        "requests_per_minute": 100_000,
+        "retry_initial_seconds": 0.05,
+        "retry_max_wait_seconds": 0.2,
+        **overrides,
+    }
+    return load_settings(yclients=yclients)
+
+
+def sync(settings: Settings, entity: str, company: int = COMPANY) -> SyncSummary:
+    client = make_client(settings)
+    try:
+        return sync_entity(client, settings.yclients, company, entity)
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="module")
+def quiet_salon() -> Salon:
+    """A salon whose calendar starts empty, so every record in it is one the test can account for."""
+    return generate_salon(COMPANY, clients=0, records=0)
+
+
+@pytest.fixture
+def loop_stand_in(quiet_salon: Salon, db: psycopg.Connection, clean_redis: str) -> Iterator[YClientsStandIn]:
+    with yclients_stand_in(copy.deepcopy(quiet_salon), per_second=1000, per_minute=100_000) as server:
+        open_process_pool(role="test", max_size=3, wait=True)
+        settings = sync_settings(server)
+        for entity in ("company", "services", "staff", "schedules"):
+            assert sync(settings, entity).status == "succeeded"
+        close_process_pool()
+        yield server
+
+
+@pytest.fixture
+def gateway() -> Iterator[GatewayStandIn]:
+    with gateway_stand_in() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def loop_env(fleet_env: dict[str, str], loop_stand_in: YClientsStandIn, gateway: GatewayStandIn) -> dict[str, str]:
+    return {
+        **fleet_env,
+        **stand_in_env(loop_stand_in.url, gateway.url, COMPANY),
+        "FLEET_YCLIENTS__WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "FLEET_GATEWAY__RETRY_BASE_SECONDS": "0.2",
+        "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0.1",
+    }
+
+
+@pytest.fixture
+def fleet(loop_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, FleetProcess]]:
+    with ExitStack() as stack:
+        yield {kind: stack.enter_context(running_worker(kind, loop_env, tmp_path)) for kind in ("inbound", "yclients")}
