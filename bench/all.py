@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = [
+    ("The assistant's understanding of client messages", ["bench.assistant"]),
     ("Inbound messages: saturation and latency", ["bench.inbound", "--burst", "2000", "--seconds", "10"]),
     ("Fairness across salons: a quiet salon during a flood", ["bench.fairness", "--flood", "1500"]),
     ("YClients sync write path", ["bench.sync_upsert", "--existing", "1000000", "--incoming", "100000"]),
