@@ -1,5 +1,6 @@
 """Reminders before visits, for bookings from any source: each one written to the reply outbox once, with the
-dialog set to read the client's answer (1 or "буду" confirms, in YClients too; 2 or "не смогу" asks before cancelling)."""
+dialog set to read the client's answer (1 or "буду" confirms, in YClients too; 2 or "не смогу" asks before
+cancelling)."""
 
 from __future__ import annotations
 
