@@ -223,8 +223,16 @@ def test_a_chat_handed_to_a_person_gets_no_automatic_answers_until_handed_back(
 def test_off_topic_gets_one_polite_answer(salon: psycopg.Connection) -> None:
     first = say("Заработок от 100 000 в месяц, пиши t.me/job")
     assert first.startswith("Я помощник салона «Лиса»")
-    assert answer("Заработок от 100 000 в месяц, пиши t.me/job").outbox_ids == []
+    again = say("Заработок от 100 000 в месяц, пиши t.me/job")
+    assert again == "Я отвечаю только на вопросы о записи и услугах салона. Напишите «меню», чтобы увидеть их."
     assert "Маникюр с покрытием — от 2 000 ₽" in say("сколько стоит маникюр?"), "a real question is answered"
+    assert say("ахаха").startswith("Я помощник салона"), "off-topic after a real question is explained again"
+
+
+def test_a_question_in_between_keeps_the_list_the_client_is_choosing_from(salon: psycopg.Connection) -> None:
+    say("маникюр завтра")
+    assert "Маникюр с покрытием — от 2 000 ₽" in say("а сколько он стоит?")
+    assert "Готово! Вы записаны: Маникюр с покрытием, 02.12 в 10:30" in say("2")
 
 
 def test_a_client_running_late_is_thanked_and_the_salon_told(

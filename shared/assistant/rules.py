@@ -36,6 +36,7 @@ CONTEXTS = {
     "choosing_new_slot": "slots",
 }
 NUMBERED_STATES = frozenset({"choosing_service", "choosing_slot", "cancelling", "rescheduling", "choosing_new_slot"})
+KEPT_STATES = NUMBERED_STATES | {"reminder"}
 
 
 @dataclass
@@ -46,7 +47,6 @@ class Answer:
     state: str = "idle"
     data: dict[str, Any] = field(default_factory=dict)
     stateful: bool = False
-    silent: bool = False  # nothing to say on purpose (a second off-topic message in a row)
 
     def say(self, text: str) -> None:
         if text:
@@ -94,13 +94,14 @@ class RuleBasedAssistant:
             return self._menu_item(turn, tools, MENU_DIGITS[str(number)], today)
         offered = [tools.local(datetime.fromisoformat(s)) for _, s in data.get("slots", [])]
         understood = understand(text, tools.catalogue(), today, CONTEXTS.get(state, "idle"), offered)
-        answer = Answer(state=state if state in ("reminder",) else "idle", data=data if state == "reminder" else {})
+        kept = state in KEPT_STATES  # a question in between does not lose the list the client is choosing from
+        answer = Answer(state=state if kept else "idle", data=data if kept else {})
         if understood.greeting:
             answer.say(self._hello(turn))
         handled = self._in_state(turn, tools, state, data, understood, answer, today)
         if not handled:
             self._requests(turn, tools, understood, answer, today)
-        if not answer.parts and not answer.silent:
+        if not answer.parts:
             answer.say(f"Извините, я не поняла. {MENU}")
         return answer.reply()
 
@@ -298,9 +299,11 @@ class RuleBasedAssistant:
             answer.say("До свидания! Хорошего дня.")
 
     def _offtopic(self, turn: Turn, answer: Answer) -> None:
-        """One polite answer; a second message off the salon's topics in a row is kept without an answer."""
+        """One polite answer with what the assistant can do; more messages off the salon's topics in a row get
+        one short line each, not the whole explanation again."""
         if turn.state == "idle" and turn.data.get("offtopic"):
-            answer.state, answer.data, answer.stateful, answer.silent = "idle", {"offtopic": True}, True, True
+            answer.say("Я отвечаю только на вопросы о записи и услугах салона. Напишите «меню», чтобы увидеть их.")
+            answer.state, answer.data, answer.stateful = "idle", {"offtopic": True}, True
             return
         answer.say(
             f"Я помощник салона «{turn.company['title']}»: записываю на услуги, переношу и отменяю записи,"

@@ -20,6 +20,9 @@ from shared.assistant.language.normalise import normalise
 from shared.assistant.language.tokens import Token, tokenize
 from shared.assistant.language.when import CARDINALS, MONTHS, ORDINALS, WEEKDAYS, When, read_when
 
+# A client's request fits in far fewer characters; reading only this much keeps a hostile 16 KB message (the
+# longest the inbound boundary accepts) from holding a worker for seconds.
+MAX_READ_CHARS = 2000
 PICK_ORDINALS = {**{word: n for word, n in ORDINALS.items() if n <= 12}, "последний": -1}
 
 
@@ -185,7 +188,7 @@ def understand(
 ) -> Understanding:
     """Read one message. `context`: what the chat waits for (idle, reminder, question, slots); `offered`: for
     slots, the local start of each time offered, in order."""
-    plain = normalise(text, latin=steps.latin)
+    plain = normalise(text[:MAX_READ_CHARS], latin=steps.latin)
     lexicon = tuple(sorted(set(_lexicon()) | set(known.lexicon))) if steps.typos else ()
     tokens = tokenize(plain, lexicon, correct=steps.typos, lemmas=steps.lemmas)
     services = match_services(tokens, known)
