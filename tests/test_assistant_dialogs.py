@@ -91,6 +91,7 @@ def test_a_service_or_master_the_salon_does_not_have_is_said_so_never_swapped(sa
     lashes = say("хочу на наращивание ресниц")
     assert "«наращивание ресниц» в нашем салоне не делают" in lashes
     assert "Выберите услугу" in lashes
+    assert "свободное время" not in lashes, "another service is offered as a choice, never swapped in"
     nobody = say("запишите к Оле на маникюр")
     assert "Мастера по имени «Оля» в нашем салоне нет." in nobody
     assert "Маникюр с покрытием: свободное время" in nobody

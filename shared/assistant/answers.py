@@ -3,6 +3,7 @@ client's own bookings. Text only, from the salon's data; nothing here changes an
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
@@ -97,7 +98,11 @@ def services_answer(tools: SalonTools, understood: Understanding) -> str:
     if services:
         return "Да, делаем:\n" + "\n".join(price_line(service) for service in services)
     if understood.missing_service:
-        return f"К сожалению, «{understood.missing_service}» в нашем салоне не делают.\n\n" + price_list(tools)
+        said = f"К сожалению, «{understood.missing_service}» в нашем салоне не делают."
+        nearest = services_of(tools, list(understood.related_services))
+        if nearest:
+            return said + " Из похожих услуг есть:\n" + "\n".join(price_line(service) for service in nearest)
+        return said + "\n\n" + price_list(tools)
     return price_list(tools)
 
 
@@ -107,6 +112,10 @@ def masters_answer(tools: SalonTools, understood: Understanding, today: date) ->
         return "Сейчас нет мастеров, доступных для записи."
     names = {member["id"]: member["name"] for member in staff}
     day = understood.when.day
+    if understood.missing_master and understood.staff_id is None:
+        nobody = f"Мастера по имени «{understood.missing_master.capitalize()}» в нашем салоне нет."
+        rest = replace(understood, missing_master=None)
+        return nobody + "\n" + masters_answer(tools, rest, today)
     if understood.staff_id is not None:
         member = next(m for m in staff if m["id"] == understood.staff_id)
         offered = services_of(tools, member["service_ids"] or [])
@@ -119,6 +128,11 @@ def masters_answer(tools: SalonTools, understood: Understanding, today: date) ->
                 text += f"\n{on_day(day, today).capitalize()} принимает с {start} до {end}."
             else:
                 text += f"\n{on_day(day, today).capitalize()} не работает."
+        else:
+            week = [today + timedelta(days=n) for n in range(7)]
+            days = [d for d in week if any(w[0] == member["id"] for w in tools.working_hours(d))]
+            if days:
+                text += "\nВ ближайшие дни принимает: " + ", ".join(f"{d:%d.%m}" for d in days) + "."
         return text + "\nЧтобы записаться, напишите, например: «запишите к ней на завтра»."
     if understood.service_ids:
         doing = [

@@ -10,6 +10,7 @@ from typing import Any
 
 from shared.alerts.delivery import raise_alert
 from shared.assistant import Reply
+from shared.assistant.notices import salon_name
 from shared.assistant.tools import SalonTools
 from shared.core.db import transaction
 from shared.core.settings import get_settings
@@ -23,11 +24,11 @@ def hand_over(tools: SalonTools, now: datetime, reason: str) -> Reply:
     minutes = get_settings().inbound.handover_minutes
     until = now + timedelta(minutes=minutes)
     chat = tools.chat_id or ""
-    title = tools.company.get("title") or tools.company_id
+    title = salon_name(tools.company)
     raise_alert(
         f"handover:{tools.company_id}:{chat}:{now.isoformat()}",
         "handover",
-        f"Салон «{title}» ({tools.company_id}): клиент {masked_phone(chat)} {reason}. Автоответы в этом чате"
+        f"Салон {title} ({tools.company_id}): клиент {masked_phone(chat)} {reason}. Автоответы в этом чате"
         f" выключены до {tools.local(until):%d.%m %H:%M}. Номер и переписка: fleet handover list --company"
         f" {tools.company_id}; вернуть чат помощнику: fleet handover end --company {tools.company_id} --chat <номер>",
     )
@@ -51,12 +52,12 @@ def handed_over(state: str, data: dict[str, Any], now: datetime) -> bool:
 def tell_salon_late(tools: SalonTools, now: datetime, booking: dict[str, Any] | None) -> None:
     """ "Опаздываю на 10 минут": the salon hears it through the operators' channel, keyed once per message."""
     chat = tools.chat_id or ""
-    title = tools.company.get("title") or tools.company_id
+    title = salon_name(tools.company)
     visit = f" (запись на {tools.local(booking['starts_at']):%d.%m %H:%M})" if booking else ""
     raise_alert(
         f"late:{tools.company_id}:{chat}:{now.isoformat()}",
         "late",
-        f"Салон «{title}» ({tools.company_id}): клиент {masked_phone(chat)} предупреждает, что опаздывает{visit}.",
+        f"Салон {title} ({tools.company_id}): клиент {masked_phone(chat)} предупреждает, что опаздывает{visit}.",
     )
 
 

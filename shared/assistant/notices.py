@@ -19,6 +19,16 @@ MENU = (
 )
 
 
+def salon_name(company: dict[str, Any]) -> str:
+    """The salon's name in quotes, once: "Лиса" and "Салон «Лиса»" both read as «Лиса»."""
+    title = str(company.get("title") or "").strip()
+    if title.lower().startswith("салон "):
+        title = title[6:].strip()
+    if not title:
+        return "«салон красоты»"
+    return title if title.startswith(("«", '"')) else f"«{title}»"
+
+
 def _titles(booking: dict[str, Any]) -> str:
     return ", ".join(item.get("title", "") for item in booking.get("services") or []) or "визит"
 

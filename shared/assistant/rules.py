@@ -22,7 +22,7 @@ from typing import Any
 from shared.assistant import Reply, Turn, answers, notices
 from shared.assistant.handover import STATE as HANDOVER
 from shared.assistant.handover import hand_over, handed_over, tell_salon_late
-from shared.assistant.notices import MENU, describe, offer_slots, staff_name
+from shared.assistant.notices import MENU, describe, offer_slots, salon_name, staff_name
 from shared.assistant.tools import SalonTools
 from shared.assistant.understanding import Understanding, Wish, understand
 from shared.core.settings import get_settings
@@ -110,7 +110,7 @@ class RuleBasedAssistant:
         return f"Здравствуйте, {name}!" if name else "Здравствуйте!"
 
     def _greeting(self, turn: Turn) -> str:
-        return f"{self._hello(turn)} Я помощник салона «{turn.company['title']}».\n\n{MENU}"
+        return f"{self._hello(turn)} Я помощник салона {salon_name(turn.company)}.\n\n{MENU}"
 
     # ---- answers that a state waits for ------------------------------------------------------------
     def _in_state(
@@ -306,7 +306,7 @@ class RuleBasedAssistant:
             answer.state, answer.data, answer.stateful = "idle", {"offtopic": True}, True
             return
         answer.say(
-            f"Я помощник салона «{turn.company['title']}»: записываю на услуги, переношу и отменяю записи,"
+            f"Я помощник салона {salon_name(turn.company)}: записываю на услуги, переношу и отменяю записи,"
             " подсказываю цены, мастеров и адрес. Напишите, например: «запишите на маникюр в субботу» или"
             f" «сколько стоит стрижка».\n\n{MENU}"
         )
@@ -342,6 +342,9 @@ class RuleBasedAssistant:
             notes.append(f"К сожалению, «{understood.missing_service}» в нашем салоне не делают.")
         staff = {m["id"]: m for m in tools.staff()}
         first = list(parts[0]) if parts else []
+        nearest = not first and understood is not None and bool(understood.missing_service)
+        if nearest and understood is not None:
+            first = list(understood.related_services)  # what the salon has nearest to what was asked
         rest = [ids[0] for ids in parts[1:] if len(ids) == 1] + (queue or [])
         if wish.staff_id is not None and first:
             doing = [i for i in first if _does(staff.get(wish.staff_id), i)]
@@ -351,7 +354,7 @@ class RuleBasedAssistant:
                 wish = wish.without_master()
             else:
                 first = doing
-        if len(first) == 1:
+        if len(first) == 1 and not nearest:  # a nearest service is offered as a choice, never swapped in
             service_id = first[0]
             said = answers.wish_text(tools, wish, today)
             prefix = " ".join(notes) + (" " if notes else "")

@@ -112,6 +112,7 @@ class Understanding:
     greeting: bool = False
     service_parts: tuple[tuple[int, ...], ...] = ()
     missing_service: str | None = None
+    related_services: tuple[int, ...] = ()  # the salon's services nearest to a missing one
     staff_id: int | None = None
     staff_ambiguous: tuple[int, ...] = ()
     missing_master: str | None = None
@@ -218,6 +219,7 @@ def understand(
         greeting=reading.greeting,
         service_parts=services.parts,
         missing_service=services.missing[0] if services.missing else None,
+        related_services=services.related,
         staff_id=masters.staff_id,
         staff_ambiguous=masters.ambiguous,
         missing_master=masters.missing,

@@ -58,6 +58,7 @@ class Services:
 
     parts: tuple[tuple[int, ...], ...] = ()
     missing: tuple[str, ...] = ()
+    related: tuple[int, ...] = ()  # for the first part no service fits: the services nearest to it
 
     @property
     def ids(self) -> list[int]:
@@ -255,6 +256,7 @@ def match_services(tokens: list[Token], known: Catalogue) -> Services:
     features = service_words().features
     parts: list[tuple[int, ...]] = []
     missing: list[str] = []
+    related: tuple[int, ...] = ()
     previous_core: set[str] = set()
     for part in _parts(tokens):
         said = _said(part, known)
@@ -280,7 +282,15 @@ def match_services(tokens: list[Token], known: Catalogue) -> Services:
             parts.append(found)
         else:
             missing.append(" ".join(said.words))
-    return Services(tuple(parts), tuple(missing))
+            related = related or _nearest(known, core)
+    return Services(tuple(parts), tuple(missing), related)
+
+
+def _nearest(known: Catalogue, wanted: set[str]) -> tuple[int, ...]:
+    """The services sharing the most of the features asked for ("наращивание ресниц": the lash services)."""
+    shared = {service.id: len(service.features & wanted) for service in known.services}
+    best = max(shared.values(), default=0)
+    return tuple(service_id for service_id, count in shared.items() if best and count == best)
 
 
 # ---- masters -----------------------------------------------------------------------------------------------
