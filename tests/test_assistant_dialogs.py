@@ -266,3 +266,14 @@ def test_nothing_is_booked_cancelled_moved_or_confirmed_without_being_asked(salo
     assert salon.execute("SELECT count(*) FROM bookings").fetchone()[0] == 1
     replies = [reply_body(row[0]) for row in salon.execute("SELECT id FROM outbox ORDER BY id").fetchall()]
     assert replies, "every message was answered"
+
+
+def test_two_services_are_booked_one_after_the_other(salon: psycopg.Connection) -> None:
+    ask = say("запишите на стрижку и маникюр завтра")
+    assert "Запишу по очереди: сначала эта услуга, потом Маникюр с покрытием." in ask
+    say(number_of("Женская стрижка", ask))
+    booked = say("1")
+    assert "Готово! Вы записаны: Женская стрижка, 02.12 в 10:00, мастер Анна" in booked
+    assert "Теперь следующая услуга. " in booked
+    assert "Маникюр с покрытием: свободное время" in booked
+    assert "1. 02.12 в 10:00 — Мария" in booked, "the day asked for holds for the second service too"

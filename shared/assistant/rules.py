@@ -377,6 +377,9 @@ class RuleBasedAssistant:
         lines = [f"{n}. {s['title']} — {answers.price(s)}" for n, s in enumerate(services, 1)]
         said = answers.wish_text(tools, wish, today)
         question = "Выберите услугу" + (f" ({said})" if said else "") + ", напишите её номер:"
+        if rest:
+            then = ", ".join(s["title"] for s in answers.services_of(tools, rest))
+            question = f"Запишу по очереди: сначала эта услуга, потом {then}. " + question
         answer.wait_for(
             Reply(
                 " ".join(notes) + (" " if notes else "") + question + "\n" + "\n".join(lines),
@@ -403,11 +406,10 @@ class RuleBasedAssistant:
         answer.say(notices.booked(tools, booking))
         queue = list(data.get("queue") or [])
         if queue:
-            answer.wait_for(
-                self._offers(
-                    tools, queue[0], "Теперь следующая услуга. ", data={"queue": queue[1:]} if queue[1:] else None
-                )
-            )
+            wish = Wish.from_data(data)  # the day and time asked for hold for the next service too
+            rest = {"queue": queue[1:]} if queue[1:] else None
+            prefix = "Теперь следующая услуга. "
+            answer.wait_for(self._offers(tools, queue[0], prefix, data=rest, wish=wish if wish.anything else None))
 
     # ---- the client's bookings: cancel and move ----------------------------------------------------
     def _bookings_meant(
