@@ -101,7 +101,7 @@ def test_no_message_books_cancels_moves_or_confirms_what_it_did_not_ask_for(
     loop_stand_in: YClientsStandIn, db: psycopg.Connection
 ) -> None:
     entries: list[Expected] = [
-        m for name in ("messages", "heldout", "blind") for m in load_corpus(CORPORA / f"{name}.toml").messages
+        m for name in ("messages", "heldout", "blind", "blind2") for m in load_corpus(CORPORA / f"{name}.toml").messages
     ]
     today = datetime.now(MOSCOW).date()
     slot_day = _working_day(SLOT_STAFF, today + timedelta(days=1))

@@ -24,7 +24,7 @@ STAFF = [{"id": 11, "name": "Анна Иванова"}, {"id": 12, "name": "Ма
 SUNDAY = date(2026, 11, 29)
 CORPORA = Path(__file__).parent / "corpus"
 # The share of each corpus understood when this floor was set; it may rise, never fall.
-FLOORS = {"messages.toml": 277, "heldout.toml": 153, "blind.toml": 197}
+FLOORS = {"messages.toml": 277, "heldout.toml": 153, "blind.toml": 197, "blind2.toml": 145}
 
 
 def read(text: str, services: list[dict] = SERVICES, staff: list[dict] = STAFF, context: str = "idle"):
@@ -99,7 +99,7 @@ def test_a_weekday_named_on_the_same_weekday_is_next_week_and_next_means_next_ca
 
 def test_latin_letters_and_chat_spelling_are_read_as_russian() -> None:
     assert normalise("zapishite menya na manikur zavtra") == "запишите меня на маникур завтра"
-    assert normalise("Спс 👍!!!") == "спасибо  ок !!!"
+    assert normalise("Спс 👍!!!") == "ок спасибо  !!!"
     got = read("zapishite menya na manikur zavtra")
     assert (got.intents, got.service_ids, got.when.day) == (("book",), [3, 4], date(2026, 11, 30))
 

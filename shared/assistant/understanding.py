@@ -8,16 +8,16 @@ result's shape, which the dialog policy (`rules.py`) acts on. Nothing here acts:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from shared.assistant.language import vocabulary
 from shared.assistant.language.catalogue import Catalogue, match_masters, match_services
 from shared.assistant.language.intents import read_intents
 from shared.assistant.language.normalise import normalise
-from shared.assistant.language.tokens import Token, tokenize
+from shared.assistant.language.tokens import Lexicon, Token, forms_of, tokenize
 from shared.assistant.language.when import CARDINALS, MONTHS, ORDINALS, WEEKDAYS, When, read_when
 
 # A client's request fits in far fewer characters; reading only this much keeps a hostile 16 KB message (the
@@ -149,7 +149,13 @@ def _lexicon() -> tuple[str, ...]:
     words |= {form for forms in vocabulary.name_forms().values() for form in forms}
     words |= set(WEEKDAYS) | set(MONTHS) | set(CARDINALS) | set(ORDINALS)
     words |= {"завтра", "сегодня", "послезавтра", "утром", "вечером", "днем", "пожалуйста", "здравствуйте"}
-    return tuple(sorted(w for w in words if len(w) >= 3 and w.isalpha()))
+    words = {w for w in words if len(w) >= 3 and w.isalpha()}
+    return tuple(sorted(words | {form for word in words for form in forms_of(word)}))
+
+
+@lru_cache(maxsize=256)
+def _with_salon_words(salon_words: tuple[str, ...]) -> Lexicon:
+    return Lexicon(tuple(sorted(set(_lexicon()) | set(salon_words))))
 
 
 def _numbers(tokens: list[Token]) -> tuple[int, ...]:
@@ -161,6 +167,12 @@ def _pick(tokens: list[Token], when: When, offered: list[datetime]) -> int | Non
     words = [t for t in tokens if t.is_word or t.is_number]
     if len(words) == 1 and words[0].is_number and 1 <= int(words[0].text) <= len(offered):
         return int(words[0].text)
+    numbers = [t for t in words if t.is_number]
+    if len(words) <= 3 and len(numbers) == 1 and 1 <= int(numbers[0].text) <= len(offered):
+        # "давайте 4": the fourth time, unless 4 could also be the hour of an offered time (then it is asked)
+        hour = int(numbers[0].text) + (12 if int(numbers[0].text) <= 8 else 0)
+        if not any(start.time() == time(hour, 0) for start in offered):
+            return int(numbers[0].text)
     for token in tokens:
         for lemma in token.lemmas:
             if lemma in PICK_ORDINALS and token.is_word:
@@ -190,7 +202,7 @@ def understand(
     """Read one message. `context`: what the chat waits for (idle, reminder, question, slots); `offered`: for
     slots, the local start of each time offered, in order."""
     plain = normalise(text[:MAX_READ_CHARS], latin=steps.latin)
-    lexicon = tuple(sorted(set(_lexicon()) | set(known.lexicon))) if steps.typos else ()
+    lexicon = _with_salon_words(known.lexicon) if steps.typos else Lexicon(())
     tokens = tokenize(plain, lexicon, correct=steps.typos, lemmas=steps.lemmas)
     services = match_services(tokens, known)
     masters = match_masters(tokens, known)
@@ -200,6 +212,8 @@ def understand(
         for i, token in enumerate(tokens)
     ]
     when = read_when([t for t in masked if t.text], plain, today, use_dateparser=steps.dateparser)
+    if "late" in first.intents and "reschedule" not in first.intents:
+        when = replace(when, shift_minutes=None)  # "буду минут на 15 позже" is a late arrival, not a move
     reading = read_intents(
         tokens,
         context,

@@ -126,9 +126,7 @@ def catalogue(
 ) -> Catalogue:
     service_key = tuple((s["id"], s["title"], s.get("category_id")) for s in services)
     staff_key = tuple((m["id"], m["name"] or "") for m in staff)
-    needs_categories = category_titles is not None and any(
-        not _features_of(_title_lemmas(t)) for _, t, _ in service_key
-    )
+    needs_categories = category_titles is not None and _untitled(tuple(title for _, title, _ in service_key))
     categories = tuple(sorted(category_titles().items())) if needs_categories and category_titles else ()
     return _build(
         service_key,
@@ -137,6 +135,12 @@ def catalogue(
         tuple(sorted((nick.lower().replace("ё", "е"), staff_id) for nick, staff_id in (own_masters or {}).items())),
         categories,
     )
+
+
+@lru_cache(maxsize=256)
+def _untitled(titles: tuple[str, ...]) -> bool:
+    """Some title gives its service no feature: its category's title is read instead."""
+    return any(not _features_of(_title_lemmas(title)) for title in titles)
 
 
 # ---- services ----------------------------------------------------------------------------------------------

@@ -14,7 +14,8 @@ The rules, each a fact about how clients write:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 from functools import cache
 
 from shared.assistant.language.tokens import Token
@@ -22,12 +23,14 @@ from shared.assistant.language.vocabulary import Cue, cues
 
 MAX_GAP = 2
 NEGATIONS = frozenset({"не", "ни"})
+NEGATION_PART = frozenset({"не"})
+PAST_BOOKING = re.compile(r"^запис\w*(л|лся|лась|лись|ла|ли|лось)$")  # "записывался": a booking that exists
 # intent -> {hidden intent: scope}: "message" hides it anywhere in the message ("не смогу, давайте перенесём" is a
 # move, not a cancellation); "clause" only in the same clause ("на когда я записана? и можно добавить педикюр"
 # asks both).
 SUPPRESSES = {
-    "reschedule": {"book": "clause", "cancel": "message", "my_bookings": "message", "confirm": "message"},
-    "cancel": {"book": "clause", "my_bookings": "message"},
+    "reschedule": {"book": "clause", "cancel": "message", "my_bookings": "clause", "confirm": "message"},
+    "cancel": {"book": "clause", "my_bookings": "clause"},
     "my_bookings": {"book": "clause", "masters": "message"},
     "book": {"masters": "clause", "services": "clause"},
     "masters": {"services": "message"},
@@ -57,6 +60,7 @@ class Hit:
     negated: bool
     weak: bool
     alone: bool
+    with_service: bool
     matched: frozenset[int]  # the tokens the cue's words matched (not the words between them)
 
 
@@ -66,9 +70,10 @@ def _match(cue: Cue, tokens: list[Token], start: int, last: int) -> list[int] | 
     if not cue.parts[0].matches(token.text, token.lemmas, start, last):
         return None
     matched = [start]
-    for part in cue.parts[1:]:
+    for previous, part in zip(cue.parts, cue.parts[1:], strict=False):
         i = matched[-1] + 1
-        for j in range(i, min(len(tokens), i + MAX_GAP + 1)):
+        gap = 0 if previous.lemmas == NEGATION_PART else MAX_GAP  # "не приду" but not "не отменяйте, я приду"
+        for j in range(i, min(len(tokens), i + gap + 1)):
             if part.matches(tokens[j].text, tokens[j].lemmas, j, last):
                 matched.append(j)
                 break
@@ -107,7 +112,19 @@ def find_hits(tokens: list[Token], context: str = "idle") -> list[Hit]:
             if matched is not None:
                 negated = _negated(tokens, start, cue)
                 end = matched[-1] + 1
-                hits.append(Hit(cue.intent, cue.topic, start, end, negated, cue.weak, cue.alone, frozenset(matched)))
+                hits.append(
+                    Hit(
+                        cue.intent,
+                        cue.topic,
+                        start,
+                        end,
+                        negated,
+                        cue.weak,
+                        cue.alone,
+                        cue.with_service,
+                        frozenset(matched),
+                    )
+                )
     # A longer cue over the same words wins: "нет проблем" is not "нет", "не отменять" is not "отменять".
     return [
         hit for hit in hits if not any(other.intent != hit.intent and hit.matched < other.matched for other in hits)
@@ -150,8 +167,20 @@ def read_intents(
         where.setdefault(intent, set()).add(position)
 
     words = [t.text for t in tokens]
-    # "я бы записалась" wishes to book; "я записалась" asks about a booking.
+    wishes = any(t.any(WISH_WORDS) for t in tokens) or any(t.text == "к" for t in tokens)
+    # "я бы записалась" wishes to book; "я записалась", "он записывался" ask about a booking that exists.
     hits = [h for h in hits if not (h.intent == "my_bookings" and "бы" in words[h.start : h.end])]
+    hits = [
+        replace(h, intent="my_bookings")
+        if h.intent == "book"
+        and PAST_BOOKING.match(words[h.start])
+        and "бы" not in words[max(0, h.start - 3) : h.start]
+        else h
+        for h in hits
+        if not (h.with_service and not named_service)
+    ]
+    # "я работаю до четырёх" is the client's own day, not the salon's hours.
+    hits = [h for h in hits if not (h.topic == "hours" and "я" in words[max(0, h.start - 2) : h.start])]
     negated = {hit.intent for hit in hits if hit.negated}
     live = [hit for hit in hits if not hit.negated]
     for hit in live:
@@ -181,7 +210,7 @@ def read_intents(
             where.pop("no")  # "а после 17 нет ничего?" asks for other times
 
     only_alone = {h.intent for h in live} - {h.intent for h in live if not h.alone}
-    if set(where) - COURTESY - only_alone:
+    if set(where) - COURTESY - only_alone or (named_service and wishes):
         for intent in only_alone:
             where.pop(intent, None)  # "к тому же мастеру" in a booking asks nothing about masters
     clause = _clauses(tokens)
@@ -198,8 +227,8 @@ def read_intents(
                 where.pop(other)
     requests = set(where) - COURTESY
     if not requests and (context != "reminder" or named_service):
-        wish = any(t.any(WISH_WORDS) for t in tokens) or all(t.any(TIME_WORDS) for t in tokens if t.is_word)
-        if named_service or named_master or (named_time and (wish or context == "slots")):
+        wish = wishes or all(t.any(TIME_WORDS) for t in tokens if t.is_word)
+        if named_service or (named_master and (wish or named_time)) or (named_time and (wish or context == "slots")):
             add("book", 0)
     elif not requests and context == "reminder" and named_time:
         add("reschedule", 0)

@@ -39,16 +39,20 @@ def _read_latin(word: str) -> str:
 
 
 def _emoji(text: str) -> str:
+    """Emoji read as words, put first: "шеллачок к Свете? 💅" is one request, not a second one for manicure."""
     words = vocabulary.emoji_words()
+    said: list[str] = []
     out = []
     for char in text:
         if char in words:
-            out.append(f" {words[char]} ")
+            if words[char] not in said:
+                said.append(words[char])
+            out.append(" ")
         elif unicodedata.category(char) in ("So", "Sk", "Cs", "Co") or char in "\ufe0f\u200d":
             out.append(" ")
         else:
             out.append(char)
-    return "".join(out)
+    return " ".join([*said, "".join(out)]) if said else "".join(out)
 
 
 def normalise(text: str, *, latin: bool = True) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 
 import pymorphy3
 from rapidfuzz import fuzz, process
@@ -56,6 +56,14 @@ def lemma_of(word: str) -> str:
     return morph().parse(word)[0].normal_form.replace("ё", "е")
 
 
+def forms_of(word: str) -> set[str]:
+    """Every inflected form of a word ("перенести": перенесите, перенесу, …): a typo of any of them is found."""
+    forms = {word}
+    for parse in morph().parse(word)[:1]:
+        forms |= {form.word.replace("ё", "е") for form in parse.lexeme if len(form.word) >= 4}
+    return forms
+
+
 @lru_cache(maxsize=20_000)
 def _known(word: str) -> bool:
     return morph().word_is_known(word)
@@ -65,19 +73,34 @@ def _cutoff(word: str) -> float:
     return 75.0 if len(word) <= 5 else 80.0
 
 
+@dataclass(frozen=True, eq=False)
+class Lexicon:
+    """The words a typo may stand for; compared by identity, so caching a lookup does not hash every word."""
+
+    words: tuple[str, ...]
+
+    def __contains__(self, word: object) -> bool:
+        return word in self._set
+
+    @cached_property
+    def _set(self) -> frozenset[str]:
+        return frozenset(self.words)
+
+
 @lru_cache(maxsize=20_000)
-def _closest(word: str, lexicon: tuple[str, ...]) -> str | None:
-    found = process.extractOne(word, lexicon, scorer=fuzz.ratio, score_cutoff=_cutoff(word))
+def _closest(word: str, lexicon: Lexicon) -> str | None:
+    found = process.extractOne(word, lexicon.words, scorer=fuzz.ratio, score_cutoff=_cutoff(word))
     return found[0] if found else None
 
 
-def tokenize(text: str, lexicon: tuple[str, ...] = (), *, correct: bool = True, lemmas: bool = True) -> list[Token]:
-    """The normalised text's tokens; `lexicon` (sorted, so it caches) holds the words a typo may stand for.
+def tokenize(text: str, lexicon: Lexicon | None = None, *, correct: bool = True, lemmas: bool = True) -> list[Token]:
+    """The normalised text's tokens; `lexicon` holds the words a typo may stand for.
     `lemmas=False` keeps each word as written (the benchmark's measure of what lemmas add)."""
 
     def forms(word: str) -> frozenset[str]:
         return lemmas_of(word) if lemmas else frozenset({word})
 
+    lexicon = lexicon or Lexicon(())
     tokens = []
     for raw in TOKEN.findall(text):
         if not raw[0].isalpha() or len(raw) < 4 or not correct or _known(raw) or raw in lexicon:

@@ -77,6 +77,7 @@ class Cue:
     context: str | None
     weak: bool
     alone: bool
+    with_service: bool
 
 
 @cache
@@ -115,6 +116,7 @@ def cues() -> tuple[Cue, ...]:
                     spec.get("context"),
                     spec.get("weak", False),
                     spec.get("alone", False),
+                    spec.get("with_service", False),
                 )
             )
     return tuple(found)

@@ -292,7 +292,7 @@ class _Reader:
             value = int(token.text)
         elif match := CASE_ENDED_NUMBER.match(token.text):
             value = int(match.group(1))
-        elif token.any(CARDINALS) and token.text not in ("один", "одну", "пару", "пара"):
+        elif token.any(CARDINALS) and not token.any(("один", "пара")):
             value = _number(token)
             if token.any(("час",)) and not self.lemma(i - 1, "в", "к", "около"):
                 return None  # "час" counts as 1 only in "в час"
@@ -301,7 +301,9 @@ class _Reader:
         if value is None or value > 23 or self.lemma(i + 1, *NOT_AN_HOUR_AFTER) or self.lemma(i - 1, "через"):
             return None
         if self.lemma(i - 1, "минута") or self.lemma(i - 2, "минута"):
-            return None  # "опоздаю минут на 20"
+            return None  # "опоздаю минут на 20": a length, not an hour
+        if self.lemma(i - 1, "на") and self.lemma(i - 2, "час"):
+            return None  # "часа на два попозже" (but "часа в три" is three o'clock)
         if self.lemma(i - 1, "на") and any(
             self.lemma(j, "раньше", "позже", "пораньше", "попозже", "позднее") for j in (i + 1, i + 2)
         ):
@@ -358,7 +360,7 @@ class _Reader:
         for i, word in enumerate(words):
             after = before = None
             if word in ("утром", "утречком", "утро", "утречко", "утреца") or (
-                word == "утра" and self.lemma(i - 1, "с")
+                word == "утра" and (self.lemma(i - 1, "с") or self.lemma(i - 2, "с"))
             ):
                 before = time(12, 0)
             elif word in ("днем", "днём"):
@@ -394,26 +396,37 @@ class _Reader:
                 self.before = before
 
     def _shift(self) -> None:
-        """'на полчаса раньше', 'на час попозже', 'на 15 минут позже', 'на пару часов пораньше'."""
-        for i, token in enumerate(self.tokens):
-            if not token.any(("раньше", "пораньше", "позже", "попозже", "позднее")):
-                continue
-            sign = -1 if token.any(("раньше", "пораньше")) else 1
-            window = self.tokens[max(0, i - 4) : i]
-            minutes = None
-            for j, part in enumerate(window):
-                if part.any(("полчаса",)):
-                    minutes = 30
-                elif part.any(("полтора",)) and j + 1 < len(window) and window[j + 1].any(("час",)):
-                    minutes = 90
-                elif part.any(("час",)) and minutes is None:
-                    count = _number(window[j - 1]) if j else None
-                    minutes = 60 * (count if count and window[j - 1].text != "час" else 1)
-                elif part.any(("минута",)) and j:
-                    minutes = _number(window[j - 1])
-            if minutes:
-                self.shift = sign * minutes
-                return
+        """A move by a length of time: "на полчаса раньше", "на час попозже", "на 15 минут позже", "на пару часов
+        пораньше", "часа на два попозже", "на пол часа раньше"."""
+        direction = next(
+            (i for i, t in enumerate(self.tokens) if t.any(("раньше", "пораньше", "позже", "попозже", "позднее"))),
+            None,
+        )
+        if direction is None:
+            return
+        sign = -1 if self.tokens[direction].any(("раньше", "пораньше")) else 1
+        start = max(0, direction - 5)
+        window = self.tokens[start : min(len(self.tokens), direction + 5)]
+        minutes = None
+        for j, part in enumerate(window):
+            before = window[j - 1] if j else None
+            after = window[j + 1] if j + 1 < len(window) else None
+            if part.text.startswith("полчас") or (part.any(("час",)) and before is not None and before.text == "пол"):
+                minutes = 30
+            elif part.any(("полтора",)) and after is not None and after.any(("час",)):
+                minutes = 90
+            elif part.any(("час", "часик")) and minutes is None:
+                count = _number(before) if before is not None and before.text != "час" else None
+                if count is None and after is not None and after.text == "на" and j + 2 < len(window):
+                    count = _number(window[j + 2])  # "часа на два"
+                minutes = 60 * (count or 1)
+            elif part.any(("минута", "минутка")):
+                count = _number(before) if before is not None else None
+                if count is None and after is not None and after.text == "на" and j + 2 < len(window):
+                    count = _number(window[j + 2])  # "минут на 20"
+                minutes = count or minutes
+        if minutes:
+            self.shift = sign * minutes
 
 
 def _int(text: str | None) -> int | None:
@@ -441,7 +454,10 @@ def read_when(tokens: list[Token], text: str, today: date, *, use_dateparser: bo
     elif use_dateparser and DAY_HINT.search(text):
         day = _dateparser_day(text, today)
     at = reader.at[-1][1] if reader.at else None
-    return When(day, last_day, at, reader.after, reader.before, reader.shift, from_day)
+    before = reader.before
+    if reader.after is not None and before is not None and before <= reader.after:
+        before = None  # "ближе к вечеру, а то я работаю до четырёх": an empty window means "до" was context
+    return When(day, last_day, at, reader.after, before, reader.shift, from_day)
 
 
 def _dateparser_day(text: str, today: date) -> date | None:
