@@ -5,7 +5,7 @@ and what each reading step adds (the same corpus read with the step turned off).
 
 No services needed: the understanding step is pure (the demo salon of the YClients stand-in is the catalogue).
 The goals are the issue's: at least 90 % of the project's corpus understood, 85 % of a corpus written by
-someone who never saw the code (`blind2.toml`, the newest blind one, stands for it here; tests/corpus/README.md
+someone who never saw the code (`blind3.toml`, the newest blind one, stands for it here; tests/corpus/README.md
 gives each blind corpus's share when it was written, before anything was mended for it).
 """
 
@@ -22,7 +22,7 @@ from shared.assistant.language.catalogue import Catalogue, catalogue
 from shared.assistant.understanding import Steps, understand
 
 CORPORA = Path(__file__).resolve().parents[1] / "tests" / "corpus"
-FILES = ("messages.toml", "heldout.toml", "blind.toml", "blind2.toml")
+FILES = ("messages.toml", "heldout.toml", "blind.toml", "blind2.toml", "blind3.toml")
 ABLATIONS = {
     "without lemmas (pymorphy3)": Steps(lemmas=False),
     "without typo matching (rapidfuzz)": Steps(typos=False),
@@ -78,7 +78,7 @@ def main() -> None:
     per_message = (time.perf_counter() - started) / len(texts) * 1000
     print(f"\nreading one message: {per_message:.2f} ms (mean over {len(texts)}, warm caches)")
     print(goals.at_least("share understood, project corpus", shares["messages.toml"] * 100, 90, " %"))
-    print(goals.at_least("share understood, corpus written blind", shares["blind2.toml"] * 100, 85, " %"))
+    print(goals.at_least("share understood, corpus written blind", shares["blind3.toml"] * 100, 85, " %"))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ STAFF = [{"id": 11, "name": "Анна Иванова"}, {"id": 12, "name": "Ма
 SUNDAY = date(2026, 11, 29)
 CORPORA = Path(__file__).parent / "corpus"
 # The share of each corpus understood when this floor was set; it may rise, never fall.
-FLOORS = {"messages.toml": 277, "heldout.toml": 153, "blind.toml": 197, "blind2.toml": 145}
+FLOORS = {"messages.toml": 277, "heldout.toml": 153, "blind.toml": 197, "blind2.toml": 146, "blind3.toml": 117}
 
 
 def read(text: str, services: list[dict] = SERVICES, staff: list[dict] = STAFF, context: str = "idle"):

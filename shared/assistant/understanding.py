@@ -220,6 +220,7 @@ def understand(
         named_service=bool(services.parts or services.missing),
         named_master=masters.staff_id is not None or bool(masters.missing or masters.ambiguous),
         named_time=when.anything,
+        named_shift=when.shift_minutes is not None,
         numbers=_numbers(tokens),
     )
     pick = _pick(tokens, when, offered or []) if context == "slots" else None

@@ -215,7 +215,8 @@ def _said(part: list[Token], known: Catalogue) -> _Said:
             said.excluded |= {name.lstrip("~") for name in names}
             continue
         modifier_only = not any(_is_core(n, features) for n in names)
-        if modifier_only and cores and not any(abs(i - j) <= 2 for j in cores):
+        companion = i > 0 and part[i - 1].text == "с"  # "мы с дочкой записаны": she comes along
+        if modifier_only and cores and (companion or not any(abs(i - j) <= 4 for j in cores)):
             continue  # "у меня ребёнок заболел" far from "стрижка" narrows nothing
         _add(names, said.required, said.optional)
     said.optional -= said.required

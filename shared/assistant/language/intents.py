@@ -34,6 +34,7 @@ SUPPRESSES = {
     "my_bookings": {"book": "clause", "masters": "message"},
     "book": {"masters": "clause", "services": "clause"},
     "masters": {"services": "message"},
+    "info": {"services": "clause"},  # "есть ли у вас парковка" asks about parking, not a service
     "human": {"masters": "message"},
 }
 CLAUSE_ENDS = frozenset({"?", "!", ".", ";", "и", "а"})
@@ -158,6 +159,7 @@ def read_intents(
     named_service: bool,
     named_master: bool,
     named_time: bool,
+    named_shift: bool = False,
     numbers: tuple[int, ...] = (),
 ) -> Reading:
     hits = find_hits(tokens, context)
@@ -196,11 +198,17 @@ def read_intents(
         where.pop("services")
     # "работать" asks for hours, unless it is about a master ("а Лена работает?", "какие мастера работают").
     weak_hours = all(hit.weak for hit in live if hit.topic == "hours")
+    about_a_master = False
     if "info" in where and weak_hours and "hours" in topics and (named_master or "masters" in where):
         topics.remove("hours")
         add("masters", min(where["info"]))
+        about_a_master = True
         if not topics:
             where.pop("info")
+    # "где у вас машину оставить" asks about parking: a bare "где" does not ask the address too.
+    weak_address = all(hit.weak for hit in live if hit.topic == "address")
+    if "address" in topics and weak_address and {"directions", "parking"} & set(topics):
+        topics.remove("address")
 
     if context == "reminder":
         _reminder(where, hits, negated, numbers, named_time)
@@ -209,7 +217,9 @@ def read_intents(
         if context == "slots" and named_time and "no" in where:
             where.pop("no")  # "а после 17 нет ничего?" asks for other times
 
-    only_alone = {h.intent for h in live} - {h.intent for h in live if not h.alone}
+    only_alone = (
+        {h.intent for h in live} - {h.intent for h in live if not h.alone} - ({"masters"} if about_a_master else set())
+    )
     if set(where) - COURTESY - only_alone or (named_service and wishes):
         for intent in only_alone:
             where.pop(intent, None)  # "к тому же мастеру" in a booking asks nothing about masters
@@ -225,10 +235,18 @@ def read_intents(
             where[other] = {i for i in where[other] if clause[i] not in near}
             if not where[other]:
                 where.pop(other)
+    if named_shift and "late" not in where and "reschedule" not in where:
+        add("reschedule", 0)  # "можно мою запись на час раньше?" moves it
+        where.pop("my_bookings", None)
     requests = set(where) - COURTESY
     if not requests and (context != "reminder" or named_service):
         wish = wishes or all(t.any(TIME_WORDS) for t in tokens if t.is_word)
-        if named_service or (named_master and (wish or named_time)) or (named_time and (wish or context == "slots")):
+        thanked = "thanks" in where and not wish and not named_time  # "спасибо Елене за маникюр"
+        if (
+            (named_service and not thanked)
+            or (named_master and (wish or named_time))
+            or (named_time and (wish or context == "slots"))
+        ):
             add("book", 0)
     elif not requests and context == "reminder" and named_time:
         add("reschedule", 0)

@@ -166,6 +166,10 @@ class _Reader:
             else:
                 self._calendar_day(i)
 
+    def _is_day_word(self, i: int) -> bool:
+        token = self.tokens[i]
+        return self._weekday(token) is not None or token.any(("сегодня", "завтра", "послезавтра"))
+
     def _weekday(self, token: Token) -> int | None:
         for lemma in token.lemmas:
             if lemma in WEEKDAYS:
@@ -309,6 +313,8 @@ class _Reader:
         ):
             return None  # "на 2 часа позже" moves by two hours
         cue = self.lemma(i - 1, *HOUR_CUES) or self.lemma(i + 1, "час", "часик", "ч", "утро", "вечер")
+        if not cue and token.is_number and 7 <= value <= 21 and i > 0 and self._is_day_word(i - 1):
+            cue = True  # "маник пт 18": an hour right after the day
         if not cue or (not token.is_word and self.lemma(i + 1, "+")) or self.lemma(i - 1, "+"):
             return None
         return value
