@@ -125,7 +125,7 @@ class RuleBasedAssistant:
     ) -> bool:
         """True when the message was the answer the state waited for (and has been acted on)."""
         if state == "reminder":
-            return self._reminder_answer(turn, tools, data, understood, answer, today)
+            return self._reminder_answer(tools, data, understood, answer, today)
         if state == "confirming_cancel":
             return self._cancel_answer(tools, data, understood, answer)
         if state in ("choosing_slot", "choosing_new_slot"):
@@ -161,7 +161,6 @@ class RuleBasedAssistant:
 
     def _reminder_answer(
         self,
-        turn: Turn,
         tools: SalonTools,
         data: dict[str, Any],
         understood: Understanding,

@@ -15,7 +15,7 @@ from typing import Any
 
 from shared.assistant.language import vocabulary
 from shared.assistant.language.catalogue import Catalogue, match_masters, match_services
-from shared.assistant.language.intents import read_intents
+from shared.assistant.language.intents import find_hits, read_intents
 from shared.assistant.language.normalise import normalise
 from shared.assistant.language.tokens import Lexicon, Token, forms_of, tokenize
 from shared.assistant.language.when import CARDINALS, MONTHS, ORDINALS, WEEKDAYS, When, read_when
@@ -206,17 +206,17 @@ def understand(
     tokens = tokenize(plain, lexicon, correct=steps.typos, lemmas=steps.lemmas)
     services = match_services(tokens, known)
     masters = match_masters(tokens, known)
-    first = read_intents(tokens, context, named_service=False, named_master=False, named_time=False)
-    masked = [
-        Token("", frozenset()) if any(a <= i < b for a, b in first.courtesy_spans) else token
-        for i, token in enumerate(tokens)
-    ]
+    hits = find_hits(tokens, context)
+    said = {hit.intent for hit in hits if not hit.negated}
+    greeting = [(hit.start, hit.end) for hit in hits if hit.intent == "greeting" and not hit.negated]
+    masked = [Token("", frozenset()) if any(a <= i < b for a, b in greeting) else t for i, t in enumerate(tokens)]
     when = read_when([t for t in masked if t.text], plain, today, use_dateparser=steps.dateparser)
-    if "late" in first.intents and "reschedule" not in first.intents:
+    if "late" in said and "reschedule" not in said:
         when = replace(when, shift_minutes=None)  # "буду минут на 15 позже" is a late arrival, not a move
     reading = read_intents(
         tokens,
         context,
+        hits=hits,
         named_service=bool(services.parts or services.missing),
         named_master=masters.staff_id is not None or bool(masters.missing or masters.ambiguous),
         named_time=when.anything,

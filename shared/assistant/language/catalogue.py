@@ -225,7 +225,7 @@ def _said(part: list[Token], known: Catalogue) -> _Said:
 
 
 def _is_core(name: str, features: dict[str, Any]) -> bool:
-    name = name.lstrip("~")
+    """A feature the word requires (not "~optional") and that is more than a modifier."""
     return not name.startswith("~") and not (name in features and features[name].modifier)
 
 

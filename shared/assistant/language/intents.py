@@ -149,7 +149,6 @@ class Reading:
     intents: tuple[str, ...]
     topics: tuple[str, ...]
     greeting: bool
-    courtesy_spans: tuple[tuple[int, int], ...]  # greeting words, not to be read as times ("добрый вечер")
 
 
 def read_intents(
@@ -161,8 +160,10 @@ def read_intents(
     named_time: bool,
     named_shift: bool = False,
     numbers: tuple[int, ...] = (),
+    hits: list[Hit] | None = None,
 ) -> Reading:
-    hits = find_hits(tokens, context)
+    """`hits`: the cues already found in these tokens (`find_hits`), when the caller has them."""
+    hits = find_hits(tokens, context) if hits is None else hits
     where: dict[str, set[int]] = {}  # intent -> the positions it was said at
 
     def add(intent: str, position: int) -> None:
@@ -261,7 +262,7 @@ def read_intents(
     elif greeting and sum(t.is_word for t in tokens) - sum(b - a for a, b in spans) > GREETING_WORDS_MAX:
         where.pop("greeting")  # a long message that only greets is about something else
     order = sorted(where, key=lambda intent: min(where[intent]))
-    return Reading(tuple(order), tuple(topics), greeting, spans)
+    return Reading(tuple(order), tuple(topics), greeting)
 
 
 def _says_what(tokens: list[Token]) -> bool:

@@ -17,7 +17,7 @@ from dateparser.search import search_dates
 from shared.assistant.language.tokens import Token
 
 WEEKDAYS = {
-    "понедельник": 0, "понедельничек": 0, "вторник": 1, "вторничек": 1, "среда": 2, "средa": 2, "четверг": 3,
+    "понедельник": 0, "понедельничек": 0, "вторник": 1, "вторничек": 1, "среда": 2, "четверг": 3,
     "четвержок": 3, "пятница": 4, "пятничка": 4, "суббота": 5, "субботка": 5, "субботочка": 5,
     "воскресенье": 6, "воскресение": 6, "воскресеньице": 6,
 }  # fmt: skip
@@ -346,20 +346,10 @@ class _Reader:
             self.before = moment
         elif before == "между":
             self.after = moment
-        elif (
-            (
-                before == "и"
-                and self.after is not None
-                and any(self.words[k] == "между" for k in range(max(0, j - 4), j))
-            )
-            or before == "до"
-            or (before == "и" and self.after is not None)
-        ):
+        elif before == "и" and self.after is not None:  # "между 12 и 15"
             self.before = moment
         else:
             self.at.append((i, moment))
-        if before == "с" and i + 2 < len(self.tokens) and self.words[i + 1] == "до":
-            pass  # "с 12 до 15": the next number closes it
 
     def _parts_of_day(self) -> None:
         words = self.words
@@ -452,7 +442,7 @@ def read_when(tokens: list[Token], text: str, today: date, *, use_dateparser: bo
     elif reader.days:
         ordered = sorted(reader.days)
         day = ordered[-1][1]
-        between = {word for _, i in [(0, 0)] for word in reader.words[ordered[0][0] : ordered[-1][0]]}
+        between = set(reader.words[ordered[0][0] : ordered[-1][0]])
         if len(ordered) > 1 and between & SPAN_WORDS:
             day, last_day = min(d for _, d in ordered), max(d for _, d in ordered)
         elif len(ordered) > 1 and reader.lemma(ordered[0][0] - 1, "с") and ordered[0][1] != day:
