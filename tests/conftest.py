@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 # Point everything at the test services before any project module reads settings.
@@ -18,11 +19,16 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from ops.standins.gateway import GatewayStandIn, gateway_stand_in
 from ops.standins.telegram import TelegramStandIn, telegram_stand_in
+from ops.standins.yclients import Salon, YClientsStandIn, yclients_stand_in
 from shared.core.migrate import upgrade
-from shared.core.pool import close_process_pool
+from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import Settings, get_settings
+from shared.observability.query_metrics import query_metrics
+from tests.support.conversation import salon_answering_at_once
 from tests.support.processes import flush_redis
+from tests.support.seed import seed_salon
 
 pytest_plugins = ["tests.support.booking_loop"]
 
@@ -88,6 +94,57 @@ def fleet_env(clean_redis: str, tmp_path: Path) -> dict[str, str]:
         }
     )
     return env
+
+
+@pytest.fixture
+def salon(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """The seed salon written (tests/support/seed.py), this process's pool open for the repositories, and the
+    query counters zeroed; yields the inspecting connection."""
+    open_process_pool(role="test", max_size=4, wait=True)
+    seed_salon()
+    query_metrics().reset()
+    yield db
+    close_process_pool()
+
+
+@pytest.fixture
+def answering_salon(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
+    """The seed salon with a week of working hours, answering in this process with no burst window."""
+    with salon_answering_at_once():
+        yield db
+
+
+@pytest.fixture
+def gateway() -> Iterator[GatewayStandIn]:
+    """The WhatsApp gateway stand-in: what the fleet sends to each chat, over real HTTP."""
+    with gateway_stand_in() as stand_in:
+        yield stand_in
+
+
+@pytest.fixture
+def inbound_env(salon: psycopg.Connection, fleet_env: dict[str, str], gateway: GatewayStandIn) -> dict[str, str]:
+    """Fleet processes' environment for answering the seed salon's chats through the gateway stand-in."""
+    return {
+        **fleet_env,
+        "FLEET_GATEWAY__SEND_URL": gateway.url,
+        "FLEET_GATEWAY__RETRY_BASE_SECONDS": "0.2",
+        "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0.1",
+    }
+
+
+@pytest.fixture
+def api_salon(generated_salon: Salon) -> Salon:
+    """A fresh copy of the module's `generated_salon` per test, so a test may change what the API returns."""
+    return copy.deepcopy(generated_salon)
+
+
+@pytest.fixture
+def stand_in(api_salon: Salon, db: psycopg.Connection, clean_redis: str) -> Iterator[YClientsStandIn]:
+    """The YClients stand-in serving `api_salon`, with this process's pool open for the sync to write."""
+    open_process_pool(role="test", max_size=3, wait=True)
+    with yclients_stand_in(api_salon, per_second=1000, per_minute=100_000) as server:
+        yield server
+    close_process_pool()
 
 
 @pytest.fixture

@@ -4,29 +4,18 @@ while Telegram is down or throttling, given up (and shown in health) only after 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-import pytest
 
 from ops.standins.telegram import TelegramStandIn
 from shared.alerts.delivery import deliver_due, raise_alert
-from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import AlertSettings, get_settings, load_settings
 from shared.health.checks import check_outbox
 from shared.health.report import build_report, store_and_alert
-from tests.support.seed import COMPANY, seed_salon
-from tests.test_backups import _real, _wrapper
-from tests.test_health import NAME, PHONE, make_healthy
-
-
-@pytest.fixture
-def salon(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
-    open_process_pool(role="test", max_size=2, wait=True)
-    seed_salon()
-    yield db
-    close_process_pool()
+from tests.support.fake_tools import real_program, wrapper
+from tests.support.healthy_fleet import NAME, PHONE, make_healthy
+from tests.support.seed import COMPANY
 
 
 def make_due(db: psycopg.Connection) -> None:
@@ -119,11 +108,11 @@ def test_a_failed_nightly_backup_is_told_once_per_run(
     from workers.backups import backup
 
     tools = tmp_path / "bin"
-    real = _real("pg_dump")  # the real pg_dump as a role that does not exist: it fails as bad credentials do
-    _wrapper(
+    real = real_program("pg_dump")  # the real pg_dump as a role that does not exist: it fails as bad credentials do
+    wrapper(
         tools, "pg_dump", f'[ "$1" = --version ] && exec {real} --version\nexec {real} --username=no_such_role "$@"'
     )
-    _wrapper(tools, "pg_restore", f'exec {_real("pg_restore")} "$@"')
+    wrapper(tools, "pg_restore", f'exec {real_program("pg_restore")} "$@"')
     os.environ["FLEET_BACKUP__PG_BIN_DIR"] = str(tools)
     os.environ["FLEET_BACKUP__DIRECTORY"] = str(tmp_path / "backups")
     get_settings.cache_clear()

@@ -18,20 +18,19 @@ from shared.backups.engine import take_backup, verify_archive
 from shared.backups.restore import drill, restore_backup
 from shared.backups.retention import prune
 from shared.backups.tools import BackupError, PgTools, sha256_of
-from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import BackupSettings, Settings
 from shared.inbound.payload import InboundPayload
 from shared.inbound.store import store_message
-from tests.support.seed import COMPANY, seed_salon
+from tests.support.fake_tools import real_program, wrapper
+from tests.support.seed import COMPANY
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 RESTORED = "fleet_restored_test"
 
 
 @pytest.fixture
-def salon(db: psycopg.Connection, settings: Settings) -> Iterator[psycopg.Connection]:
-    open_process_pool(role="test", max_size=2, wait=True)
-    seed_salon()
+def salon(salon: psycopg.Connection, settings: Settings) -> Iterator[psycopg.Connection]:
+    """The seed salon with 25 chats' messages to back up; the restore target dropped afterwards."""
     for n in range(25):
         store_message(
             InboundPayload(
@@ -42,8 +41,7 @@ def salon(db: psycopg.Connection, settings: Settings) -> Iterator[psycopg.Connec
                 sent_at=datetime(2026, 11, 1, tzinfo=MOSCOW),
             )
         )
-    yield db
-    close_process_pool()
+    yield salon
     with psycopg.connect(make_conninfo(settings.database_conninfo, dbname="postgres"), autocommit=True) as admin:
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(RESTORED)))
 
@@ -109,27 +107,16 @@ def test_a_corrupted_archive_is_detected_and_retention_keeps_the_last_good_one(
     assert drill(backup_settings, settings.database_conninfo).passed, "the drill falls back to the last good one"
 
 
-def _wrapper(directory: Path, program: str, body: str) -> None:
-    directory.mkdir(exist_ok=True)
-    script = directory / program
-    script.write_text(f"#!/bin/sh\n{body}\n")
-    script.chmod(script.stat().st_mode | stat.S_IEXEC)
-
-
-def _real(program: str) -> str:
-    return str(PgTools(BackupSettings(), "").path(program))
-
-
 def test_pg_dump_failing_is_reported_and_leaves_no_half_file(
     salon: psycopg.Connection, settings: Settings, tmp_path: Path
 ) -> None:
     tools = tmp_path / "bin"
     # The real pg_dump, connecting as a role that does not exist: it fails as bad credentials do.
-    real = _real("pg_dump")
-    _wrapper(
+    real = real_program("pg_dump")
+    wrapper(
         tools, "pg_dump", f'[ "$1" = --version ] && exec {real} --version\nexec {real} --username=no_such_role "$@"'
     )
-    _wrapper(tools, "pg_restore", f'exec {_real("pg_restore")} "$@"')
+    wrapper(tools, "pg_restore", f'exec {real_program("pg_restore")} "$@"')
     backup_settings = BackupSettings(directory=tmp_path / "backups", pg_bin_dir=tools)
     with pytest.raises(BackupError, match=r"pg_dump failed .*no_such_role"):
         take_backup(backup_settings, settings.database_conninfo)
@@ -143,7 +130,7 @@ def test_the_compressor_failing_is_reported_and_leaves_no_half_file(
     tools = tmp_path / "bin"
     # A zstd that fails part-way, as one does on a full disk: whatever pg_dump wrote is not a backup.
     failing = 'head -c 100000 > /dev/null\necho "zstd: error 70 : Write error : No space left" >&2\nexit 1'
-    _wrapper(tools, "zstd", failing)
+    wrapper(tools, "zstd", failing)
     monkeypatch.setenv("PATH", f"{tools}:{os.environ['PATH']}")
     with pytest.raises(BackupError, match=r"zstd failed \(exit 1\).*No space left"):
         take_backup(BackupSettings(directory=tmp_path / "backups"), settings.database_conninfo)
@@ -172,8 +159,8 @@ def test_an_archive_compressed_by_pg_dump_itself_still_restores(
 
 def test_an_older_pg_dump_is_refused(salon: psycopg.Connection, settings: Settings, tmp_path: Path) -> None:
     tools = tmp_path / "bin"
-    _wrapper(tools, "pg_dump", 'echo "pg_dump (PostgreSQL) 11.2"')  # an old client, as some hosts still have
-    _wrapper(tools, "pg_restore", f'exec {_real("pg_restore")} "$@"')
+    wrapper(tools, "pg_dump", 'echo "pg_dump (PostgreSQL) 11.2"')  # an old client, as some hosts still have
+    wrapper(tools, "pg_restore", f'exec {real_program("pg_restore")} "$@"')
     with pytest.raises(BackupError, match=r"pg_dump 11.2 is older than the server \(15\)"):
         take_backup(BackupSettings(directory=tmp_path / "backups", pg_bin_dir=tools), settings.database_conninfo)
 

@@ -7,31 +7,22 @@ pending message, and a good message sent after the whole corpus is answered.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from ops.standins.gateway import GatewayStandIn, gateway_stand_in
-from shared.core.pool import close_process_pool, open_process_pool
+from ops.standins.gateway import GatewayStandIn
 from shared.data.dead_letters import file_spooled
 from shared.inbound.payload import TASK_NAME
 from tests.support.bad_input import Case, build_corpus, raw_bytes
+from tests.support.payloads import inbound_payload
 from tests.support.processes import running_worker, wait_until
 from tests.support.raw_broker import push
-from tests.support.seed import seed_salon
-from tests.test_inbound_worker import payload
 from workers.app import app
 from workers.producer import enqueue_message
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def gateway() -> Iterator[GatewayStandIn]:
-    with gateway_stand_in() as stand_in:
-        yield stand_in
 
 
 def _send(case: Case, redis_url: str) -> None:
@@ -68,37 +59,26 @@ def _settled(db: psycopg.Connection, case: Case) -> bool:
 
 
 def test_every_bad_input_ends_answered_or_dead_lettered_and_the_worker_goes_on(
-    db: psycopg.Connection, fleet_env: dict[str, str], gateway: GatewayStandIn, clean_redis: str, tmp_path: Path
+    db: psycopg.Connection, inbound_env: dict[str, str], gateway: GatewayStandIn, clean_redis: str, tmp_path: Path
 ) -> None:
-    open_process_pool(role="test", max_size=2, wait=True)
-    seed_salon()
-    env = {
-        **fleet_env,
-        "FLEET_GATEWAY__SEND_URL": gateway.url,
-        "FLEET_GATEWAY__RETRY_BASE_SECONDS": "0.2",
-        "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0.1",
-    }
     corpus = build_corpus()
     assert len(corpus) >= 60
-    try:
-        with running_worker("inbound", env, tmp_path, concurrency=2) as worker:
-            for case in corpus:
-                _send(case, clean_redis)
-            enqueue_message(payload("Здравствуйте", chat="+79110009999"))
-            wait_until(lambda: gateway.to("+79110009999"), 60, f"the good message's reply\n{worker.output()[-3000:]}")
+    with running_worker("inbound", inbound_env, tmp_path, concurrency=2) as worker:
+        for case in corpus:
+            _send(case, clean_redis)
+        enqueue_message(inbound_payload("Здравствуйте", chat="+79110009999"))
+        wait_until(lambda: gateway.to("+79110009999"), 60, f"the good message's reply\n{worker.output()[-3000:]}")
 
-            deadline = time.monotonic() + 120
-            open_cases = list(corpus)
-            while open_cases and time.monotonic() < deadline:
-                file_spooled()
-                open_cases = [case for case in open_cases if not _settled(db, case)]
-                time.sleep(0.5)
-            output = worker.output()
-            assert worker.proc.poll() is None, f"the worker died:\n{output[-5000:]}"
-            assert "Unrecoverable error" not in output
-            assert "WorkerLostError" not in output
-    finally:
-        close_process_pool()
+        deadline = time.monotonic() + 120
+        open_cases = list(corpus)
+        while open_cases and time.monotonic() < deadline:
+            file_spooled()
+            open_cases = [case for case in open_cases if not _settled(db, case)]
+            time.sleep(0.5)
+        output = worker.output()
+        assert worker.proc.poll() is None, f"the worker died:\n{output[-5000:]}"
+        assert "Unrecoverable error" not in output
+        assert "WorkerLostError" not in output
 
     lost = [f"{case.marker} {case.name} (expected {case.outcome})" for case in open_cases]
     assert not lost, "cases that ended nowhere:\n" + "\n".join(lost)

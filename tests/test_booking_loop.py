@@ -34,11 +34,6 @@ CHAT = "+79110001122"
 SECRET = WEBHOOK_SECRET
 
 
-@pytest.fixture
-def stand_in(loop_stand_in: YClientsStandIn) -> YClientsStandIn:
-    return loop_stand_in
-
-
 class Chat:
     """One client talking to the assistant through the real queue, reading replies at the gateway."""
 
@@ -94,12 +89,12 @@ def booking_of(db: psycopg.Connection, chat: str = CHAT) -> dict[str, Any] | Non
     )
 
 
-def records(stand_in: YClientsStandIn, booking_id: int) -> list[dict[str, Any]]:
-    return stand_in.calendar(COMPANY, api_id=f"fleet-booking-{booking_id}")
+def records(loop_stand_in: YClientsStandIn, booking_id: int) -> list[dict[str, Any]]:
+    return loop_stand_in.calendar(COMPANY, api_id=f"fleet-booking-{booking_id}")
 
 
 def test_book_move_and_cancel_in_the_chat_reach_the_salons_calendar(
-    fleet: dict, stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+    fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
 ) -> None:
     chat = Chat(gateway, db)
     slots = chat.choose_first_service()
@@ -110,7 +105,7 @@ def test_book_move_and_cancel_in_the_chat_reach_the_salons_calendar(
     booking = booking_of(db)
     assert booking is not None
     assert (booking["crm"], booking["status"]) == ("synced", "confirmed")
-    [record] = records(stand_in, booking["id"])
+    [record] = records(loop_stand_in, booking["id"])
     assert int(record["id"]) == booking["yclients_id"]
     assert (record["staff_id"], datetime.fromisoformat(record["datetime"])) == slots[0]
 
@@ -119,44 +114,44 @@ def test_book_move_and_cancel_in_the_chat_reach_the_salons_calendar(
     new_staff, new_start = chat.offered()[1]
     assert "Переношу запись" in chat.say("2")
     chat.wait_for("Салон подтвердил перенос")
-    [moved] = records(stand_in, booking["id"])
+    [moved] = records(loop_stand_in, booking["id"])
     assert int(moved["id"]) == booking["yclients_id"], "a move must not create a second record"
     assert (moved["staff_id"], datetime.fromisoformat(moved["datetime"])) == (new_staff, new_start)
 
     assert "Отменить запись" in chat.say("4"), "a cancellation is asked back before it is sent"
-    assert records(stand_in, booking["id"]), "nothing is cancelled before the client says yes"
+    assert records(loop_stand_in, booking["id"]), "nothing is cancelled before the client says yes"
     assert "отменена" in chat.say("1")
-    wait_until(lambda: not records(stand_in, booking["id"]), 30, "the record deleted in YClients")
+    wait_until(lambda: not records(loop_stand_in, booking["id"]), 30, "the record deleted in YClients")
     assert (
         db.execute(
             "SELECT count(*) FROM crm_operations WHERE booking_id = %s AND status = 'done'", (booking["id"],)
         ).fetchone()[0]
         == 3
     )
-    assert len(stand_in.calendar(COMPANY)) == 0
+    assert len(loop_stand_in.calendar(COMPANY)) == 0
 
 
 def test_a_create_that_times_out_after_the_salon_committed_leaves_exactly_one_record(
-    fleet: dict, stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+    fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
 ) -> None:
-    stand_in.stall_after_commit, stand_in.stall_seconds = 1, 3.0  # the client gives up after 1 s
+    loop_stand_in.stall_after_commit, loop_stand_in.stall_seconds = 1, 3.0  # the client gives up after 1 s
     chat = Chat(gateway, db)
     chat.choose_first_service()
     chat.say("1")
     chat.wait_for("Салон подтвердил запись")
     booking = booking_of(db)
     assert booking is not None
-    assert len(records(stand_in, booking["id"])) == 1
-    assert len(stand_in.calendar(COMPANY)) == 1
+    assert len(records(loop_stand_in, booking["id"])) == 1
+    assert len(loop_stand_in.calendar(COMPANY)) == 1
     attempts, status = db.execute(
         "SELECT attempts, status FROM crm_operations WHERE booking_id = %s AND kind = 'create'", (booking["id"],)
     ).fetchone()
     assert (attempts, status) == (2, "done"), "the second attempt found the record instead of creating another"
-    assert booking["yclients_id"] == int(records(stand_in, booking["id"])[0]["id"])
+    assert booking["yclients_id"] == int(records(loop_stand_in, booking["id"])[0]["id"])
 
 
 def test_a_slot_taken_in_the_widget_meanwhile_gives_alternatives_and_no_booking(
-    fleet: dict, stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+    fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
 ) -> None:
     chat = Chat(gateway, db)
     slots = chat.choose_first_service()
@@ -164,7 +159,7 @@ def test_a_slot_taken_in_the_widget_meanwhile_gives_alternatives_and_no_booking(
     service_id = db.execute(
         "SELECT (data->>'service_id')::bigint FROM dialog_contexts WHERE chat_id = %s", (CHAT,)
     ).fetchone()[0]
-    widget = stand_in.book_in_widget(COMPANY, staff_id, start, service_id, "+79995554433", "Из виджета")
+    widget = loop_stand_in.book_in_widget(COMPANY, staff_id, start, service_id, "+79995554433", "Из виджета")
     assert widget is not None
     chat.say("1")
     refusal = chat.wait_for("только что заняли в салоне")
@@ -172,17 +167,17 @@ def test_a_slot_taken_in_the_widget_meanwhile_gives_alternatives_and_no_booking(
     booking = booking_of(db)
     assert booking is not None
     assert (booking["status"], booking["crm"]) == ("cancelled", "refused"), "the local booking was not released"
-    assert [int(r["id"]) for r in stand_in.calendar(COMPANY)] == [widget]
+    assert [int(r["id"]) for r in loop_stand_in.calendar(COMPANY)] == [widget]
     offered = chat.offered()
     assert (staff_id, start) not in offered, "the taken slot was offered again"
     # The client picks an alternative, and that one goes through.
     chat.say("1")
     chat.wait_for("Салон подтвердил запись")
-    assert len(stand_in.calendar(COMPANY)) == 2
+    assert len(loop_stand_in.calendar(COMPANY)) == 2
 
 
 def test_a_move_the_salon_refuses_puts_the_booking_back_and_offers_other_times(
-    fleet: dict, stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+    fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
 ) -> None:
     chat = Chat(gateway, db)
     booked_at = chat.choose_first_service()[0]
@@ -200,12 +195,12 @@ def test_a_move_the_salon_refuses_puts_the_booking_back_and_offers_other_times(
     service_id = db.execute(
         "SELECT (data->>'service_id')::bigint FROM dialog_contexts WHERE chat_id = %s", (CHAT,)
     ).fetchone()[0]
-    assert stand_in.book_in_widget(COMPANY, staff_id, start, service_id, "+79995554400") is not None
+    assert loop_stand_in.book_in_widget(COMPANY, staff_id, start, service_id, "+79995554400") is not None
     assert "Переношу запись" in chat.say(str(number))
     refusal = chat.wait_for("уже занято в салоне")
     assert "ваша запись остаётся" in refusal
     assert (staff_id, start) not in chat.offered()
-    [record] = records(stand_in, booking["id"])
+    [record] = records(loop_stand_in, booking["id"])
     assert (record["staff_id"], datetime.fromisoformat(record["datetime"])) == booked_at, "YClients kept the old time"
     kept = booking_of(db)
     assert kept is not None
@@ -213,12 +208,12 @@ def test_a_move_the_salon_refuses_puts_the_booking_back_and_offers_other_times(
 
 
 def test_reminders_are_sent_once_each_also_across_a_worker_restart_and_the_answer_confirms(
-    loop_env: dict, stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
+    loop_env: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
 ) -> None:
-    salon = stand_in.salons[COMPANY]
+    salon = loop_stand_in.salons[COMPANY]
     staff_id, service_id = int(salon.staff[0]["id"]), int(salon.services[0]["id"])
     start = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=90)  # inside the 2-hour reminder
-    record = stand_in.book_in_widget(COMPANY, staff_id, start, service_id, CHAT, "Мария")
+    record = loop_stand_in.book_in_widget(COMPANY, staff_id, start, service_id, CHAT, "Мария")
     client_id = db.execute(
         "INSERT INTO clients (company_id, name, phone) VALUES (%s, 'Мария', %s) RETURNING id", (COMPANY, CHAT)
     ).fetchone()[0]
@@ -272,21 +267,21 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
 
 
 def test_a_record_made_in_the_salon_reaches_postgres_through_a_webhook_once(
-    fleet: dict, stand_in: YClientsStandIn, db: psycopg.Connection, webhook_url: str
+    fleet: dict, loop_stand_in: YClientsStandIn, db: psycopg.Connection, webhook_url: str
 ) -> None:
-    stand_in.webhook_url = f"{webhook_url}?secret={SECRET}"
-    staff_id = int(stand_in.salons[COMPANY].staff[1]["id"])
-    service_id = int(stand_in.salons[COMPANY].services[0]["id"])
+    loop_stand_in.webhook_url = f"{webhook_url}?secret={SECRET}"
+    staff_id = int(loop_stand_in.salons[COMPANY].staff[1]["id"])
+    service_id = int(loop_stand_in.salons[COMPANY].services[0]["id"])
     start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=8, minute=0, second=0, microsecond=0)
     started = time.monotonic()
-    record_id = stand_in.book_in_widget(COMPANY, staff_id, start, service_id, "+79993332211", "Из виджета")
+    record_id = loop_stand_in.book_in_widget(COMPANY, staff_id, start, service_id, "+79993332211", "Из виджета")
     wait_until(
         lambda: db.execute("SELECT 1 FROM bookings WHERE yclients_id = %s", (record_id,)).fetchone() is not None,
         20,
         "the widget's record in PostgreSQL",
     )
     print(f"\nwebhook to PostgreSQL: {time.monotonic() - started:.2f} s")
-    event = json.dumps(stand_in.webhooks_sent[-1], ensure_ascii=False).encode()
+    event = json.dumps(loop_stand_in.webhooks_sent[-1], ensure_ascii=False).encode()
     before = db.execute("SELECT count(*), max(xmin::text) FROM bookings").fetchone()
     status, answer = post(f"{webhook_url}?secret={SECRET}", event)
     assert (status, answer) == (200, {"accepted": False, "repeat": True})
@@ -297,7 +292,7 @@ def test_a_record_made_in_the_salon_reaches_postgres_through_a_webhook_once(
     assert post(f"{webhook_url}?secret=wrong", event)[0] == 403
     assert post(f"{webhook_url}?secret={SECRET}", b"[1, 2]")[0] == 400
 
-    stand_in.cancel_in_widget(COMPANY, record_id)
+    loop_stand_in.cancel_in_widget(COMPANY, record_id)
     wait_until(
         lambda: db.execute("SELECT deleted_at FROM bookings WHERE yclients_id = %s", (record_id,)).fetchone()[0],
         20,
@@ -306,12 +301,12 @@ def test_a_record_made_in_the_salon_reaches_postgres_through_a_webhook_once(
 
 
 def test_a_client_changed_in_the_salon_reaches_postgres_through_a_webhook(
-    fleet: dict, stand_in: YClientsStandIn, db: psycopg.Connection, webhook_url: str
+    fleet: dict, loop_stand_in: YClientsStandIn, db: psycopg.Connection, webhook_url: str
 ) -> None:
-    stand_in.webhook_url = f"{webhook_url}?secret={SECRET}"
-    salon = stand_in.salons[COMPANY]
+    loop_stand_in.webhook_url = f"{webhook_url}?secret={SECRET}"
+    salon = loop_stand_in.salons[COMPANY]
     salon.clients[5_100_001] = {"id": 5_100_001, "name": "Ольга", "phone": "+79990007766", "email": ""}
-    stand_in.client_changed(COMPANY, 5_100_001, name="Ольга Петрова")
+    loop_stand_in.client_changed(COMPANY, 5_100_001, name="Ольга Петрова")
     wait_until(
         lambda: db.execute("SELECT name FROM clients WHERE yclients_id = 5100001").fetchone() == ("Ольга Петрова",),
         20,
@@ -320,9 +315,9 @@ def test_a_client_changed_in_the_salon_reaches_postgres_through_a_webhook(
 
 
 def test_an_operator_lists_a_given_up_booking_and_retries_it_into_the_calendar(
-    fleet: dict, stand_in: YClientsStandIn, db: psycopg.Connection, loop_env: dict
+    fleet: dict, loop_stand_in: YClientsStandIn, db: psycopg.Connection, loop_env: dict
 ) -> None:
-    staff_id = int(stand_in.salons[COMPANY].staff[2]["id"])
+    staff_id = int(loop_stand_in.salons[COMPANY].staff[2]["id"])
     start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
     client_id = db.execute(
         "INSERT INTO clients (company_id, name, phone) VALUES (%s, 'Ирина', '+79110003344') RETURNING id", (COMPANY,)
@@ -348,5 +343,5 @@ def test_an_operator_lists_a_given_up_booking_and_retries_it_into_the_calendar(
     assert "YClients was down all night" in listed.stdout
     assert fleet_crm("--retry", "999999").returncode == 1
     assert fleet_crm("--retry", str(operation)).returncode == 0
-    wait_until(lambda: records(stand_in, booking), 30, "the retried booking in the calendar")
+    wait_until(lambda: records(loop_stand_in, booking), 30, "the retried booking in the calendar")
     assert db.execute("SELECT status FROM crm_operations WHERE id = %s", (operation,)).fetchone()[0] == "done"

@@ -2,30 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date, timedelta
 
 import psycopg
 import pytest
 
-from shared.core.pool import close_process_pool, open_process_pool
 from shared.data.errors import ValidationFailedError
 from shared.data.repositories.calendar import BookingRepository, SlotTakenError, StaffScheduleRepository
 from shared.data.repositories.catalogue import ServiceRepository, StaffRepository
 from shared.data.repositories.conversations import DialogContextRepository
 from shared.data.repositories.people import ClientRepository
-from tests.support.seed import COMPANY, MOSCOW_NOON, booking, seed_salon
+from tests.support.seed import COMPANY, MOSCOW_NOON, booking
 
 clients = ClientRepository()
 bookings = BookingRepository()
 
 
-@pytest.fixture(autouse=True)
-def salon(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
-    open_process_pool(role="test", max_size=4, wait=True)
-    seed_salon()
-    yield db
-    close_process_pool()
+pytestmark = pytest.mark.usefixtures("salon")
 
 
 @pytest.mark.parametrize("written", ["+7 911 234-56-78", "89112345678", "79112345678", 79112345678])

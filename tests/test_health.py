@@ -20,7 +20,6 @@ from ops.standins.serving import serving
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import Settings, load_settings
 from shared.data.dead_letters import SPOOL_KEY
-from shared.data.repositories.people import ClientRepository
 from shared.health.process_stats import publish
 from shared.health.report import build_report, store_and_alert
 from shared.health.server import make_server
@@ -31,32 +30,8 @@ from shared.observability.prometheus_metrics import (
     TASK_OUTCOMES,
     TASK_SECONDS,
 )
-from shared.yclients.sync import ENTITIES
+from tests.support.healthy_fleet import NAME, PHONE, TEXT, make_healthy
 from tests.support.seed import COMPANY, seed_salon
-
-PHONE, NAME, TEXT = "+79115550101", "Зинаида Тестова", "секретный текст сообщения"
-
-
-def make_healthy(db: psycopg.Connection) -> None:
-    db.execute("INSERT INTO health_checks (check_name, subject, status) VALUES ('heartbeat', 'keys@test', 'healthy')")
-    db.execute(
-        "INSERT INTO backups (status, finished_at, size_bytes, sha256, path) VALUES"
-        " ('verified', now() - interval '2 hours', 123456, repeat('a', 64), '/backups/fleet.dump')"
-    )
-    for entity in ENTITIES:
-        db.execute(
-            "INSERT INTO sync_runs (company_id, entity, status, finished_at) VALUES (%s, %s, 'succeeded', now())",
-            (COMPANY, entity),
-        )
-    db.execute(
-        "INSERT INTO health_checks (check_name, subject, status) VALUES"
-        " ('whatsapp_session', 'company_962302', 'healthy')"
-    )
-    ClientRepository().insert({"company_id": COMPANY, "phone": PHONE, "name": NAME})
-    db.execute(
-        "INSERT INTO dead_letters (source, reason, payload) VALUES ('inbound.receive', 'invalid payload: x', %s)",
-        (json.dumps({"chat_id": PHONE, "text": TEXT}),),
-    )
 
 
 @pytest.fixture

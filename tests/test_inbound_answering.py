@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -15,42 +14,36 @@ from shared.inbound.drain import drain_chat, merge_replies
 from shared.inbound.outbox import split_message
 from shared.inbound.payload import InboundPayload
 from shared.inbound.store import UnknownCompanyError, store_message
-from tests.support.conversation import CHAT, NOW, answering_salon, message, number_of, reply_body, say
+from tests.support.conversation import CHAT, NOW, message, number_of, reply_body, say
 from tests.support.seed import COMPANY
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 
 
-@pytest.fixture
-def salon(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
-    with answering_salon():
-        yield db
-
-
-@pytest.mark.usefixtures("salon")
-def test_a_redelivered_message_is_stored_once_and_answered_once(salon: psycopg.Connection) -> None:
+@pytest.mark.usefixtures("answering_salon")
+def test_a_redelivered_message_is_stored_once_and_answered_once(answering_salon: psycopg.Connection) -> None:
     payload = message("Привет")
     first, again = store_message(payload), store_message(payload)
     assert (first.duplicate, again.duplicate) == (False, True)
     assert first.id == again.id
     assert len(drain_chat(COMPANY, CHAT, now=NOW).outbox_ids) == 1
     assert drain_chat(COMPANY, CHAT, now=NOW).outbox_ids == []
-    assert salon.execute("SELECT count(*) FROM outbox").fetchone()[0] == 1
+    assert answering_salon.execute("SELECT count(*) FROM outbox").fetchone()[0] == 1
 
 
-@pytest.mark.usefixtures("salon")
+@pytest.mark.usefixtures("answering_salon")
 def test_each_chat_gets_its_own_sequence() -> None:
     seqs = [store_message(message("a", chat)).chat_seq for chat in (CHAT, CHAT, "+79110000001", CHAT)]
     assert seqs == [1, 2, 1, 3]
 
 
-@pytest.mark.usefixtures("salon")
+@pytest.mark.usefixtures("answering_salon")
 def test_unknown_company_is_refused() -> None:
     with pytest.raises(UnknownCompanyError):
         store_message(InboundPayload(company_id=1, chat_id=CHAT, gateway_message_id="x", text="hi", sent_at=NOW))
 
 
-def test_a_burst_is_answered_together_in_order(salon: psycopg.Connection) -> None:
+def test_a_burst_is_answered_together_in_order(answering_salon: psycopg.Connection) -> None:
     for text in ("Привет", "1", "5"):
         store_message(message(text))
     result = drain_chat(COMPANY, CHAT, now=NOW)
@@ -58,20 +51,20 @@ def test_a_burst_is_answered_together_in_order(salon: psycopg.Connection) -> Non
     body = reply_body(result.outbox_ids[0])
     greeting, services, staff = body.index("Здравствуйте"), body.index("Наши услуги"), body.index("Наши мастера")
     assert greeting < services < staff
-    statuses = salon.execute("SELECT status FROM messages ORDER BY chat_seq").fetchall()
+    statuses = answering_salon.execute("SELECT status FROM messages ORDER BY chat_seq").fetchall()
     assert [row[0] for row in statuses] == ["merged", "merged", "answered"]
 
 
-def test_an_unsettled_chat_waits_for_its_burst_window(salon: psycopg.Connection) -> None:
+def test_an_unsettled_chat_waits_for_its_burst_window(answering_salon: psycopg.Connection) -> None:
     get_settings().inbound.burst_window_seconds = 60
     store_message(message("Привет"))
     result = drain_chat(COMPANY, CHAT, now=NOW)
     assert result.unsettled
     assert result.outbox_ids == []
-    assert salon.execute("SELECT status FROM messages").fetchone()[0] == "pending"
+    assert answering_salon.execute("SELECT status FROM messages").fetchone()[0] == "pending"
 
 
-def test_a_full_booking_conversation(salon: psycopg.Connection) -> None:
+def test_a_full_booking_conversation(answering_salon: psycopg.Connection) -> None:
     assert "Я помощник салона «Лиса»" in say("Здравствуйте")
     prices = say("услуги")
     assert "Женская стрижка — 1 500 ₽–2 500 ₽, 60 мин" in prices
@@ -82,7 +75,7 @@ def test_a_full_booking_conversation(salon: psycopg.Connection) -> None:
     assert f"1. {first_slot}" in slots
     booked = say("1")
     assert "Готово! Вы записаны: Женская стрижка, 01.12 в 10:00, мастер Анна" in booked
-    row = salon.execute("SELECT staff_id, starts_at, source, status FROM bookings").fetchone()
+    row = answering_salon.execute("SELECT staff_id, starts_at, source, status FROM bookings").fetchone()
     assert row == (1, datetime(2026, 12, 1, 7, 0, tzinfo=UTC), "assistant", "confirmed")
     # The slot is no longer offered, to this client or anyone else.
     again = say(number_of("Женская стрижка", say("2")))
@@ -94,12 +87,12 @@ def test_a_full_booking_conversation(salon: psycopg.Connection) -> None:
     assert "01.12 в 10:00 — Женская стрижка" in say("3")
     cancel = say("4")
     assert "Отменить запись Женская стрижка, 01.12 в 10:00, мастер Анна?" in cancel, "asked before it is done"
-    assert salon.execute("SELECT status FROM bookings").fetchone()[0] == "confirmed"
+    assert answering_salon.execute("SELECT status FROM bookings").fetchone()[0] == "confirmed"
     assert "отменена" in say("1")
-    assert salon.execute("SELECT status FROM bookings").fetchone()[0] == "cancelled"
+    assert answering_salon.execute("SELECT status FROM bookings").fetchone()[0] == "cancelled"
 
 
-def test_booking_a_slot_taken_meanwhile_gets_a_clear_answer(salon: psycopg.Connection) -> None:
+def test_booking_a_slot_taken_meanwhile_gets_a_clear_answer(answering_salon: psycopg.Connection) -> None:
     slots = say(number_of("Женская стрижка", say("2")))
     assert "1. 01.12 в 10:00 — Анна" in slots
     BookingRepository().create(
@@ -113,10 +106,10 @@ def test_booking_a_slot_taken_meanwhile_gets_a_clear_answer(salon: psycopg.Conne
     answer = say("1")
     assert answer.startswith("Это время только что заняли.")
     assert "01.12 в 10:00 — Анна" not in answer
-    assert salon.execute("SELECT count(*) FROM bookings WHERE source = 'assistant'").fetchone()[0] == 0
+    assert answering_salon.execute("SELECT count(*) FROM bookings WHERE source = 'assistant'").fetchone()[0] == 0
 
 
-@pytest.mark.usefixtures("salon")
+@pytest.mark.usefixtures("answering_salon")
 def test_out_of_range_choice_and_nonsense_are_answered_politely() -> None:
     say("2")
     assert say("42").startswith("Пожалуйста, выберите номер от 1 до")
@@ -125,7 +118,7 @@ def test_out_of_range_choice_and_nonsense_are_answered_politely() -> None:
     assert "Напишите цифру" in nonsense
 
 
-def test_media_without_text_gets_an_answer(salon: psycopg.Connection) -> None:
+def test_media_without_text_gets_an_answer(answering_salon: psycopg.Connection) -> None:
     store_message(message("", media={"type": "image", "description": "фото ногтей"}))
     result = drain_chat(COMPANY, CHAT, now=NOW)
     assert "понимаю только текст" in reply_body(result.outbox_ids[0])
@@ -145,7 +138,9 @@ def test_long_replies_split_at_paragraphs_within_the_limit() -> None:
     assert split_message("x" * 9000, 4096) == ["x" * 4096, "x" * 4096, "x" * 808]
 
 
-def test_a_message_that_keeps_failing_is_dead_lettered_and_the_chat_moves_on(salon: psycopg.Connection) -> None:
+def test_a_message_that_keeps_failing_is_dead_lettered_and_the_chat_moves_on(
+    answering_salon: psycopg.Connection,
+) -> None:
     settings = get_settings()
     settings.assistant = "tests.support.failing_assistant:FailingAssistant"
     try:
@@ -165,10 +160,10 @@ def test_a_message_that_keeps_failing_is_dead_lettered_and_the_chat_moves_on(sal
     finally:
         settings.assistant = "shared.assistant.rules:RuleBasedAssistant"
     assert failures == settings.inbound.max_attempts
-    statuses = salon.execute("SELECT body, status, attempts FROM messages ORDER BY chat_seq").fetchall()
+    statuses = answering_salon.execute("SELECT body, status, attempts FROM messages ORDER BY chat_seq").fetchall()
     # The greeting shared the first (failed) attempt of the burst, then the bad message was tried alone.
     assert statuses == [("💥 сломай всё", "failed", 3), ("Привет", "answered", 2)]
-    letter = salon.execute("SELECT source, reason, reference FROM dead_letters").fetchone()
+    letter = answering_salon.execute("SELECT source, reason, reference FROM dead_letters").fetchone()
     assert letter[0] == "inbound.answer"
     assert "answering failed 3 times: RuntimeError" in letter[1]
     assert "Здравствуйте" in reply_body(answered[-1])
@@ -185,7 +180,7 @@ def test_the_published_payload_schema_is_the_models() -> None:
 
 
 def test_fleet_enqueue_file_mode_enqueues_valid_lines_and_dead_letters_the_rest(
-    salon: psycopg.Connection, fleet_env: dict[str, str], tmp_path
+    answering_salon: psycopg.Connection, fleet_env: dict[str, str], tmp_path
 ) -> None:
     import json
     import subprocess
@@ -219,7 +214,9 @@ def test_fleet_enqueue_file_mode_enqueues_valid_lines_and_dead_letters_the_rest(
     assert "line 2: invalid inbound message: line: not JSON" in result.stderr
     assert "line 3: invalid inbound message: chat_id" in result.stderr
     assert redis.Redis.from_url(fleet_env["REDIS_URL"]).llen("inbound") == 2
-    references = [row[0] for row in salon.execute("SELECT reference FROM dead_letters ORDER BY id").fetchall()]
+    references = [
+        row[0] for row in answering_salon.execute("SELECT reference FROM dead_letters ORDER BY id").fetchall()
+    ]
     assert references == [f"{path}:2", f"{path}:3"]
 
 
@@ -229,12 +226,12 @@ def offered_slots(db: psycopg.Connection) -> list[tuple[int, datetime]]:
     return [(staff, datetime.fromisoformat(start)) for staff, start in data["slots"]]
 
 
-def test_a_booking_asked_in_words_offers_only_the_asked_day_and_window(salon: psycopg.Connection) -> None:
+def test_a_booking_asked_in_words_offers_only_the_asked_day_and_window(answering_salon: psycopg.Connection) -> None:
     ask = say("Хочу записаться на стрижку завтра после 15")
     assert "Выберите услугу" in ask, "two haircuts match: the client chooses"
     assert "Маникюр" not in ask
     slots = say(number_of("Мужская стрижка", ask))
-    offered = offered_slots(salon)
+    offered = offered_slots(answering_salon)
     assert offered, slots
     for _, start in offered:
         local = start.astimezone(MOSCOW)
@@ -243,17 +240,17 @@ def test_a_booking_asked_in_words_offers_only_the_asked_day_and_window(salon: ps
     assert "02.12 в 15:00" in slots
 
 
-def test_a_master_and_a_weekday_in_words(salon: psycopg.Connection) -> None:
+def test_a_master_and_a_weekday_in_words(answering_salon: psycopg.Connection) -> None:
     ask = say("Можно к Анне в пятницу?")
     assert "Маникюр" not in ask, "Анна does not do manicures"
     say(number_of("Женская стрижка", ask))
-    offered = offered_slots(salon)
+    offered = offered_slots(answering_salon)
     assert offered
     assert {staff for staff, _ in offered} == {1}
     assert {start.astimezone(MOSCOW).date() for _, start in offered} == {date(2026, 12, 4)}
 
 
-def test_a_price_question_in_words_and_a_window_with_nothing_free(salon: psycopg.Connection) -> None:
+def test_a_price_question_in_words_and_a_window_with_nothing_free(answering_salon: psycopg.Connection) -> None:
     prices = say("сколько стоит маникюр")
     assert "Маникюр с покрытием — от 2 000 ₽, 90 мин" in prices
     assert "стрижка" not in prices
@@ -262,7 +259,7 @@ def test_a_price_question_in_words_and_a_window_with_nothing_free(salon: psycopg
     assert "1. 01.12 в 10:00 — Анна" in late, "the nearest free time instead"
 
 
-def test_cancel_in_words_then_the_menu_still_works(salon: psycopg.Connection) -> None:
+def test_cancel_in_words_then_the_menu_still_works(answering_salon: psycopg.Connection) -> None:
     assert "Женская стрижка: свободное время" in say("женская стрижка")
     assert "Готово! Вы записаны" in say("1")
     assert "Отменить запись Женская стрижка" in say("отмените мою запись")

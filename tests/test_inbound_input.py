@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -12,39 +9,15 @@ import psycopg
 import pytest
 import redis
 
-from ops.standins.gateway import GatewayStandIn, gateway_stand_in
+from ops.standins.gateway import GatewayStandIn
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import InboundSettings, get_settings, load_settings
 from shared.data.dead_letters import SPOOL_KEY, file_spooled, record_dead_letter
-from shared.inbound.payload import InboundPayload
 from shared.inbound.store import ConflictingRepeatError, settle_sent_at, store_message
+from tests.support.payloads import inbound_message, inbound_payload
 from tests.support.processes import running_worker, wait_until
-from tests.support.seed import COMPANY, seed_salon
-from tests.test_inbound_worker import payload
+from tests.support.seed import COMPANY
 from workers.producer import enqueue_message
-
-_ids = itertools.count(1)
-
-
-@pytest.fixture
-def salon(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
-    open_process_pool(role="test", max_size=2, wait=True)
-    seed_salon()
-    yield db
-    close_process_pool()
-
-
-def message(**over: object) -> InboundPayload:
-    return InboundPayload.model_validate(
-        {
-            "company_id": COMPANY,
-            "chat_id": "+79110000001",
-            "gateway_message_id": f"wamid.input.{next(_ids)}",
-            "text": "Привет",
-            "sent_at": datetime.now(UTC).isoformat(),
-        }
-        | over
-    )
 
 
 @pytest.mark.parametrize(
@@ -58,11 +31,13 @@ def message(**over: object) -> InboundPayload:
     ],
 )
 def test_whatsapp_ids_and_phone_shapes_are_read_as_the_phone(chat_id: object, phone: str) -> None:
-    assert message(chat_id=chat_id).chat_id == phone
+    assert inbound_message(chat="+79110000001", chat_id=chat_id).chat_id == phone
 
 
 def test_free_text_is_cleaned_and_the_change_noted(salon: psycopg.Connection) -> None:
-    cleaned = message(text="Запишите\x00 меня \ud83d", media={"type": "image", "description": "фото\x00"})
+    cleaned = inbound_message(
+        chat="+79110000001", text="Запишите\x00 меня \ud83d", media={"type": "image", "description": "фото\x00"}
+    )
     assert cleaned.text == "Запишите меня \ufffd"
     assert cleaned.media is not None
     assert cleaned.media.description == "фото"
@@ -92,11 +67,11 @@ def test_sent_at_outside_the_window_is_replaced_by_the_receive_time_with_the_ori
 
 
 def test_a_repeated_id_with_other_content_is_refused_not_dropped(salon: psycopg.Connection) -> None:
-    first = message()
+    first = inbound_message(chat="+79110000001")
     assert not store_message(first).duplicate
     assert store_message(first).duplicate, "the same content again is a re-delivery"
     with pytest.raises(ConflictingRepeatError, match="with other content"):
-        store_message(message(gateway_message_id=first.gateway_message_id, text="Другое"))
+        store_message(inbound_message(chat="+79110000001", gateway_message_id=first.gateway_message_id, text="Другое"))
     assert salon.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
 
 
@@ -161,37 +136,33 @@ def test_a_dead_letter_waits_in_redis_while_postgres_is_away_and_is_filed_after(
     assert kept == {"text": "привет"}
 
 
-@pytest.fixture
-def gateway() -> Iterator[GatewayStandIn]:
-    with gateway_stand_in() as stand_in:
-        yield stand_in
+def _settled(db: psycopg.Connection, chat: str) -> bool:
+    pending = db.execute(
+        "SELECT (SELECT count(*) FROM messages WHERE chat_id = %s AND status NOT IN ('answered', 'failed', 'merged'))"
+        " + (SELECT count(*) FROM outbox WHERE chat_id = %s AND status <> 'sent')",
+        (chat, chat),
+    ).fetchone()[0]
+    return pending == 0
 
 
 @pytest.mark.slow
 def test_a_message_that_cannot_be_read_is_dead_lettered_and_the_next_in_its_chat_answered(
-    db: psycopg.Connection, fleet_env: dict[str, str], gateway: GatewayStandIn, tmp_path: Path
+    db: psycopg.Connection, inbound_env: dict[str, str], gateway: GatewayStandIn, tmp_path: Path
 ) -> None:
     """A row written before this validation existed (or by hand): a year PostgreSQL holds and Python cannot,
     and a media value nested deeper than Python's JSON decoder goes. It sorts first in its chat."""
     chat = "+79110000321"
-    open_process_pool(role="test", max_size=2, wait=True)
-    seed_salon()
-    close_process_pool()
     db.execute(
         "INSERT INTO messages (company_id, chat_id, gateway_message_id, chat_seq, body, media, sent_at, received_at)"
         " VALUES (%s, %s, 'poisoned', 1, 'старое', (repeat('[', 5000) || repeat(']', 5000))::jsonb,"
         " '4000-01-01 BC', now() - interval '1 hour')",
         (COMPANY, chat),
     )
-    env = {
-        **fleet_env,
-        "FLEET_GATEWAY__SEND_URL": gateway.url,
-        "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0.1",
-    }
-    with running_worker("inbound", env, tmp_path, concurrency=2) as worker:
-        enqueue_message(payload("Привет", chat=chat))
+    with running_worker("inbound", inbound_env, tmp_path, concurrency=2) as worker:
+        enqueue_message(inbound_payload("Привет", chat=chat))
         wait_until(lambda: gateway.to(chat), 90, f"the good message's reply\n{worker.output()[-3000:]}")
-        time.sleep(0.5)
+        # Both messages settled and the reply's delivery recorded: nothing left that could send a second one.
+        wait_until(lambda: _settled(db, chat), 30, "the chat's messages and replies to settle")
     assert len(gateway.to(chat)) == 1
     statuses = dict(db.execute("SELECT gateway_message_id, status FROM messages").fetchall())
     assert statuses.pop("poisoned") == "failed"

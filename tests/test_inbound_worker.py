@@ -2,68 +2,33 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import signal
 import time
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
 import pytest
 import redis
 
-from ops.standins.gateway import GatewayStandIn, gateway_stand_in
-from shared.core.pool import close_process_pool, open_process_pool
+from ops.standins.gateway import GatewayStandIn
 from shared.inbound.payload import TASK_NAME
 from tests.support.chats import assert_each_chat_answered_once_in_order
+from tests.support.payloads import inbound_payload
 from tests.support.processes import running_worker, wait_until
 from tests.support.raw_broker import envelope
-from tests.support.seed import COMPANY, seed_salon
+from tests.support.seed import COMPANY
 from workers.app import app
 from workers.broker import ALIVE, INFLIGHT_KEYS, inflight_key
 from workers.producer import enqueue_message
 
 pytestmark = pytest.mark.slow
-_ids = itertools.count(1)
-
-
-@pytest.fixture
-def gateway() -> Iterator[GatewayStandIn]:
-    with gateway_stand_in() as stand_in:
-        yield stand_in
-
-
-@pytest.fixture
-def inbound_env(db: psycopg.Connection, fleet_env: dict[str, str], gateway: GatewayStandIn) -> dict:
-    open_process_pool(role="test", max_size=2, wait=True)
-    seed_salon()
-    close_process_pool()
-    return {
-        **fleet_env,
-        "FLEET_GATEWAY__SEND_URL": gateway.url,
-        "FLEET_GATEWAY__RETRY_BASE_SECONDS": "0.2",
-        "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0.1",
-    }
-
-
-def payload(text: str, chat: str = "+79112345678", **extra: object) -> dict:
-    n = next(_ids)
-    return {
-        "company_id": COMPANY,
-        "chat_id": chat,
-        "gateway_message_id": f"wamid.e2e.{n}.{time.time()}",
-        "text": text,
-        "sent_at": (datetime.now(UTC) + timedelta(milliseconds=n)).isoformat(),
-        **extra,
-    }
 
 
 def test_a_message_is_answered_end_to_end(inbound_env: dict, gateway: GatewayStandIn, tmp_path: Path) -> None:
     with running_worker("inbound", inbound_env, tmp_path, concurrency=2):
-        enqueue_message(payload("Сколько стоит стрижка?", chat="8 (911) 234-56-78"))
+        enqueue_message(inbound_payload("Сколько стоит стрижка?", chat="8 (911) 234-56-78"))
         wait_until(lambda: gateway.count() == 1, 30, "the reply at the gateway")
     reply = gateway.deliveries[0]
     assert reply.phone == "+79112345678"
@@ -75,7 +40,7 @@ def test_a_message_is_answered_end_to_end(inbound_env: dict, gateway: GatewaySta
 def test_the_same_message_delivered_twice_is_answered_once(
     inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
 ) -> None:
-    message = payload("Привет")
+    message = inbound_payload("Привет")
     with running_worker("inbound", inbound_env, tmp_path, concurrency=2):
         enqueue_message(message)
         enqueue_message(message)
@@ -93,7 +58,7 @@ def test_twenty_messages_in_one_chat_are_answered_in_order_by_two_processes(
     chat = "+79110000020"
     with running_worker("inbound", inbound_env, tmp_path, concurrency=2):
         for n in range(20):
-            enqueue_message(payload(f"вопрос {n}", chat=chat))
+            enqueue_message(inbound_payload(f"вопрос {n}", chat=chat))
             time.sleep(0.15)
         wait_until(
             lambda: (
@@ -121,7 +86,7 @@ def test_without_a_burst_window_messages_racing_in_three_chats_are_answered_once
     with running_worker("inbound", env, tmp_path, concurrency=2):
         for n in range(15):
             for chat in chats:
-                enqueue_message(payload(f"вопрос {n}", chat=chat))
+                enqueue_message(inbound_payload(f"вопрос {n}", chat=chat))
         wait_until(lambda: gateway.count() == db.execute("SELECT count(*) FROM outbox").fetchone()[0] > 0, 60, "sent")
         wait_until(
             lambda: db.execute("SELECT count(*) FROM messages WHERE status = 'pending'").fetchone()[0] == 0,
@@ -137,7 +102,7 @@ def test_without_a_burst_window_a_gateway_outage_is_retried_until_the_reply_is_d
 ) -> None:
     gateway.fail_next(3)
     with running_worker("inbound", {**inbound_env, "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0"}, tmp_path):
-        enqueue_message(payload("Привет"))
+        enqueue_message(inbound_payload("Привет"))
         wait_until(lambda: gateway.count() == 1, 60, "the reply after the outage")
     assert db.execute("SELECT status, attempts FROM outbox").fetchone() == ("sent", 4)
 
@@ -148,7 +113,7 @@ def test_a_burst_is_answered_once(
     env = {**inbound_env, "FLEET_INBOUND__BURST_WINDOW_SECONDS": "1.5"}
     with running_worker("inbound", env, tmp_path, concurrency=2):
         for text in ("Здравствуйте", "1", "5", "меню", "2"):
-            enqueue_message(payload(text))
+            enqueue_message(inbound_payload(text))
         wait_until(lambda: gateway.count() == 1, 30, "one merged reply")
         time.sleep(2)
     assert gateway.count() == 1
@@ -160,14 +125,14 @@ def test_a_burst_is_answered_once(
 def test_malformed_payloads_become_dead_letters_while_valid_messages_flow(
     inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
 ) -> None:
-    good = payload("Привет", chat="+79110000077")
+    good = inbound_payload("Привет", chat="+79110000077")
     bad = {
         "missing": {"company_id": COMPANY, "text": "нет chat_id"},
-        "types": {**payload("x"), "company_id": "много", "sent_at": 5},
-        "huge": payload("я" * 20_000),
-        "company": {**payload("привет"), "company_id": 1},
+        "types": {**inbound_payload("x"), "company_id": "много", "sent_at": 5},
+        "huge": inbound_payload("я" * 20_000),
+        "company": {**inbound_payload("привет"), "company_id": 1},
         "shape": "not an object",
-        "phone": payload("привет", chat="12"),
+        "phone": inbound_payload("привет", chat="12"),
     }
     with running_worker("inbound", inbound_env, tmp_path, concurrency=2):
         for value in bad.values():
@@ -199,7 +164,7 @@ def test_a_worker_killed_mid_message_answers_it_exactly_once_after_restart(
         "SLOW_ASSISTANT_MARKER": str(marker),
     }
     with running_worker("inbound", env, tmp_path, concurrency=1) as worker:
-        enqueue_message(payload("Привет", chat="+79110000099"))
+        enqueue_message(inbound_payload("Привет", chat="+79110000099"))
         wait_until(marker.exists, 30, "the assistant to start answering")
         time.sleep(0.3)
         os.kill(int(marker.read_text()), signal.SIGKILL)  # the child dies inside the answering transaction
@@ -216,7 +181,7 @@ def test_a_gateway_outage_is_retried_until_the_reply_is_delivered(
 ) -> None:
     gateway.fail_next(3)
     with running_worker("inbound", inbound_env, tmp_path, concurrency=1):
-        enqueue_message(payload("Привет"))
+        enqueue_message(inbound_payload("Привет"))
         wait_until(lambda: gateway.count() == 1, 60, "the reply after the outage")
     assert db.execute("SELECT status, attempts FROM outbox").fetchone() == ("sent", 4)
 
@@ -240,7 +205,7 @@ def test_a_message_popped_by_a_consumer_that_died_is_requeued_and_answered(
     db: psycopg.Connection, inbound_env: dict, gateway: GatewayStandIn, tmp_path: Path
 ) -> None:
     client = redis.Redis.from_url(inbound_env["REDIS_URL"])
-    lost = payload("1")
+    lost = inbound_payload("1")
     key = _orphan(client, "deadhost.4242.cafe0000", lost)
     with running_worker("inbound", {**inbound_env, "FLEET_BROKER_INFLIGHT_TTL_SECONDS": "2"}, tmp_path):
         wait_until(lambda: _stored(db, lost["gateway_message_id"]), 30, "the orphaned message stored")
@@ -253,12 +218,12 @@ def test_the_in_flight_entries_of_a_live_consumer_are_left_alone(
     db: psycopg.Connection, inbound_env: dict, tmp_path: Path
 ) -> None:
     client = redis.Redis.from_url(inbound_env["REDIS_URL"])
-    busy = payload("1")
+    busy = inbound_payload("1")
     consumer = "otherhost.77.beef0000"
     client.set(ALIVE + consumer, "1", ex=120)
     key = _orphan(client, consumer, busy)
     with running_worker("inbound", {**inbound_env, "FLEET_BROKER_INFLIGHT_TTL_SECONDS": "2"}, tmp_path) as worker:
-        served = payload("5")
+        served = inbound_payload("5")
         enqueue_message(served)
         wait_until(lambda: _stored(db, served["gateway_message_id"]), 30, "a fresh message stored")
         time.sleep(3)  # more than a scan period of the 2 s lifetime
@@ -272,7 +237,7 @@ def test_a_worker_pops_through_its_in_flight_list_and_leaves_it_empty(
 ) -> None:
     client = redis.Redis.from_url(inbound_env["REDIS_URL"])
     with running_worker("inbound", inbound_env, tmp_path, concurrency=2):
-        sent = [payload(str(n % 5 + 1), chat=f"+7911000{n:04d}") for n in range(30)]
+        sent = [inbound_payload(str(n % 5 + 1), chat=f"+7911000{n:04d}") for n in range(30)]
         for message in sent:
             enqueue_message(message)
         wait_until(lambda: all(_stored(db, m["gateway_message_id"]) for m in sent), 60, "every message stored")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -16,16 +15,7 @@ from shared.data.errors import ConflictError
 from shared.data.repositories.people import ClientRepository
 from shared.observability.pool_health import pool_health
 from shared.observability.query_metrics import QueryMetrics, query_metrics
-from tests.support.seed import COMPANY, seed_salon
-
-
-@pytest.fixture
-def salon(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
-    open_process_pool(role="test", max_size=2, wait=True)
-    seed_salon()
-    query_metrics().reset()
-    yield db
-    close_process_pool()
+from tests.support.seed import COMPANY
 
 
 @pytest.mark.usefixtures("salon")

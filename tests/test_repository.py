@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from decimal import Decimal
 
 import psycopg
@@ -23,20 +22,11 @@ from shared.data.errors import (
 from shared.data.repositories.catalogue import CompanyRepository, ServiceRepository, StaffRepository
 from shared.data.repositories.people import ClientRepository
 from shared.observability.query_metrics import query_metrics
-from tests.support.seed import COMPANY, seed_salon
+from tests.support.seed import COMPANY
 
 services = ServiceRepository()
 clients = ClientRepository()
 companies = CompanyRepository()
-
-
-@pytest.fixture
-def salon(db: psycopg.Connection) -> Iterator[psycopg.Connection]:
-    open_process_pool(role="test", max_size=4, wait=True)
-    seed_salon()
-    query_metrics().reset()
-    yield db
-    close_process_pool()
 
 
 def _count(db: psycopg.Connection, table: str) -> int:

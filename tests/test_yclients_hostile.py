@@ -8,7 +8,6 @@ import json
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from typing import Any
@@ -18,8 +17,7 @@ import pytest
 import sentry_sdk
 
 from ops.standins.telegram import TelegramStandIn
-from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
-from shared.core.pool import close_process_pool, open_process_pool
+from ops.standins.yclients import Salon, YClientsStandIn, generate_salon
 from shared.core.settings import Settings
 from shared.yclients.client import make_client, retry_after_seconds
 from shared.yclients.ratelimit import FleetRateLimiter
@@ -32,21 +30,8 @@ TOKENS = ("partner-token", "user-token")
 
 
 @pytest.fixture(scope="module")
-def base_salon() -> Salon:
+def generated_salon() -> Salon:
     return generate_salon(COMPANY, clients=450, records=200)
-
-
-@pytest.fixture
-def salon(base_salon: Salon) -> Salon:
-    return copy.deepcopy(base_salon)
-
-
-@pytest.fixture
-def stand_in(salon: Salon, db: psycopg.Connection, clean_redis: str) -> Iterator[YClientsStandIn]:
-    open_process_pool(role="test", max_size=3, wait=True)
-    with yclients_stand_in(salon, per_second=1000, per_minute=100_000) as server:
-        yield server
-    close_process_pool()
 
 
 def settings_for(stand_in: YClientsStandIn, **overrides: Any) -> Settings:
@@ -140,17 +125,17 @@ def test_an_empty_answer_never_wipes_the_salon_unless_an_operator_confirms(
 def test_more_than_the_set_share_is_refused_and_alerted_until_an_operator_confirms(
     synced: Settings,
     stand_in: YClientsStandIn,
-    salon: Salon,
+    api_salon: Salon,
     db: psycopg.Connection,
     fleet_env: dict[str, str],
     recorded_events: list[dict[str, Any]],
     telegram: TelegramStandIn,
 ) -> None:
-    for client_id in list(salon.clients)[:3]:
-        del salon.clients[client_id]
+    for client_id in list(api_salon.clients)[:3]:
+        del api_salon.clients[client_id]
     assert sync(synced, "clients").counters.marked_deleted == 3, "a few deletions go through"
-    for client_id in list(salon.clients)[:200]:
-        del salon.clients[client_id]
+    for client_id in list(api_salon.clients)[:200]:
+        del api_salon.clients[client_id]
     error = failed(synced, "clients")
     assert "refused to mark 200 of 447 clients rows deleted (45%, limit 30%)" in error
     assert live(db, "clients") == 447
@@ -185,9 +170,9 @@ def test_more_than_the_set_share_is_refused_and_alerted_until_an_operator_confir
 
 
 def test_short_pages_without_total_count_neither_end_the_walk_nor_prove_deletion(
-    synced: Settings, stand_in: YClientsStandIn, salon: Salon, db: psycopg.Connection
+    synced: Settings, stand_in: YClientsStandIn, api_salon: Salon, db: psycopg.Connection
 ) -> None:
-    rows = list(salon.clients.values())
+    rows = list(api_salon.clients.values())
 
     def short_pages(method: str, path: str, query: dict, body: dict) -> tuple | None:
         if not path.endswith("/clients/search"):
@@ -197,7 +182,7 @@ def test_short_pages_without_total_count_neither_end_the_walk_nor_prove_deletion
         return 200, {"success": True, "data": chunk, "meta": []}
 
     stand_in.override = short_pages
-    del salon.clients[int(rows[-1]["id"])]
+    del api_salon.clients[int(rows[-1]["id"])]
     run = sync(synced, "clients")
     assert run.counters.fetched == 450, "every short page was read, up to the empty one"
     assert run.counters.marked_deleted == 0
@@ -205,12 +190,12 @@ def test_short_pages_without_total_count_neither_end_the_walk_nor_prove_deletion
 
 
 def test_full_pages_without_total_count_ending_on_an_empty_page_prove_deletion(
-    synced: Settings, stand_in: YClientsStandIn, salon: Salon, db: psycopg.Connection
+    synced: Settings, stand_in: YClientsStandIn, api_salon: Salon, db: psycopg.Connection
 ) -> None:
-    del salon.clients[5_000_001]
-    rows = list(salon.clients.values())[:400]  # two full pages of 200, then an empty one
-    for client_id in list(salon.clients)[400:]:
-        del salon.clients[client_id]
+    del api_salon.clients[5_000_001]
+    rows = list(api_salon.clients.values())[:400]  # two full pages of 200, then an empty one
+    for client_id in list(api_salon.clients)[400:]:
+        del api_salon.clients[client_id]
     for client_id in range(5_000_401, 5_000_451):
         db.execute("UPDATE clients SET deleted_at = now() WHERE yclients_id = %s", (client_id,))
 
@@ -227,9 +212,9 @@ def test_full_pages_without_total_count_ending_on_an_empty_page_prove_deletion(
 
 
 def test_pages_that_drift_during_the_walk_prove_nothing(
-    synced: Settings, stand_in: YClientsStandIn, salon: Salon, db: psycopg.Connection
+    synced: Settings, stand_in: YClientsStandIn, api_salon: Salon, db: psycopg.Connection
 ) -> None:
-    rows = list(salon.clients.values())
+    rows = list(api_salon.clients.values())
 
     def drifting(method: str, path: str, query: dict, body: dict) -> tuple | None:
         if not path.endswith("/clients/search"):
@@ -246,9 +231,9 @@ def test_pages_that_drift_during_the_walk_prove_nothing(
 
 
 def test_a_server_that_ignores_page_does_not_loop(
-    synced: Settings, stand_in: YClientsStandIn, salon: Salon, db: psycopg.Connection
+    synced: Settings, stand_in: YClientsStandIn, api_salon: Salon, db: psycopg.Connection
 ) -> None:
-    first_page = list(salon.clients.values())[:200]
+    first_page = list(api_salon.clients.values())[:200]
     stand_in.override = answer_for(
         "/clients/search", (200, {"success": True, "data": first_page, "meta": {"total_count": 450}})
     )
@@ -260,9 +245,9 @@ def test_a_server_that_ignores_page_does_not_loop(
 
 
 def test_a_huge_total_count_with_empty_pages_ends_at_the_first_empty_page(
-    synced: Settings, stand_in: YClientsStandIn, salon: Salon, db: psycopg.Connection
+    synced: Settings, stand_in: YClientsStandIn, api_salon: Salon, db: psycopg.Connection
 ) -> None:
-    rows = list(salon.clients.values())
+    rows = list(api_salon.clients.values())
 
     def bloated(method: str, path: str, query: dict, body: dict) -> tuple | None:
         if not path.endswith("/clients/search"):
@@ -307,10 +292,10 @@ BAD_VALUES = [
 
 
 def test_each_bad_value_rejects_its_row_only_and_is_kept_with_the_raw_value(
-    synced: Settings, stand_in: YClientsStandIn, salon: Salon, db: psycopg.Connection
+    synced: Settings, stand_in: YClientsStandIn, api_salon: Salon, db: psycopg.Connection
 ) -> None:
     for entity, row_id, field, value, _ in BAD_VALUES:
-        rows = salon.clients if entity == "clients" else salon.records
+        rows = api_salon.clients if entity == "clients" else api_salon.records
         rows[row_id][field] = value
     clients = sync(synced, "clients")
     records = sync(synced, "records", mode="full")
@@ -324,7 +309,7 @@ def test_each_bad_value_rejects_its_row_only_and_is_kept_with_the_raw_value(
     for entity, row_id, field, _, reason in BAD_VALUES:
         if field == "id":  # its id is the bad value: found by its reason, its name kept in the raw row
             found = [k for k in kept if k[0] == entity and k[2].startswith(reason)]
-            assert found[0][3]["name"] == salon.clients[row_id]["name"]
+            assert found[0][3]["name"] == api_salon.clients[row_id]["name"]
         else:
             found = [k for k in kept if k[0] == entity and k[1] == f"id:{row_id}"]
         assert len(found) == 1, (entity, row_id)
@@ -333,27 +318,27 @@ def test_each_bad_value_rejects_its_row_only_and_is_kept_with_the_raw_value(
 
 
 def test_a_row_that_comes_right_later_leaves_the_rejected_list(
-    synced: Settings, stand_in: YClientsStandIn, salon: Salon, db: psycopg.Connection
+    synced: Settings, stand_in: YClientsStandIn, api_salon: Salon, db: psycopg.Connection
 ) -> None:
-    salon.clients[5_000_030]["name"] = "Анна\x00"
+    api_salon.clients[5_000_030]["name"] = "Анна\x00"
     sync(synced, "clients")
     assert db.execute("SELECT count(*) FROM sync_rejected_rows").fetchone()[0] == 1
-    salon.clients[5_000_030]["name"] = "Анна"
+    api_salon.clients[5_000_030]["name"] = "Анна"
     sync(synced, "clients")
     assert db.execute("SELECT count(*) FROM sync_rejected_rows").fetchone()[0] == 0
 
 
 def test_a_record_waits_for_its_staff_member_and_is_saved_after_the_next_staff_sync(
-    synced: Settings, stand_in: YClientsStandIn, salon: Salon, db: psycopg.Connection
+    synced: Settings, stand_in: YClientsStandIn, api_salon: Salon, db: psycopg.Connection
 ) -> None:
-    salon.staff.append(copy.deepcopy(salon.staff[0]) | {"id": 77, "name": "Новая Мастер", "services_links": []})
-    salon.records[9_000_001]["staff_id"] = 77
-    salon.records[9_000_001]["last_change_date"] = datetime.now(UTC).isoformat(timespec="seconds")
+    api_salon.staff.append(copy.deepcopy(api_salon.staff[0]) | {"id": 77, "name": "Новая Мастер", "services_links": []})
+    api_salon.records[9_000_001]["staff_id"] = 77
+    api_salon.records[9_000_001]["last_change_date"] = datetime.now(UTC).isoformat(timespec="seconds")
     records = sync(synced, "records")  # incremental: this record changed, its staff member is new
     assert records.counters.pending == 1
     assert db.execute("SELECT staff_id FROM bookings WHERE yclients_id = 9000001").fetchone() != (77,)
     assert db.execute("SELECT reason FROM sync_pending_records").fetchone() == ("staff member not synced yet",)
-    salon.records[9_000_001]["last_change_date"] = salon.records[9_000_002]["last_change_date"]
+    api_salon.records[9_000_001]["last_change_date"] = api_salon.records[9_000_002]["last_change_date"]
     later = sync(synced, "records")  # later incremental runs no longer list it: it must not be lost
     assert later.counters.fetched == 0
     sync(synced, "staff")

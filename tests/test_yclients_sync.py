@@ -2,38 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
 import pytest
 
 from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
-from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import Settings
 from shared.yclients.sync import SyncFailedError, SyncSummary
 from tests.support.booking_loop import COMPANY, sync, sync_settings
 
 
 @pytest.fixture(scope="module")
-def big_salon() -> Salon:
+def generated_salon() -> Salon:
     return generate_salon(COMPANY, clients=5000, records=3000)
-
-
-@pytest.fixture
-def salon(big_salon: Salon) -> Salon:
-    """A fresh copy per test, so a test may edit what the API returns."""
-    import copy
-
-    return copy.deepcopy(big_salon)
-
-
-@pytest.fixture
-def stand_in(salon: Salon, db: psycopg.Connection, clean_redis: str) -> Iterator[YClientsStandIn]:
-    open_process_pool(role="test", max_size=3, wait=True)
-    with yclients_stand_in(salon, per_second=1000, per_minute=100_000) as server:
-        yield server
-    close_process_pool()
 
 
 def full_sync(settings: Settings) -> dict[str, SyncSummary]:
@@ -47,24 +29,24 @@ def versions(db: psycopg.Connection, table: str) -> dict[Any, str]:
 
 
 def test_a_full_sync_lands_exactly_the_upstream_rows(
-    stand_in: YClientsStandIn, salon: Salon, db: psycopg.Connection
+    stand_in: YClientsStandIn, api_salon: Salon, db: psycopg.Connection
 ) -> None:
     runs = full_sync(sync_settings(stand_in))
     assert all(run.status == "succeeded" and run.counters.rejected == 0 for run in runs.values())
     assert runs["clients"].counters.pages == 25  # 5,000 clients at 200 a page, no cap
     assert db.execute("SELECT count(*) FROM clients WHERE yclients_id IS NOT NULL").fetchone()[0] == 5000
     assert db.execute("SELECT count(*) FROM bookings WHERE yclients_id IS NOT NULL").fetchone()[0] == 3000
-    deleted_upstream = sum(1 for r in salon.records.values() if r["deleted"])
+    deleted_upstream = sum(1 for r in api_salon.records.values() if r["deleted"])
     assert (
         db.execute("SELECT count(*) FROM bookings WHERE deleted_at IS NOT NULL AND status = 'cancelled'").fetchone()[0]
         == deleted_upstream
     )
     assert db.execute("SELECT count(*) FROM bookings WHERE client_id IS NULL").fetchone()[0] == 0
-    assert db.execute("SELECT count(*) FROM services").fetchone()[0] == len(salon.services)
+    assert db.execute("SELECT count(*) FROM services").fetchone()[0] == len(api_salon.services)
     assert db.execute("SELECT count(*) FROM staff").fetchone()[0] == 8
     assert db.execute("SELECT count(*) FROM staff_schedules").fetchone()[0] == 8 * 14
     # Quirks were read correctly: numbers as strings, phones as numbers, three date formats.
-    sample = salon.clients[5_000_003]
+    sample = api_salon.clients[5_000_003]
     assert isinstance(sample["phone"], int)
     row = db.execute("SELECT phone, first_visit_at, visits_count FROM clients WHERE yclients_id = 5000003").fetchone()
     assert row[0] == f"+{sample['phone']}"
@@ -88,11 +70,11 @@ def test_a_second_run_changes_nothing(stand_in: YClientsStandIn, db: psycopg.Con
 
 
 def test_a_client_deleted_upstream_is_marked_deleted_not_removed(
-    stand_in: YClientsStandIn, salon: Salon, db: psycopg.Connection
+    stand_in: YClientsStandIn, api_salon: Salon, db: psycopg.Connection
 ) -> None:
     settings = sync_settings(stand_in)
     sync(settings, "clients")
-    del salon.clients[5_000_010]
+    del api_salon.clients[5_000_010]
     run = sync(settings, "clients")
     assert run.counters.marked_deleted == 1
     row = db.execute("SELECT deleted_at IS NOT NULL FROM clients WHERE yclients_id = 5000010").fetchone()
@@ -111,12 +93,12 @@ def test_rate_limits_of_both_shapes_and_5xx_are_retried_and_nothing_is_lost(
 
 
 def test_bad_rows_are_rejected_and_reported_while_the_rest_are_saved(
-    stand_in: YClientsStandIn, salon: Salon, db: psycopg.Connection
+    stand_in: YClientsStandIn, api_salon: Salon, db: psycopg.Connection
 ) -> None:
-    salon.clients[5_000_001]["phone"] = "не телефон"
-    salon.clients[5_000_002]["email"] = "not-an-email"
-    salon.clients[5_000_003]["id"] = "-5"
-    salon.clients[5_000_004]["first_visit_date"] = "вчера"
+    api_salon.clients[5_000_001]["phone"] = "не телефон"
+    api_salon.clients[5_000_002]["email"] = "not-an-email"
+    api_salon.clients[5_000_003]["id"] = "-5"
+    api_salon.clients[5_000_004]["first_visit_date"] = "вчера"
     run = sync(sync_settings(stand_in), "clients")
     assert run.counters.rejected == 4
     assert run.counters.upserted == 4996

@@ -23,7 +23,7 @@ _ids = itertools.count(1)
 
 
 @contextmanager
-def answering_salon() -> Iterator[None]:
+def salon_answering_at_once() -> Iterator[None]:
     """The seed salon with a week of working hours (10-13, 14-18) for Анна and Мария, answering at once."""
     open_process_pool(role="test", max_size=3, wait=True)
     seed_salon()
