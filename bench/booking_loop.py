@@ -28,6 +28,8 @@ use_bench_services()
 import psycopg
 import redis
 
+from ops.harness.loop_env import stand_in_env
+from ops.harness.processes import FleetProcess, wait_until
 from ops.standins.gateway import gateway_stand_in
 from ops.standins.yclients import generate_salon, yclients_stand_in
 from shared.core.migrate import upgrade
@@ -35,8 +37,6 @@ from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import load_settings
 from shared.yclients.client import make_client
 from shared.yclients.sync import sync_entity
-from tests.support.loop_env import stand_in_env
-from tests.support.processes import FleetProcess, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPANY = 962302

@@ -37,14 +37,14 @@ import psycopg
 import redis
 
 from bench import goals
+from ops.harness.connections import ConnectionPeak
+from ops.harness.processes import FleetProcess, wait_until
+from ops.harness.seed import COMPANY, seed_salon
 from ops.standins.gateway import gateway_stand_in
 from shared.core.budget import connection_budget
 from shared.core.migrate import upgrade
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import load_settings
-from tests.support.connections import ConnectionPeak
-from tests.support.processes import FleetProcess, wait_until
-from tests.support.seed import COMPANY, seed_salon
 
 TABLES = "messages, outbox, dialog_contexts, clients, dead_letters"
 

@@ -24,13 +24,13 @@ import psycopg
 import pytest
 from celery import Celery
 
+from ops.harness.connections import ConnectionPeak
 from ops.standins.gateway import gateway_stand_in
 from shared.core.budget import connection_budget
 from shared.core.migrate import upgrade
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import load_settings
 from shared.inbound.payload import TASK_NAME
-from tests.support.connections import ConnectionPeak
 from tests.support.postgres_server import OwnPostgres
 from tests.support.processes import FleetProcess, Supervised, wait_until
 from tests.support.redis_server import OwnRedis

@@ -11,15 +11,69 @@ from shared.core.settings_doc import render
 ROOT = Path(__file__).resolve().parents[1]
 
 
+SKIPPED = {"__pycache__", "salon_fleet.egg-info"}
+
+# The layers, bottom up, as the README's Layout section lists them. A module imports its own package and lower
+# layers only: never a higher layer, nor another package of its own layer. A module belongs to the longest
+# entry its path starts with, so settings and the registry sit below the rest of shared/core.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("shared/core/settings.py", "shared/core/resources.py"),
+    ("shared/observability",),
+    ("shared/core",),
+    ("shared/data",),
+    ("shared/alerts",),
+    ("shared/assistant", "shared/backups", "shared/whatsapp"),
+    ("shared/inbound",),
+    ("shared/yclients",),
+    ("shared/health",),
+    ("beat_schedule.py",),
+    ("workers",),
+    ("ops",),
+    ("bench",),
+    ("tests",),
+)
+FLEET_ROOTS = {"shared"} | {entry.split("/")[0].removesuffix(".py") for layer in LAYERS for entry in layer}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def _imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
+    """Every module name the file imports; `from a import b` counts as `a.b` (b may be a module of its own,
+    which decides the layer), and relative imports are resolved."""
+    package = _module_name(path).split(".")
+    if path.name != "__init__.py":
+        package = package[:-1]
     found = set()
-    for node in ast.walk(tree):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.Import):
             found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module:
-            found.add(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package[: len(package) - node.level + 1], *filter(None, [node.module])])
+            found |= {base if alias.name == "*" else f"{base}.{alias.name}" for alias in node.names}
     return found
+
+
+def _python_files() -> list[Path]:
+    """The project's modules: the root's and its directories', not hidden ones (.venv) nor build output."""
+    tops = [child for child in ROOT.iterdir() if not child.name.startswith(".") and child.name not in SKIPPED]
+    nested = [path for top in tops if top.is_dir() for path in top.rglob("*.py") if "__pycache__" not in path.parts]
+    return [*(top for top in tops if top.suffix == ".py"), *nested]
+
+
+def _place(module: str) -> tuple[int, str] | None:
+    """The layer and the entry a module belongs to (the longest entry it falls under), or None."""
+    best: tuple[int, str] | None = None
+    for index, layer in enumerate(LAYERS):
+        for entry in layer:
+            dotted = entry.removesuffix(".py").replace("/", ".")
+            if (module == dotted or module.startswith(dotted + ".")) and (best is None or len(entry) > len(best[1])):
+                best = (index, entry)
+    return best
 
 
 def test_nothing_in_shared_imports_workers() -> None:
@@ -30,19 +84,58 @@ def test_nothing_in_shared_imports_workers() -> None:
     assert {path: names for path, names in offenders.items() if names} == {}
 
 
+def test_no_import_climbs_a_layer_or_crosses_to_a_sibling() -> None:
+    offenders = []
+    for path in _python_files():
+        place = _place(_module_name(path))
+        for name in sorted(_imports(path)):
+            if name.split(".")[0] not in FLEET_ROOTS:
+                continue
+            target = _place(name)
+            if place is None or target is None:
+                offenders.append(f"{path.relative_to(ROOT)} imports {name}: a module outside LAYERS")
+            elif target[0] > place[0]:
+                offenders.append(f"{path.relative_to(ROOT)} ({place[1]}) imports {name} from higher {target[1]}")
+            elif target[0] == place[0] and target[1] != place[1]:
+                offenders.append(f"{path.relative_to(ROOT)} ({place[1]}) imports {name} from sibling {target[1]}")
+    assert not offenders, "\n".join(offenders)
+
+
+def _layout() -> str:
+    return (ROOT / "README.md").read_text(encoding="utf-8").split("## Layout", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_lists_the_same_layers() -> None:
+    listed = [
+        tuple(path.rstrip("/") for path in re.findall(r"`([^`]+)`", line.split(": ", 1)[0]))
+        for line in _layout().splitlines()
+        if re.match(r"\d+\. `", line)
+    ]
+    assert tuple(listed) == LAYERS
+
+
+def _path_tokens(text: str) -> set[str]:
+    """Each backticked path, whole and by its parts (`shared/core/` gives `shared/core`, `shared` and `core`):
+    a name is placed by a whole token only, never by a substring of another word."""
+    tokens = set()
+    for written in re.findall(r"`([\w./]+)`", text):
+        path = written.strip("/")
+        tokens |= {path, *path.split("/")}
+    return tokens
+
+
 def test_the_readme_layout_names_only_paths_that_exist_and_every_module_is_placed() -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    layout = _layout()
     named = set(re.findall(r"`([\w./]+)`", layout))
     for entry in named:
         if entry.split("/")[0] in ("shared", "workers", "ops", "docs", "tests", "bench"):
             assert (ROOT / entry).exists(), f"README names {entry}, which is not in the tree"
-    text = layout
+    tokens = _path_tokens(layout)
     for package in ("shared", "workers", "shared/core", "shared/data", "shared/observability"):
         for child in sorted((ROOT / package).iterdir()):
-            if child.name.startswith("__") or child.name == "__pycache__":
+            if child.name.startswith("__"):
                 continue
-            assert child.name in text or child.stem in text, f"{package}/{child.name} is not in the README's layout"
+            assert child.name in tokens, f"{package}/{child.name} is not in the README's layout"
 
 
 def test_the_settings_page_is_generated_from_the_model() -> None:
@@ -76,3 +169,13 @@ def test_sql_lives_in_repositories() -> None:
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_START.match(node.value):
                 offenders.setdefault(relative, []).append(node.lineno)
     assert offenders == {}
+
+
+def test_the_schema_section_names_every_table_the_migrations_create() -> None:
+    migrations = "\n".join(
+        path.read_text(encoding="utf-8") for path in (ROOT / "shared/core/migrations/versions").glob("*.py")
+    )
+    created = set(re.findall(r"CREATE TABLE (?:IF NOT EXISTS )?(\w+)", migrations))
+    schema = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8").split("## Schema", 1)[1]
+    assert len(created) > 20
+    assert sorted(table for table in created if f"`{table}`" not in schema) == []

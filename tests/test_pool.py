@@ -18,8 +18,10 @@ from workers.app import app
 
 
 def fleet_connections(conn: psycopg.Connection, role: str) -> int:
+    """Connections of that role to this test database (other runs on the same server use other databases)."""
     row = conn.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (f"fleet-{role}",)
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s AND datname = current_database()",
+        (f"fleet-{role}",),
     ).fetchone()
     assert row is not None
     return row[0]
@@ -28,7 +30,7 @@ def fleet_connections(conn: psycopg.Connection, role: str) -> int:
 def test_importing_the_app_opens_no_pool() -> None:
     import workers.app  # noqa: F401
 
-    assert pool_module._pool is None
+    assert not pool_module.pool_is_open()
 
 
 def test_process_pool_is_configured_from_settings(db: psycopg.Connection, settings: Settings) -> None:

@@ -17,8 +17,8 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from shared.core.db_errors import translated_errors
 from shared.core.pool import get_pool, pool_role
-from shared.data.errors import translated_errors
 from shared.observability.prometheus_metrics import observe_pool_wait, observe_statement
 from shared.observability.query_metrics import query_metrics
 

@@ -1,29 +1,28 @@
 """The one psycopg connection pool of this process.
 
-A pool must never cross a fork: sockets shared by parent and child corrupt each other's sessions. Worker
-children open theirs in `worker_process_init`; beat and command-line tools open theirs on first use.
+A pool must never cross a fork: sockets shared by parent and child corrupt each other's sessions. The pool is
+one of the process's resources (`shared/core/resources.py`), so a child never sees its parent's and it is
+closed with the others at child shutdown. Worker children open theirs in `worker_process_init`; beat and
+command-line tools open theirs on first use.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 import weakref
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from shared.core.resources import resource
+from shared.core.resources import made, resource, take
 from shared.core.settings import PoolSettings, Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-_lock = threading.Lock()
-_pool: ConnectionPool | None = None
-_owner_pid: int | None = None
+PROCESS_POOL = "pool"  # its name in the registry
 
 
 class IdleCheck:
@@ -107,24 +106,38 @@ def open_process_pool(
     timeout: float | None = None,
     wait: bool = False,
 ) -> ConnectionPool:
-    """Open this process's pool; returns at once unless `wait` (connections are made in the background)."""
-    global _pool, _owner_pid
-    with _lock:
-        if _pool is not None and _owner_pid == os.getpid():
-            return _pool
-        # A pool inherited through fork belongs to the parent: drop the reference, never close its sockets.
+    """Open this process's pool; returns at once unless `wait` (connections are made in the background).
+
+    A pool already open in this process is returned as it is; one inherited through fork is never seen (the
+    registry keys by pid), so its sockets stay the parent's and are never closed here.
+    """
+    opened: list[ConnectionPool] = []
+
+    def make() -> ConnectionPool:
         pool = build_pool(settings or get_settings(), role=role, max_size=max_size, timeout=timeout)
-        pool.open(wait=wait)
-        _pool, _owner_pid = pool, os.getpid()
-        log.info("opened connection pool role=%s max_size=%s pid=%s", role, pool.max_size, _owner_pid)
+        pool.open(wait=False)
+        log.info("opened connection pool role=%s max_size=%s pid=%s", role, pool.max_size, os.getpid())
+        opened.append(pool)
         return pool
+
+    pool = resource(PROCESS_POOL, make, _close)
+    if wait and opened:  # waited for outside the registry's lock, which other resources share
+        try:
+            pool.wait()
+        except BaseException:
+            take(PROCESS_POOL)  # the pool closed itself: the next call opens a new one
+            raise
+    return pool
+
+
+def _this_process_pool() -> ConnectionPool | None:
+    return cast(ConnectionPool | None, made(PROCESS_POOL))
 
 
 def get_pool(*, role: str = "cli", max_size: int | None = 1) -> ConnectionPool:
     """This process's pool, opened lazily (beat, CLI, solo workers) when no worker hook opened it."""
-    if _pool is not None and _owner_pid == os.getpid():
-        return _pool
-    return open_process_pool(role=role, max_size=max_size)
+    pool = _this_process_pool()
+    return pool if pool is not None else open_process_pool(role=role, max_size=max_size)
 
 
 def pool_role(pool: ConnectionPool) -> str:
@@ -134,7 +147,8 @@ def pool_role(pool: ConnectionPool) -> str:
 
 def process_role() -> str:
     """This process's role: its pool's, or `cli` before it has one."""
-    return pool_role(_pool) if _pool is not None and _owner_pid == os.getpid() else "cli"
+    pool = _this_process_pool()
+    return pool_role(pool) if pool is not None else "cli"
 
 
 def get_session_pool() -> ConnectionPool:
@@ -156,16 +170,18 @@ def get_session_pool() -> ConnectionPool:
     return resource("session-pool", make, lambda pool: pool.close(timeout=5))
 
 
+def _close(pool: ConnectionPool, timeout: float = 5.0) -> None:
+    pool.close(timeout=timeout)
+    log.info("closed connection pool pid=%s", os.getpid())
+
+
 def close_process_pool(timeout: float = 5.0) -> None:
     """Close the pool this process opened; a no-op when there is none."""
-    global _pool, _owner_pid
-    with _lock:
-        pool, owner = _pool, _owner_pid
-        _pool, _owner_pid = None, None
-    if pool is not None and owner == os.getpid():
-        pool.close(timeout=timeout)
-        log.info("closed connection pool pid=%s", owner)
+    pool = cast(ConnectionPool | None, take(PROCESS_POOL))
+    if pool is not None:
+        _close(pool, timeout)
 
 
 def pool_is_open() -> bool:
-    return _pool is not None and _owner_pid == os.getpid() and not _pool.closed
+    pool = _this_process_pool()
+    return pool is not None and not pool.closed

@@ -1,5 +1,9 @@
-"""One registry for what a process makes once and must not share across fork: API clients, Redis clients,
-the assistant. Made on first use (so after fork), keyed by name and pid, closed together at child shutdown."""
+"""One registry for what a process makes once and must not share across fork: the connection pool, API and
+Redis clients, query metrics, the assistant. Made on first use (so after fork), keyed by name and pid, closed
+together at child shutdown.
+
+It imports nothing of the fleet's, so every layer, observability included, may keep its objects here.
+"""
 
 from __future__ import annotations
 
@@ -17,23 +21,50 @@ _lock = threading.RLock()  # a factory may itself ask for another resource
 _made: dict[tuple[int, str], tuple[Any, Callable[[Any], None] | None]] = {}
 
 
+def _new_lock_in_child() -> None:
+    """A lock another thread of the parent held at fork would never be released in the child."""
+    global _lock
+    _lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def resource(name: str, make: Callable[[], T], close: Callable[[T], None] | None = None) -> T:
     """This process's object of that name, made by `make` the first time (an inherited one is never reused)."""
     key = (os.getpid(), name)
+    entry = _made.get(key)  # the common case, once made: no lock on a path every statement takes
+    if entry is not None:
+        return entry[0]
     with _lock:
         if key not in _made:
             _made[key] = (make(), close)
         return _made[key][0]
 
 
+def made(name: str) -> Any | None:
+    """This process's object of that name if it was made, without making it (None otherwise)."""
+    entry = _made.get((os.getpid(), name))
+    return None if entry is None else entry[0]
+
+
+def take(name: str) -> Any | None:
+    """Remove this process's object of that name from the registry and hand it over for the caller to close;
+    the next `resource` call makes a new one."""
+    with _lock:
+        entry = _made.pop((os.getpid(), name), None)
+    return None if entry is None else entry[0]
+
+
 def close_all() -> None:
-    """Close this process's resources (worker child shutdown, end of a CLI command); errors are logged only."""
+    """Close this process's resources, newest first (a later one may use an earlier one: a client, the pool),
+    at worker child shutdown or the end of a CLI command; errors are logged only."""
     pid = os.getpid()
     with _lock:
         mine = [(key, entry) for key, entry in _made.items() if key[0] == pid]
         for key, _ in mine:
             del _made[key]
-    for (_, name), (value, close) in mine:
+    for (_, name), (value, close) in reversed(mine):
         if close is None:
             continue
         try:

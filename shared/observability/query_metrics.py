@@ -10,6 +10,9 @@ from dataclasses import dataclass, field
 from statistics import quantiles
 from typing import Any
 
+from shared.core.resources import resource
+from shared.core.settings import get_settings
+
 log = logging.getLogger(__name__)
 
 WINDOW = 1000  # latest durations kept for percentiles
@@ -89,14 +92,7 @@ def _percentiles(values: list[float]) -> dict[str, float | None]:
     return {"p50": round(cuts[49], 3), "p95": round(cuts[94], 3), "p99": round(cuts[98], 3)}
 
 
-_metrics: QueryMetrics | None = None
-
-
 def query_metrics() -> QueryMetrics:
-    """This process's metrics (threshold from settings, read on first use)."""
-    global _metrics
-    if _metrics is None:
-        from shared.core.settings import get_settings
-
-        _metrics = QueryMetrics(slow_threshold_ms=get_settings().slow_query_ms)
-    return _metrics
+    """This process's metrics, one of its resources: a forked child starts from zero and never reports its
+    parent's counts (threshold from settings, read when the process first records or reads)."""
+    return resource("query-metrics", lambda: QueryMetrics(slow_threshold_ms=get_settings().slow_query_ms))

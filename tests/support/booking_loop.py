@@ -13,13 +13,13 @@ from typing import Any
 import psycopg
 import pytest
 
+from ops.harness.loop_env import stand_in_env
 from ops.standins.gateway import GatewayStandIn, gateway_stand_in
 from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import Settings, load_settings
 from shared.yclients.client import make_client
 from shared.yclients.sync import SyncSummary, sync_entity
-from tests.support.loop_env import stand_in_env
 from tests.support.processes import FleetProcess, running_worker
 
 COMPANY = 962302

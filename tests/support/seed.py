@@ -1,63 +1,15 @@
-"""Small, readable seed data for data-layer and worker tests."""
+"""Seed data for data-layer and worker tests: the seed salon (ops/harness/seed.py, which the benchmarks seed
+too) and bookings in its calendar."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
-from shared.data.repositories.catalogue import (
-    CompanyRepository,
-    ServiceCategoryRepository,
-    ServiceRepository,
-    StaffRepository,
-)
+from ops.harness.seed import COMPANY, chat_message, seed_salon
 
-COMPANY = 962302
+__all__ = ["COMPANY", "MOSCOW_NOON", "booking", "chat_message", "seed_salon"]
+
 MOSCOW_NOON = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)  # 12:00 in Moscow
-
-
-def seed_salon(company_id: int = COMPANY) -> None:
-    CompanyRepository().upsert({"id": company_id, "title": "Лиса", "city": "Москва"})
-    ServiceCategoryRepository().upsert({"company_id": company_id, "id": 10, "title": "Стрижки"})
-    ServiceCategoryRepository().upsert({"company_id": company_id, "id": 20, "title": "Маникюр"})
-    ServiceRepository().bulk_upsert(
-        [
-            {
-                "company_id": company_id,
-                "id": 101,
-                "category_id": 10,
-                "title": "Женская стрижка",
-                "price_min": Decimal("1500"),
-                "price_max": Decimal("2500"),
-                "duration_seconds": 3600,
-            },
-            {
-                "company_id": company_id,
-                "id": 102,
-                "category_id": 10,
-                "title": "Мужская стрижка",
-                "price_min": Decimal("900"),
-                "duration_seconds": 1800,
-            },
-            {
-                "company_id": company_id,
-                "id": 201,
-                "category_id": 20,
-                "title": "Маникюр с покрытием",
-                "price_min": Decimal("2000"),
-                "duration_seconds": 5400,
-            },
-            {"company_id": company_id, "id": 202, "category_id": 20, "title": "Архивная услуга", "active": False},
-        ]
-    )
-    StaffRepository().bulk_upsert(
-        [
-            {"company_id": company_id, "id": 1, "name": "Анна", "service_ids": [101, 102]},
-            {"company_id": company_id, "id": 2, "name": "Мария", "service_ids": [201]},
-            {"company_id": company_id, "id": 3, "name": "Уволенная", "fired": True},
-        ]
-    )
 
 
 def booking(staff_id: int = 1, start: datetime = MOSCOW_NOON, minutes: int = 60, **extra: object) -> dict:
@@ -67,16 +19,4 @@ def booking(staff_id: int = 1, start: datetime = MOSCOW_NOON, minutes: int = 60,
         "starts_at": start,
         "ends_at": start + timedelta(minutes=minutes),
         **extra,
-    }
-
-
-def chat_message(company: int, chat: str, n: int, text: str = "Сколько стоит стрижка?") -> dict[str, object]:
-    """The n-th inbound payload of a chat, as a gateway sends it: a unique message id, sent n ms from now
-    (so the chat's messages keep the order they were made in)."""
-    return {
-        "company_id": company,
-        "chat_id": chat,
-        "gateway_message_id": f"wamid.{company}.{chat}.{n}.{time.time()}",
-        "text": text,
-        "sent_at": (datetime.now(UTC) + timedelta(milliseconds=n)).isoformat(),
     }

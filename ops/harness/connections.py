@@ -25,7 +25,8 @@ class ConnectionPeak(threading.Thread):
                     while not self.stop.is_set():
                         row = conn.execute(
                             "SELECT count(*) FROM pg_stat_activity"
-                            " WHERE application_name LIKE 'fleet-%%' AND application_name <> %s",
+                            " WHERE application_name LIKE 'fleet-%%' AND application_name <> %s"
+                            " AND datname = current_database()",  # not another fleet's (or test process's)
                             (f"fleet-{self.own_role}",),
                         ).fetchone()
                         self.peak = max(self.peak, row[0] if row else 0)
