@@ -15,14 +15,15 @@ from shared.backups.restore import drill
 from shared.backups.retention import prune
 from shared.backups.tools import BackupError
 from shared.core.settings import get_settings
+from shared.core.topology import TaskName
 from workers.app import app
 from workers.ping import define_ping, define_report
 
-ping = define_ping(__name__)
-report_process = define_report(__name__)
+ping = define_ping(TaskName.BACKUPS_PING)
+report_process = define_report(TaskName.BACKUPS_REPORT)
 
 
-@app.task(name="workers.backups.backup", bind=True)
+@app.task(name=TaskName.BACKUP, bind=True)
 def backup(self: Task) -> dict[str, Any]:
     """Back up, verify, copy off-site; prune only now that a new verified backup exists. Failures raise."""
     settings = get_settings()
@@ -32,7 +33,7 @@ def backup(self: Task) -> dict[str, Any]:
     return {"backup_id": result.id, "size_bytes": result.size_bytes, "pruned": pruned}
 
 
-@app.task(name="workers.backups.drill", bind=True)
+@app.task(name=TaskName.RESTORE_DRILL, bind=True)
 def drill_task(self: Task) -> dict[str, Any]:
     """Restore the newest verified backup into a scratch database and compare; a failed drill raises."""
     settings = get_settings()

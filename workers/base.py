@@ -5,6 +5,13 @@ bound to the function's signature and validated strictly against its type hints 
 string), so a malformed call fails at once with a clear reason instead of running SQL with it or retrying it
 for minutes. A call refused that way, and any final failure of a task declared `dead_letter_on_failure`
 (the inbound tasks, whose arguments are a client's message), is kept as a dead letter with the task id.
+
+Retries follow one of two policies. Work that has a row (a reply's outbox row, a CRM operation) is counted
+by that row: the row gives up at its cap and says when it is due again, and the task, declared
+`max_retries=None`, only comes back then (`retry_when_due`); a chat's messages count its answering attempts
+the same way, and its next drain follows when they are due. Work no row counts declares its policy on the
+task (`max_retries`, `retry_backoff_base`, `retry_backoff_max`) and retries through `retry_later`. Every
+delay is `backoff_delay`'s.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from __future__ import annotations
 import inspect
 import logging
 import typing
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from celery import Task
 from pydantic import TypeAdapter, ValidationError
@@ -29,7 +36,7 @@ class InvalidTaskArguments(TypeError):
 
 class FleetTask(Task):
     """Declared with `@app.task(...)`; options read here: `dead_letter_on_failure`, `retry_backoff_base` and
-    `retry_backoff_max` (seconds: the n-th retry waits base * 2**n, at most max)."""
+    `retry_backoff_max` (seconds: the n-th retry waits base * 2**(n-1), at most max)."""
 
     dead_letter_on_failure: ClassVar[bool] = False
     retry_backoff_base: ClassVar[float] = 1.0
@@ -67,9 +74,24 @@ class FleetTask(Task):
         if problems:
             raise InvalidTaskArguments(f"{self.name}: " + "; ".join(problems))
 
-    def backoff(self, base: float | None = None) -> float:
-        """The one retry policy of the fleet: exponential, capped; `base` from settings where it is one."""
-        return backoff_delay(self.request.retries + 1, base or self.retry_backoff_base, self.retry_backoff_max)
+    def backoff(self) -> float:
+        """The wait before this task's next try under its own policy: `backoff_delay` over the tries so far."""
+        return backoff_delay(self.request.retries + 1, self.retry_backoff_base, self.retry_backoff_max)
+
+    @property
+    def retries_spent(self) -> bool:
+        """Whether the task's declared `max_retries` are used up (never, for a task whose row counts)."""
+        return self.max_retries is not None and self.request.retries >= self.max_retries
+
+    def retry_later(self, exc: BaseException) -> NoReturn:
+        """Work no row counts: try again after `backoff()`; once `max_retries` are spent, `exc` is raised."""
+        raise self.retry(exc=exc, countdown=self.backoff())
+
+    def retry_when_due(self, retry_in: float) -> NoReturn:
+        """Work whose row counts the attempts: come back when the row is due; the row, not the task, gives up."""
+        if self.max_retries is not None:
+            raise TypeError(f"{self.name}: its row counts the attempts, so the task declares max_retries=None")
+        raise self.retry(countdown=retry_in)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.check_arguments(args, kwargs)

@@ -9,6 +9,7 @@ from celery import Task
 from shared.alerts.delivery import deliver_due, deliver_quietly
 from shared.core.pool import get_pool
 from shared.core.settings import get_settings
+from shared.core.topology import TaskName
 from shared.data.dead_letters import file_spooled
 from shared.data.retention import apply_retention
 from shared.health.heartbeat import record_heartbeat
@@ -16,14 +17,14 @@ from shared.health.report import build_report, prune_history, redis_client, stor
 from workers.app import app
 
 
-@app.task(name="workers.health.heartbeat", bind=True)
+@app.task(name=TaskName.HEARTBEAT, bind=True)
 def heartbeat(self: Task) -> str:
     """beat -> queue -> worker -> PostgreSQL; the stored time is what the health service watches."""
     checked_at = record_heartbeat(get_pool(), self.request.hostname or "unknown", get_settings().worker_type)
     return checked_at.isoformat()
 
 
-@app.task(name="workers.health.collect")
+@app.task(name=TaskName.COLLECT_HEALTH)
 def collect() -> dict[str, Any]:
     """Build the health report, store each part with its time, alert once per change of status."""
     settings = get_settings()
@@ -34,14 +35,14 @@ def collect() -> dict[str, Any]:
     return {"status": report["status"], "changed": changed}
 
 
-@app.task(name="workers.health.deliver_alerts")
+@app.task(name=TaskName.DELIVER_ALERTS)
 def deliver_alerts() -> dict[str, int]:
     """Send the alerts waiting for the operators' Telegram chat (raised by any job, kept until sent)."""
     outcome = deliver_due()
     return {"sent": outcome.sent, "failed": outcome.failed, "given_up": outcome.given_up}
 
 
-@app.task(name="workers.health.file_dead_letter_spool")
+@app.task(name=TaskName.FILE_DEAD_LETTER_SPOOL)
 def file_dead_letter_spool() -> int:
     """Move dead letters parked in Redis into the table, where operators and the health report see them."""
     filed = total = file_spooled()
@@ -51,7 +52,7 @@ def file_dead_letter_spool() -> int:
     return total
 
 
-@app.task(name="workers.health.apply_retention")
+@app.task(name=TaskName.APPLY_RETENTION)
 def apply_retention_task() -> dict[str, int]:
     """Delete messages, replies, dead letters and sync journals past their retention (settings)."""
     return apply_retention(get_settings().retention)

@@ -7,12 +7,12 @@ from typing import Any
 
 from shared.core.resources import resource
 from shared.core.settings import get_settings
+from shared.core.topology import TaskName
 from shared.data.errors import TransientError
 from shared.data.models import E164, PositiveId
-from shared.inbound.drain import DrainResult, chats_needing_a_drain, drain_chat
+from shared.inbound.drain import DrainResult, attempt_failed, chats_needing_a_drain, drain_chat
 from shared.inbound.gateway import GatewayClient
 from shared.inbound.outbox import Delivery, deliver, due_outbox_ids
-from shared.inbound.payload import TASK_NAME
 from shared.inbound.receive import receive, reject
 from shared.inbound.reminders import send_due_reminders
 from workers.app import app
@@ -20,8 +20,8 @@ from workers.base import FleetTask
 from workers.ping import define_ping, define_report
 
 log = logging.getLogger(__name__)
-ping = define_ping(__name__)
-report_process = define_report(__name__)
+ping = define_ping(TaskName.INBOUND_PING)
+report_process = define_report(TaskName.INBOUND_REPORT)
 
 
 def gateway() -> GatewayClient:
@@ -30,7 +30,7 @@ def gateway() -> GatewayClient:
 
 
 @app.task(
-    name=TASK_NAME,
+    name=TaskName.RECEIVE_MESSAGE,
     bind=True,
     reject_on_worker_lost=True,
     max_retries=10,
@@ -38,11 +38,12 @@ def gateway() -> GatewayClient:
     retry_backoff_max=60,
 )
 def receive_message(self: FleetTask, payload: Any = None, **unexpected: Any) -> str:
-    """Store the message first, then schedule its chat's drain after the burst window."""
+    """Store the message first, then schedule its chat's drain after the burst window. Until it is stored there
+    is no row to count the tries, so the task's own policy does (then the payload is a dead letter)."""
     try:
         received = receive(payload, unexpected, task_id=self.request.id)
     except TransientError as exc:
-        if self.request.retries >= self.max_retries:
+        if self.retries_spent:
             reject(
                 payload,
                 f"could not store after {self.request.retries} retries: {exc}",
@@ -50,7 +51,7 @@ def receive_message(self: FleetTask, payload: Any = None, **unexpected: Any) -> 
                 task_id=self.request.id,
             )
             return "dead-lettered"
-        raise self.retry(exc=exc, countdown=self.backoff()) from None
+        self.retry_later(exc)
     if received.outcome == "rejected":
         return received.outcome
     assert received.company_id is not None
@@ -63,16 +64,17 @@ def receive_message(self: FleetTask, payload: Any = None, **unexpected: Any) -> 
     # safety net: if this fails or the worker dies, the drain task (or, at worst, the sweep) answers it.
     try:
         result = drain_chat(received.company_id, received.chat_id)
-    except Exception as exc:  # noqa: BLE001  (the drain task's retries and attempt cap take it from here)
-        log.warning("answering in the receiving task failed (%s); a drain task answers instead", type(exc).__name__)
-        drain_chat_task.apply_async((received.company_id, received.chat_id), countdown=self.backoff())
+    except Exception as exc:  # noqa: BLE001  (a drain task takes it from here)
+        if not drain_when_due(exc, received.company_id, received.chat_id):
+            log.warning("answering in the receiving task failed (%s); a drain task answers instead", type(exc).__name__)
+            drain_chat_task.apply_async((received.company_id, received.chat_id), countdown=self.backoff())
         return received.outcome
     hand_on(result, received.company_id, received.chat_id)
     return received.outcome
 
 
 @app.task(
-    name="workers.inbound.drain_chat",
+    name=TaskName.DRAIN_CHAT,
     bind=True,
     reject_on_worker_lost=True,
     max_retries=8,
@@ -80,21 +82,28 @@ def receive_message(self: FleetTask, payload: Any = None, **unexpected: Any) -> 
     retry_backoff_max=30,
 )
 def drain_chat_task(self: FleetTask, company_id: PositiveId, chat_id: E164, isolate: bool = False) -> dict[str, Any]:
-    """Answer the chat's pending messages; a failing burst is retried one message at a time."""
+    """Answer the chat's pending messages. The messages count every answering attempt and are dead-lettered at
+    their cap, so a failed attempt hands the chat to its next drain when they are due; the task's own retries
+    (`max_retries`) are only for a drain that never reached them (the database away, the chat's lock held)."""
     try:
         result = drain_chat(company_id, chat_id, isolate=isolate)
-    except TransientError as exc:
-        raise self.retry(exc=exc, countdown=self.backoff()) from None
-    except Exception as exc:  # noqa: BLE001  (any answering failure is retried; the attempt cap dead-letters it)
-        isolate_next = getattr(exc, "batch_size", 1) > 1 or isolate
-        raise self.retry(
-            exc=exc,
-            countdown=self.backoff(),
-            args=(company_id, chat_id, isolate_next),  # positional, as sent: Celery merges these with the request's
-            kwargs={},
-        ) from None
+    except Exception as exc:  # noqa: BLE001  (whichever failure: the messages' cap or the task's retries end it)
+        if not drain_when_due(exc, company_id, chat_id, isolate):
+            self.retry_later(exc)
+        return {"answered": 0, "dead_lettered": 0, "unsettled": False, "failed": True}
     hand_on(result, company_id, chat_id)
     return {"answered": len(result.answered), "dead_lettered": len(result.dead_lettered), "unsettled": result.unsettled}
+
+
+def drain_when_due(failure: BaseException, company_id: int, chat_id: str, isolate: bool = False) -> bool:
+    """After an answering attempt its messages counted: the chat's next drain when they are due again, a failing
+    burst then one message at a time. False when the drain failed before counting one."""
+    due = attempt_failed(failure)
+    if due is None:
+        return False
+    log.warning("answering chat failed (%s); the chat is drained again in %.1f s", type(failure).__name__, due.retry_in)
+    drain_chat_task.apply_async((company_id, chat_id, isolate or due.batch_size > 1), countdown=due.retry_in)
+    return True
 
 
 def hand_on(result: DrainResult, company_id: int, chat_id: str) -> None:
@@ -102,7 +111,7 @@ def hand_on(result: DrainResult, company_id: int, chat_id: str) -> None:
     for outbox_id in result.outbox_ids:
         deliver_now(outbox_id)
     for operation_id in result.crm_operation_ids:
-        app.send_task("workers.yclients.push_booking", (operation_id,))  # the sweep re-drives a lost one
+        app.send_task(TaskName.PUSH_BOOKING, (operation_id,))  # the sweep re-drives a lost one
     if result.more_pending or result.dead_lettered:
         drain_chat_task.delay(company_id, chat_id)
 
@@ -125,19 +134,19 @@ def deliver_now(outbox_id: int) -> None:
 
 
 @app.task(
-    name="workers.inbound.deliver_reply",
+    name=TaskName.DELIVER_REPLY,
     bind=True,
     reject_on_worker_lost=True,
-    max_retries=12,
+    max_retries=None,
     dead_letter_on_failure=True,
-    retry_backoff_max=300,
 )
 def deliver_reply(self: FleetTask, outbox_id: PositiveId) -> str:
-    """Send one reply to the gateway; on success, hand the chat's next reply on."""
+    """Send one reply to the gateway; on success, hand the chat's next reply on. The outbox row counts the
+    attempts and gives up after `FLEET_GATEWAY__MAX_ATTEMPTS`; the task only comes back when the row is due."""
     settings = get_settings().gateway
     outcome = deliver(outbox_id, gateway(), settings)
     if outcome.status is Delivery.RETRY:
-        raise self.retry(countdown=outcome.retry_in)  # when the row is due again
+        self.retry_when_due(outcome.retry_in)
     if outcome.following is not None:
         deliver_reply.delay(outcome.following)
     return outcome.status
@@ -145,7 +154,7 @@ def deliver_reply(self: FleetTask, outbox_id: PositiveId) -> str:
 
 # Beat jobs keep their result (a small summary) for an hour: an operator who runs one by hand can read what it
 # did. Per-message tasks keep none (thousands a minute).
-@app.task(name="workers.inbound.sweep", ignore_result=False)
+@app.task(name=TaskName.INBOUND_SWEEP, ignore_result=False)
 def sweep() -> dict[str, int]:
     """Re-drive work whose enqueue was lost: chats with old pending messages, replies due for delivery."""
     chats = chats_needing_a_drain(get_settings().inbound.sweep_grace_seconds)
@@ -159,7 +168,7 @@ def sweep() -> dict[str, int]:
     return {"chats": len(chats), "replies": len(replies)}
 
 
-@app.task(name="workers.inbound.send_reminders", ignore_result=False)
+@app.task(name=TaskName.SEND_REMINDERS, ignore_result=False)
 def send_reminders() -> int:
     """Beat's minute job: due reminders written once each, then delivered like any reply."""
     written = send_due_reminders(get_settings())

@@ -5,17 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from shared.core.settings import get_settings
+from shared.core.topology import TaskName
 from shared.whatsapp.cleanup import cleanup_keys
 from shared.whatsapp.health import check_sessions
 from workers.app import app
 from workers.ping import define_ping, define_report
 
-ping = define_ping(__name__)
-report_process = define_report(__name__)
+ping = define_ping(TaskName.KEYS_PING)
+report_process = define_report(TaskName.KEYS_REPORT)
 BUDGET_MARGIN_SECONDS = 30
 
 
-@app.task(name="workers.keys.cleanup")
+@app.task(name=TaskName.KEYS_CLEANUP)
 def cleanup(dry_run: bool = False) -> dict[str, Any]:
     """Delete what the policy allows, stopping well before the soft time limit; the next run continues."""
     settings = get_settings()
@@ -24,7 +25,7 @@ def cleanup(dry_run: bool = False) -> dict[str, Any]:
     return {"run_id": report.run_id, "status": report.status, "deleted": dict(report.deleted)}
 
 
-@app.task(name="workers.keys.check_sessions")
+@app.task(name=TaskName.CHECK_SESSIONS)
 def check_sessions_task() -> dict[str, str]:
     """Store every company's session health; alert once per change of status."""
     return {health.company_id: health.status for health in check_sessions(get_settings().keys)}

@@ -9,11 +9,12 @@ from celery import Task
 from shared.core.pool import get_pool
 from shared.core.probe import database_round_trip
 from shared.core.settings import get_settings
+from shared.core.topology import TaskName
 from workers.app import app
 
 
-def define_ping(module: str) -> Task:
-    @app.task(name=f"{module}.ping", ignore_result=False, acks_late=False)
+def define_ping(name: TaskName) -> Task:
+    @app.task(name=name, ignore_result=False, acks_late=False)
     def ping(hold_seconds: float = 0.0) -> dict[str, Any]:
         """Answer through this child's pool; `hold_seconds` keeps the connection busy for load checks."""
         answer = database_round_trip(get_pool(), hold_seconds)
@@ -24,8 +25,8 @@ def define_ping(module: str) -> Task:
     return ping
 
 
-def define_report(module: str) -> Task:
-    @app.task(name=f"{module}.report_process")
+def define_report(name: TaskName) -> Task:
+    @app.task(name=name)
     def report_process() -> dict[str, Any]:
         """Publish this child's pool health and query metrics to Redis, where the health service reads them."""
         from shared.core.redis_clients import process_redis

@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-import redis
-
 from shared.core.failure import is_retryable
+from shared.core.redis_clients import process_redis
 from shared.core.resources import resource
 from shared.core.settings import get_settings
+from shared.core.topology import TaskName
 from shared.data.models import PositiveId
 from shared.data.repositories import crm_operations, webhook_events
 from shared.yclients.client import YClientsClient, make_client
@@ -22,8 +22,8 @@ from workers.ping import define_ping, define_report
 
 log = logging.getLogger(__name__)
 SyncMode = Literal["full", "incremental"]
-ping = define_ping(__name__)
-report_process = define_report(__name__)
+ping = define_ping(TaskName.YCLIENTS_PING)
+report_process = define_report(TaskName.YCLIENTS_REPORT)
 
 
 def yclients_client() -> YClientsClient:
@@ -32,7 +32,7 @@ def yclients_client() -> YClientsClient:
 
 
 @app.task(
-    name="workers.yclients.sync_entity",
+    name=TaskName.SYNC_ENTITY,
     bind=True,
     max_retries=3,
     reject_on_worker_lost=True,
@@ -42,9 +42,10 @@ def yclients_client() -> YClientsClient:
 def sync_entity_task(
     self: FleetTask, entity: str, company_id: PositiveId, mode: SyncMode | None = None
 ) -> dict[str, Any]:
-    """Sync one entity of one company; a run already going for the same pair is not started twice."""
+    """Sync one entity of one company; a run already going for the same pair is not started twice. No row counts
+    the tries (the journal records pages, not attempts), so the task's own policy does."""
     settings = get_settings()
-    lock = redis.Redis.from_url(settings.redis_url.get_secret_value()).lock(
+    lock = process_redis(settings.redis_url.get_secret_value()).lock(
         f"fleet:sync:{company_id}:{entity}", timeout=settings.workers.yclients.time_limit, blocking=False
     )
     if not lock.acquire():
@@ -53,8 +54,8 @@ def sync_entity_task(
     try:
         summary = sync_entity(yclients_client(), settings.yclients, company_id, entity, mode=mode)
     except SyncFailedError as exc:
-        if is_retryable(exc.__cause__) and self.request.retries < self.max_retries:
-            raise self.retry(countdown=self.backoff()) from exc  # resumes after the last saved page
+        if is_retryable(exc.__cause__):
+            self.retry_later(exc)  # resumes after the last saved page
         raise
     finally:
         lock.release()
@@ -72,7 +73,7 @@ def sync_entity_task(
     }
 
 
-@app.task(name="workers.yclients.sync_all")
+@app.task(name=TaskName.SYNC_ALL)
 def sync_all(entity: str, mode: SyncMode | None = None) -> int:
     """Beat's entry point: one sync task per configured company."""
     if entity not in ENTITIES:
@@ -86,11 +87,11 @@ def sync_all(entity: str, mode: SyncMode | None = None) -> int:
 def _hand_on(outbox_ids: list[int]) -> None:
     """Replies the YClients worker wrote go out through the inbound worker's delivery."""
     for outbox_id in outbox_ids:
-        app.send_task("workers.inbound.deliver_reply", (outbox_id,))
+        app.send_task(TaskName.DELIVER_REPLY, (outbox_id,))
 
 
 @app.task(
-    name="workers.yclients.push_booking",
+    name=TaskName.PUSH_BOOKING,
     bind=True,
     reject_on_worker_lost=True,
     max_retries=None,
@@ -101,8 +102,7 @@ def push_booking(self: FleetTask, operation_id: PositiveId) -> str:
     result = push(operation_id, yclients_client(), get_settings())
     _hand_on(result.outbox_ids)
     if result.outcome is Pushed.RETRY:
-        # The operation's row holds the attempt count; the sweep re-drives it if this retry is lost.
-        raise self.retry(countdown=result.retry_in)
+        self.retry_when_due(result.retry_in)  # the sweep re-drives the operation if this retry is lost
     if result.outcome is not Pushed.SKIPPED:
         following = crm_operations.next_for_booking(operation_id)
         if following is not None:
@@ -111,7 +111,7 @@ def push_booking(self: FleetTask, operation_id: PositiveId) -> str:
 
 
 @app.task(
-    name="workers.yclients.apply_webhook",
+    name=TaskName.APPLY_WEBHOOK,
     bind=True,
     reject_on_worker_lost=True,
     max_retries=5,
@@ -119,7 +119,8 @@ def push_booking(self: FleetTask, operation_id: PositiveId) -> str:
     retry_backoff_max=120,
 )
 def apply_webhook(self: FleetTask, event_id: PositiveId) -> str:
-    """The targeted sync a stored webhook asks for: its record read back and saved (or marked deleted)."""
+    """The targeted sync a stored webhook asks for: its record read back and saved (or marked deleted). The event's
+    row has no attempt count, so the task's own policy retries; when it is spent the event is closed with the error."""
     event = webhook_events.get(event_id)
     if event is None or event["processed_at"] is not None:
         return "done already"
@@ -127,15 +128,15 @@ def apply_webhook(self: FleetTask, event_id: PositiveId) -> str:
     try:
         outcome = targeted(yclients_client(), get_settings().yclients, event["company_id"], event["resource_id"])
     except Exception as exc:
-        if is_retryable(exc) and self.request.retries < self.max_retries:
-            raise self.retry(countdown=self.backoff()) from exc
+        if is_retryable(exc) and not self.retries_spent:
+            self.retry_later(exc)
         webhook_events.processed(event_id, f"{type(exc).__name__}: {exc}")
         raise
     webhook_events.processed(event_id)
     return outcome
 
 
-@app.task(name="workers.yclients.sweep")
+@app.task(name=TaskName.YCLIENTS_SWEEP)
 def sweep() -> dict[str, int]:
     """Re-drive CRM operations and webhook events whose task was lost (the enqueue failed, a worker died)."""
     operations = crm_operations.due_ids()

@@ -16,6 +16,7 @@ import sentry_sdk
 
 from shared.alerts.telegram import TelegramClient, TelegramError
 from shared.core.db import Connection
+from shared.core.failure import backoff_delay
 from shared.core.settings import AlertSettings, get_settings
 from shared.data.errors import DataLayerError
 from shared.data.repositories import alerts
@@ -93,7 +94,7 @@ def _failed(alert: dict, exc: TelegramError, settings: AlertSettings, outcome: D
             scope.set_tag("operation", "alerts.telegram")
             sentry_sdk.capture_message(f"Telegram alert given up after {alert['attempts']} attempts", level="error")
         return
-    backoff = min(settings.retry_base_seconds * 2 ** (alert["attempts"] - 1), MAX_RETRY_SECONDS)
+    backoff = backoff_delay(alert["attempts"], settings.retry_base_seconds, MAX_RETRY_SECONDS)
     retry_in = max(backoff, exc.retry_after or 0.0)
     alerts.mark_failed(alert["id"], str(exc), retry_in)
     outcome.failed += 1

@@ -33,6 +33,59 @@ QUEUE_OF_MODULE: dict[str, Queue] = {
 
 TASK_MODULES: tuple[str, ...] = tuple(QUEUE_OF_MODULE)
 
+
+class TaskName(StrEnum):
+    """Every fleet task, named once: tasks register under these, and senders and beat call them by them.
+
+    A name is its module and function, so it routes to its module's queue (`queue_for_task`)."""
+
+    RECEIVE_MESSAGE = "workers.inbound.receive_message"
+    DRAIN_CHAT = "workers.inbound.drain_chat"
+    DELIVER_REPLY = "workers.inbound.deliver_reply"
+    INBOUND_SWEEP = "workers.inbound.sweep"
+    SEND_REMINDERS = "workers.inbound.send_reminders"
+    INBOUND_PING = "workers.inbound.ping"
+    INBOUND_REPORT = "workers.inbound.report_process"
+
+    SYNC_ENTITY = "workers.yclients.sync_entity"
+    SYNC_ALL = "workers.yclients.sync_all"
+    PUSH_BOOKING = "workers.yclients.push_booking"
+    APPLY_WEBHOOK = "workers.yclients.apply_webhook"
+    YCLIENTS_SWEEP = "workers.yclients.sweep"
+    YCLIENTS_PING = "workers.yclients.ping"
+    YCLIENTS_REPORT = "workers.yclients.report_process"
+
+    KEYS_CLEANUP = "workers.keys.cleanup"
+    CHECK_SESSIONS = "workers.keys.check_sessions"
+    KEYS_PING = "workers.keys.ping"
+    KEYS_REPORT = "workers.keys.report_process"
+
+    HEARTBEAT = "workers.health.heartbeat"
+    COLLECT_HEALTH = "workers.health.collect"
+    DELIVER_ALERTS = "workers.health.deliver_alerts"
+    FILE_DEAD_LETTER_SPOOL = "workers.health.file_dead_letter_spool"
+    APPLY_RETENTION = "workers.health.apply_retention"
+
+    BACKUP = "workers.backups.backup"
+    RESTORE_DRILL = "workers.backups.drill"
+    BACKUPS_PING = "workers.backups.ping"
+    BACKUPS_REPORT = "workers.backups.report_process"
+
+
+# Each worker type answers a ping and reports its children's figures on its own queue.
+PING_OF_WORKER: dict[WorkerType, TaskName] = {
+    WorkerType.INBOUND: TaskName.INBOUND_PING,
+    WorkerType.YCLIENTS: TaskName.YCLIENTS_PING,
+    WorkerType.KEYS: TaskName.KEYS_PING,
+    WorkerType.BACKUPS: TaskName.BACKUPS_PING,
+}
+REPORT_OF_WORKER: dict[WorkerType, TaskName] = {
+    WorkerType.INBOUND: TaskName.INBOUND_REPORT,
+    WorkerType.YCLIENTS: TaskName.YCLIENTS_REPORT,
+    WorkerType.KEYS: TaskName.KEYS_REPORT,
+    WorkerType.BACKUPS: TaskName.BACKUPS_REPORT,
+}
+
 # The queue each worker type consumes: its own, except the inbound workers, which take the fair-share list.
 CONSUMED_BY_WORKER: dict[WorkerType, Queue] = {**QUEUE_OF_WORKER, WorkerType.INBOUND: Queue.INBOUND_READY}
 

@@ -10,7 +10,6 @@ from typing import Any
 import redis
 from celery.schedules import crontab
 
-from beat_schedule import build_beat_schedule
 from shared.core import replica
 from shared.core.budget import connection_budget, connections_by_role
 from shared.core.settings import Settings
@@ -23,6 +22,7 @@ from shared.data.repositories.conversations import OutboxRepository
 from shared.health.process_stats import read_all
 from shared.inbound import lanes
 from shared.yclients.sync import ENTITIES
+from shared.yclients.timetable import SYNC_RUNS
 
 SEVERITY = {"healthy": 0, "warning": 1, "unhealthy": 2}
 PRIORITY_SUFFIXES = ("", "\x06\x163", "\x06\x166", "\x06\x169")  # kombu's Redis priority lists
@@ -56,13 +56,12 @@ def _largest_gap(schedule: crontab, days: int) -> float:
     return max(gaps, default=days * 24.0)
 
 
-def sync_periods(settings: Settings) -> dict[str, float]:
-    """How often each entity is synced, read from beat's table (the one place the times are written)."""
+def sync_periods() -> dict[str, float]:
+    """The longest wait, in hours, between two syncs of each entity, from the times beat schedules them at
+    (shared/yclients/timetable.py, the one place they are written)."""
     periods: dict[str, float] = {}
-    for entry in build_beat_schedule(settings).values():
-        if entry["task"] == "workers.yclients.sync_all":
-            entity = entry["args"][0]
-            periods[entity] = min(periods.get(entity, float("inf")), largest_gap_hours(entry["schedule"]))
+    for run in SYNC_RUNS:
+        periods[run.entity] = min(periods.get(run.entity, float("inf")), largest_gap_hours(run.schedule))
     return periods
 
 
@@ -227,7 +226,7 @@ def check_sync(settings: Settings) -> Component:
         for entity in ENTITIES:
             age = ages.get((company, entity))
             report[str(company)][entity] = _hours(age)
-            period = sync_periods(settings)[entity] * 3600  # stale after 2.5 such periods, warning after 1.5
+            period = sync_periods()[entity] * 3600  # stale after 2.5 such periods, warning after 1.5
             if age is None:
                 if company in settings.yclients.company_ids:
                     component.flag("unhealthy", f"{entity} of company {company} has never synced")

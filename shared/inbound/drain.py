@@ -2,7 +2,8 @@
 
 A per-chat advisory lock (held on one connection across the steps) keeps two workers from answering one
 chat at once. Each attempt is counted in its own committed step first, so a message that keeps failing,
-even by killing its worker, is dead-lettered after the cap and the chat moves on.
+even by killing its worker, is dead-lettered after the cap and the chat moves on. The messages are the only
+count: a failed attempt says when they are due again (`attempt_failed`), and the next drain decides.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from shared.assistant import Assistant, Reply, Turn, load_assistant
 from shared.assistant.tools import SalonTools
 from shared.core.db import Connection, transaction
+from shared.core.failure import backoff_delay
 from shared.core.locks import LockClass, limit_lock_wait, session_lock, session_unlock
 from shared.core.pool import get_session_pool
 from shared.core.resources import resource
@@ -27,6 +29,9 @@ from shared.inbound.store import chat_key
 
 log = logging.getLogger(__name__)
 
+RETRY_BASE_SECONDS = 1.0
+RETRY_CAP_SECONDS = 30.0
+
 
 @dataclass
 class DrainResult:
@@ -37,6 +42,22 @@ class DrainResult:
     held: list[int] = field(default_factory=list)  # kept without an automatic answer (a person has the chat)
     unsettled: bool = False
     more_pending: bool = False
+
+
+@dataclass(frozen=True)
+class FailedAttempt:
+    """An answering attempt that failed after its messages counted it: what the chat's next drain needs."""
+
+    batch_size: int  # over one: the next drain answers one message at a time, to find the one that fails
+    retry_in: float  # seconds until the messages are due again
+
+
+def attempt_failed(error: BaseException) -> FailedAttempt | None:
+    """The counted attempt `error` ended, or None when the drain failed before counting one (the database
+    away, the chat's lock held by another worker)."""
+    if not hasattr(error, "retry_in"):
+        return None
+    return FailedAttempt(error.batch_size, error.retry_in)  # type: ignore[attr-defined]
 
 
 def assistant() -> Assistant:
@@ -172,7 +193,9 @@ def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: dat
                     result.held = [row["id"] for row in batch]
             except Exception as exc:
                 record_failure([row["id"] for row in batch], exc, conn)
+                attempts = max(row["attempts"] for row in batch) + 1  # counted above
                 exc.batch_size = len(batch)  # type: ignore[attr-defined]  (the task isolates a failing burst)
+                exc.retry_in = backoff_delay(attempts, RETRY_BASE_SECONDS, RETRY_CAP_SECONDS)  # type: ignore[attr-defined]
                 raise
             result.answered = [row["id"] for row in batch]
             return result

@@ -25,9 +25,10 @@ from pydantic import (
 )
 
 from shared.core.storable import BIGINT_MAX, clean_text, text_problem
+from shared.core.topology import TaskName
 from shared.data.models import Phone
 
-TASK_NAME = "workers.inbound.receive_message"
+TASK_NAME = TaskName.RECEIVE_MESSAGE  # the task every producer sends this payload to
 MAX_TEXT_CHARS = 16_384
 MAX_CHAT_ID_CHARS = 100
 MAX_SENT_AT_CHARS = 64

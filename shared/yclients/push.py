@@ -55,7 +55,7 @@ class Pushed(StrEnum):
 class PushResult:
     outcome: Pushed
     outbox_ids: list[int] = field(default_factory=list)
-    retry_in: float | None = None
+    retry_in: float = 0.0  # after RETRY: seconds until the operation is due again
 
 
 @dataclass

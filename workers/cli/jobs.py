@@ -14,6 +14,7 @@ from shared.backups.restore import drill, restore_backup
 from shared.backups.retention import prune
 from shared.backups.tools import BackupError
 from shared.core.settings import Settings
+from shared.core.topology import TaskName
 from shared.data.dead_letters import record_dead_letter
 from shared.data.errors import ValidationFailedError
 from shared.data.repositories import backups, crm_operations
@@ -171,7 +172,7 @@ def crm(args: argparse.Namespace, settings: Settings) -> int:
         if not crm_operations.reopen(args.retry):
             print(f"fleet crm: operation {args.retry} is not a failed one", file=sys.stderr)
             return 1
-        app.send_task("workers.yclients.push_booking", (args.retry,))
+        app.send_task(TaskName.PUSH_BOOKING, (args.retry,))
         print(f"operation {args.retry} reopened and sent to the yclients worker")
         return 0
     for row in crm_operations.recent(args.status, args.limit):

@@ -9,7 +9,7 @@ import time
 
 from shared.core.budget import require_budget
 from shared.core.settings import ANY_ADDRESS, Settings, SettingsError, WorkerType
-from shared.core.topology import CONSUMED_BY_WORKER, QUEUE_OF_WORKER
+from shared.core.topology import CONSUMED_BY_WORKER, PING_OF_WORKER, QUEUE_OF_WORKER, TaskName
 from shared.health.server import make_server
 from shared.observability.prometheus_metrics import ENV as PROMETHEUS_ENV
 from shared.observability.sentry import init_sentry
@@ -85,9 +85,7 @@ def health_server(args: argparse.Namespace, settings: Settings) -> int:
     init_sentry(settings, component="health")
     from workers.app import app  # only this command sends tasks; a worker's exec never imports it here
 
-    server = make_server(
-        settings, enqueue_webhook=lambda event_id: app.send_task("workers.yclients.apply_webhook", (event_id,))
-    )
+    server = make_server(settings, enqueue_webhook=lambda event_id: app.send_task(TaskName.APPLY_WEBHOOK, (event_id,)))
     print(f"health service on http://{settings.health.address}:{server.server_address[1]}/health", flush=True)
     try:
         server.serve_forever()
@@ -104,10 +102,9 @@ def ping(args: argparse.Namespace, settings: Settings) -> int:
 
     failures = 0
     for worker_type in WorkerType:
-        module = "workers." + worker_type.value
         started = time.monotonic()
         try:
-            answer = app.send_task(f"{module}.ping").get(timeout=args.timeout)
+            answer = app.send_task(PING_OF_WORKER[worker_type]).get(timeout=args.timeout)
         except Exception as exc:  # noqa: BLE001  (any failure is the answer we report)
             failures += 1
             print(f"{worker_type.value:<9} queue {QUEUE_OF_WORKER[worker_type].value:<12} FAILED: {exc!r}")
