@@ -5,9 +5,13 @@ from __future__ import annotations
 import copy
 import os
 
-# Point everything at the test services before any project module reads settings.
-os.environ.setdefault("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/fleet_test")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+from tests.support.test_services import own_database_url, own_redis_url
+
+# Point everything at this test process's own services before any project module reads settings.
+os.environ["DATABASE_URL"] = own_database_url(
+    os.environ.get("DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/fleet_test")
+)
+os.environ["REDIS_URL"] = own_redis_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/15"))
 os.environ["FLEET_ENVIRONMENT"] = "test"
 os.environ.pop("SENTRY_DSN", None)
 os.environ.pop("FLEET_SENTRY_DSN", None)

@@ -12,9 +12,10 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from shared.backups.engine import take_backup, verify_archive
+from shared.backups.files import scratch_name
 from shared.backups.restore import drill, restore_backup
 from shared.backups.retention import prune
 from shared.backups.tools import BackupError, PgTools, sha256_of
@@ -25,7 +26,8 @@ from tests.support.fake_tools import real_program, wrapper
 from tests.support.seed import COMPANY
 
 MOSCOW = ZoneInfo("Europe/Moscow")
-RESTORED = "fleet_restored_test"
+# Beside this test process's own database (tests/support/test_services.py), so test processes never share it.
+RESTORED = conninfo_to_dict(os.environ["DATABASE_URL"])["dbname"].removesuffix("_test") + "_restored_test"
 
 
 @pytest.fixture
@@ -221,7 +223,8 @@ def test_the_drill_passes_on_a_good_backup_and_fails_on_a_bad_one(
     checks = salon.execute("SELECT status FROM health_checks WHERE check_name = 'backup_drill' ORDER BY id")
     assert [row[0] for row in checks.fetchall()] == ["healthy", "unhealthy"]
     with psycopg.connect(make_conninfo(settings.database_conninfo, dbname="postgres")) as admin:
-        assert admin.execute("SELECT count(*) FROM pg_database WHERE datname LIKE '%%_drill'").fetchone()[0] == 0
+        scratch = scratch_name(settings.database_name)
+        assert admin.execute("SELECT count(*) FROM pg_database WHERE datname = %s", (scratch,)).fetchone()[0] == 0
 
 
 def test_restoring_over_the_live_database_needs_force(
@@ -306,8 +309,6 @@ def test_restore_and_retention_touch_only_backup_files_in_the_configured_directo
 
 
 def test_the_drill_uses_a_fixed_length_scratch_database_never_the_live_one() -> None:
-    from shared.backups.files import scratch_name
-
     long_live = "f" * 60
     assert len(scratch_name(long_live)) == len(scratch_name("fleet")) < 63
     assert scratch_name(long_live) != long_live[:63]

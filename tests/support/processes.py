@@ -1,11 +1,9 @@
-"""Start and stop real fleet processes (workers, beat) for tests, the way Procfile starts them."""
+"""Fleet processes in tests: started like the Procfile starts them (ops/harness/processes.py, which the
+benchmarks use too), restarted like a supervisor would, and waited for until they consume."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
+import re
 import threading
 import time
 import uuid
@@ -15,56 +13,21 @@ from pathlib import Path
 
 import redis
 
-ROOT = Path(__file__).resolve().parents[2]
-FLEET = [sys.executable, "-m", "workers.cli"]
+from ops.harness.processes import ROOT, FleetProcess, wait_until, worker_is_ready
 
+__all__ = [
+    "ROOT",
+    "FleetProcess",
+    "Supervised",
+    "flush_redis",
+    "running_worker",
+    "wait_for_idle",
+    "wait_until",
+    "worker_is_ready",
+]
 
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = predicate()
-        if result:
-            return result
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-
-
-class FleetProcess:
-    """One `fleet ...` child process; its output goes to a log file that failures print."""
-
-    def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
-        self.args = args
-        self.log_path = log_path
-        self._log = log_path.open("wb")
-        self.proc = subprocess.Popen(
-            [*FLEET, *args],
-            cwd=ROOT,
-            env=dict(env),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def output(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 20.0) -> int:
-        """Warm shutdown (SIGTERM), then SIGKILL of the whole group if it hangs."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
-        self._log.close()
-        return self.proc.returncode
+# Celery's own log lines for a task's life in a worker: "Task name[id] received", then one of the endings.
+_TASK_EVENT = re.compile(r"Task ([\w.]+)\[([0-9a-f-]+)\] (received|succeeded|retry|raised|failed|rejected|revoked)")
 
 
 class Supervised:
@@ -92,14 +55,6 @@ class Supervised:
         self._stop.set()
         self._thread.join(5)
         self.current.stop()
-
-
-def worker_is_ready(redis_url: str, node: str) -> bool:
-    """A worker is consuming once its node answers a broadcast ping."""
-    from workers.app import app
-
-    replies = app.control.ping(destination=[node], timeout=0.5) or []
-    return any(node in reply for reply in replies)
 
 
 @contextmanager
@@ -133,6 +88,36 @@ def running_worker(
         yield process
     finally:
         process.stop()
+
+
+def tasks_in_hand(output: str) -> set[str]:
+    """Ids of the tasks a worker's log shows received and not yet ended (an ETA task counts as in hand)."""
+    last: dict[str, str] = {}
+    for _name, task_id, event in _TASK_EVENT.findall(output):
+        last[task_id] = event
+    return {task_id for task_id, event in last.items() if event == "received"}
+
+
+def wait_for_idle(
+    workers: list[FleetProcess], redis_url: str, queues: tuple[str, ...], *, at_least: int = 1, timeout: float = 60
+) -> None:
+    """The positive signal a negative check needs: at least `at_least` tasks ended, none in any worker's hand
+    and every queue empty, twice in a row (a task ending may have just sent the next one).
+
+    After this, "no second reply" is a fact about work that was done, not about a window that was long enough.
+    """
+    client = redis.Redis.from_url(redis_url)
+
+    def idle() -> bool:
+        outputs = [worker.output() for worker in workers]
+        ended = sum(event != "received" for text in outputs for _, _, event in _TASK_EVENT.findall(text))
+        return (
+            ended >= at_least
+            and not any(tasks_in_hand(text) for text in outputs)
+            and not any(client.llen(queue) for queue in queues)
+        )
+
+    wait_until(lambda: idle() and (time.sleep(0.3) or idle()), timeout, "the workers to finish every task")
 
 
 def flush_redis(url: str) -> None:
