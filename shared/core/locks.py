@@ -17,6 +17,7 @@ class LockClass(IntEnum):
     ANSWER_CHAT = 2  # answering one chat
     FILE_SPOOL = 3  # one filer of the dead-letter spool at a time
     CRM_BOOKING = 4  # one CRM operation of one booking at a time
+    MIGRATE = 5  # one migrating process per database (shared/core/migrations/env.py)
 
 
 def transaction_lock(lock: LockClass, key: str, *, table: str, conn: Connection | None = None) -> None:

@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import psycopg
 from alembic import context
-from sqlalchemy import create_engine, pool, text
+from sqlalchemy import create_engine, pool
 
+from shared.core.locks import LockClass, session_lock, session_unlock
 from shared.core.settings import get_settings
 
-# Any constant works; it only has to be the same for every process that migrates this database.
-MIGRATION_LOCK_ID = 7_432_001
+SCHEMA = "schema"  # the lock's key: one schema per database
 
 
 def run_migrations_online() -> None:
     conninfo = context.config.attributes.get("conninfo") or get_settings().session_conninfo
     engine = create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(conninfo), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        connection.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
-        connection.commit()
+        raw = connection.connection.driver_connection  # the psycopg connection under SQLAlchemy's
+        session_lock(LockClass.MIGRATE, SCHEMA, table="alembic_version", conn=raw)
+        raw.commit()
         try:
             context.configure(connection=connection, transaction_per_migration=True)
             with context.begin_transaction():
                 context.run_migrations()
             connection.commit()
         finally:
-            connection.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
-            connection.commit()
+            session_unlock(LockClass.MIGRATE, SCHEMA, table="alembic_version", conn=raw)
+            raw.commit()
     engine.dispose()
 
 

@@ -1,1 +1,1 @@
-"""One repository per domain table; see shared/repository.py for the shared query building."""
+"""One repository per domain table or group of tables, each a class on shared/data/repository.py."""
