@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from shared.core.settings import WorkerType
-from tests.support.processes import FleetProcess, running_worker, wait_until
+from tests.support.processes import FleetProcess, running_workers, wait_until
 from workers.app import app
 
 pytestmark = pytest.mark.slow
@@ -44,8 +44,7 @@ def test_flower_sees_tasks_of_every_worker_type_and_requires_its_credentials(
     port = free_port()
     env = {**fleet_env, "FLEET_FLOWER_PORT": str(port), "FLEET_FLOWER_USER": "ops", "FLEET_FLOWER_PASSWORD": "s3cret"}
     with ExitStack() as stack:
-        for worker_type in WorkerType:
-            stack.enter_context(running_worker(worker_type.value, env, tmp_path))
+        stack.enter_context(running_workers([worker_type.value for worker_type in WorkerType], env, tmp_path))
         flower = FleetProcess(["flower"], env, tmp_path / "flower.log")
         stack.callback(flower.stop)
         wait_until(

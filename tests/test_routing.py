@@ -10,7 +10,7 @@ from beat_schedule import build_beat_schedule
 from shared.core.settings import WorkerType, get_settings
 from shared.core.topology import CONSUMED_BY_WORKER, QUEUE_OF_WORKER, Queue, UnroutedTask, queue_for_task
 from shared.inbound.lanes import INTAKE
-from tests.support.processes import running_worker
+from tests.support.processes import running_workers
 from workers.app import app
 
 app.loader.import_default_modules()
@@ -50,11 +50,7 @@ def test_a_task_outside_the_worker_modules_is_refused() -> None:
 def test_each_worker_type_consumes_its_own_queue_through_redis(
     fleet_env: dict[str, str], migrated: str, tmp_path: Path
 ) -> None:
-    from contextlib import ExitStack
-
-    with ExitStack() as stack:
-        for worker_type in WorkerType:
-            stack.enter_context(running_worker(worker_type.value, fleet_env, tmp_path))
+    with running_workers([worker_type.value for worker_type in WorkerType], fleet_env, tmp_path):
         for worker_type in WorkerType:
             answer = app.send_task(f"workers.{worker_type.value}.ping").get(timeout=20)
             # The answer comes from a child of that worker type, through its own pool.

@@ -40,6 +40,7 @@ class FleetProcess:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        self._terminated = False
 
     @property
     def pid(self) -> int:
@@ -50,10 +51,16 @@ class FleetProcess:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, timeout: float = 20.0) -> int:
-        """Warm shutdown (SIGTERM), then SIGKILL of the whole group if it hangs."""
-        if self.proc.poll() is None:
+    def terminate(self) -> None:
+        """Ask for a warm shutdown (SIGTERM) without waiting: several processes then stop side by side."""
+        if self.proc.poll() is None and not self._terminated:
             self.proc.send_signal(signal.SIGTERM)
+            self._terminated = True
+
+    def stop(self, timeout: float = 20.0) -> int:
+        """Warm shutdown (SIGTERM, once), then SIGKILL of the whole group if it hangs."""
+        if self.proc.poll() is None:
+            self.terminate()
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:

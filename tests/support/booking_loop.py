@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import Settings, load_settings
 from shared.yclients.client import make_client
 from shared.yclients.sync import SyncSummary, sync_entity
-from tests.support.processes import FleetProcess, running_worker
+from tests.support.processes import FleetProcess, running_workers
 
 COMPANY = 962302
 WEBHOOK_SECRET = "webhook-secret-for-tests"
@@ -85,5 +84,5 @@ def loop_env(fleet_env: dict[str, str], loop_stand_in: YClientsStandIn, gateway:
 
 @pytest.fixture
 def fleet(loop_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, FleetProcess]]:
-    with ExitStack() as stack:
-        yield {kind: stack.enter_context(running_worker(kind, loop_env, tmp_path)) for kind in ("inbound", "yclients")}
+    with running_workers(("inbound", "yclients"), loop_env, tmp_path) as workers:
+        yield workers

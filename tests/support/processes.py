@@ -7,7 +7,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +21,7 @@ __all__ = [
     "Supervised",
     "flush_redis",
     "running_worker",
+    "running_workers",
     "wait_for_idle",
     "wait_until",
     "worker_is_ready",
@@ -57,6 +58,32 @@ class Supervised:
         self.current.stop()
 
 
+def _start_worker(
+    worker_type: str, env: Mapping[str, str], tmp_path: Path, concurrency: int, node: str | None
+) -> FleetProcess:
+    node = node or f"{worker_type}-{uuid.uuid4().hex[:6]}@test"
+    process = FleetProcess(
+        ["worker", worker_type, "--concurrency", str(concurrency), "--name", node, "--loglevel", "INFO"],
+        env,
+        tmp_path / f"{node}.log",
+    )
+    process.node = node  # type: ignore[attr-defined]
+    return process
+
+
+def _wait_ready(process: FleetProcess, env: Mapping[str, str]) -> None:
+    node = process.node  # type: ignore[attr-defined]
+    try:
+        wait_until(
+            lambda: process.proc.poll() is not None or worker_is_ready(env["REDIS_URL"], node),
+            30,
+            f"worker {node}",
+        )
+    except TimeoutError:
+        raise AssertionError(f"worker {node} did not come up:\n{process.output()}") from None
+    assert process.proc.poll() is None, f"worker {node} exited:\n{process.output()}"
+
+
 @contextmanager
 def running_worker(
     worker_type: str,
@@ -67,27 +94,33 @@ def running_worker(
     ready: bool = True,
     node: str | None = None,
 ) -> Iterator[FleetProcess]:
-    node = node or f"{worker_type}-{uuid.uuid4().hex[:6]}@test"
-    process = FleetProcess(
-        ["worker", worker_type, "--concurrency", str(concurrency), "--name", node, "--loglevel", "INFO"],
-        env,
-        tmp_path / f"{node}.log",
-    )
-    process.node = node  # type: ignore[attr-defined]
+    process = _start_worker(worker_type, env, tmp_path, concurrency, node)
     try:
         if ready:
-            try:
-                wait_until(
-                    lambda: process.proc.poll() is not None or worker_is_ready(env["REDIS_URL"], node),
-                    30,
-                    f"worker {node}",
-                )
-            except TimeoutError:
-                raise AssertionError(f"worker {node} did not come up:\n{process.output()}") from None
-            assert process.proc.poll() is None, f"worker {node} exited:\n{process.output()}"
+            _wait_ready(process, env)
         yield process
     finally:
         process.stop()
+
+
+@contextmanager
+def running_workers(
+    worker_types: Iterable[str], env: Mapping[str, str], tmp_path: Path, *, concurrency: int = 1
+) -> Iterator[dict[str, FleetProcess]]:
+    """Several worker types started side by side and waited for together, then stopped side by side: the
+    same fleet as one `running_worker` each, in the time of the slowest start and stop instead of their sum."""
+    processes: dict[str, FleetProcess] = {}
+    try:
+        for worker_type in worker_types:
+            processes[worker_type] = _start_worker(worker_type, env, tmp_path, concurrency, None)
+        for process in processes.values():
+            _wait_ready(process, env)
+        yield processes
+    finally:
+        for process in processes.values():
+            process.terminate()
+        for process in processes.values():
+            process.stop()
 
 
 def tasks_in_hand(output: str) -> set[str]:
