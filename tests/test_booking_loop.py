@@ -25,7 +25,7 @@ from shared.core.pool import close_process_pool
 from shared.core.settings import load_settings
 from shared.health.server import make_server
 from tests.support.booking_loop import COMPANY, WEBHOOK_SECRET
-from tests.support.processes import ROOT, running_worker, wait_until
+from tests.support.processes import ROOT, running_worker, running_workers, wait_until
 from workers.app import app
 from workers.producer import enqueue_message
 
@@ -237,7 +237,7 @@ def test_reminders_are_sent_once_each_also_across_a_worker_restart_and_the_answe
     assert "Напоминаем: сегодня у вас запись" in reminders[0]
     assert db.execute("SELECT kind FROM reminders").fetchall() == [("before",)], "the evening one is past"
     assert salon.records[record]["attendance"] == 0
-    with running_worker("inbound", loop_env, tmp_path), running_worker("yclients", loop_env, tmp_path):
+    with running_workers(("inbound", "yclients"), loop_env, tmp_path):
         assert "Ждём вас" in Chat(gateway, db).say("Да")
         wait_until(lambda: salon.records[record]["attendance"] == 2, 30, "the visit confirmed in YClients")
     assert db.execute("SELECT answer FROM reminders").fetchone()[0] == "confirmed"
