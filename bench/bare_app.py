@@ -114,8 +114,8 @@ def store_and_reply(payload: dict) -> None:
     )
     response.raise_for_status()
     conn.execute(
-        "WITH sent AS (UPDATE outbox SET status = 'sent', sent_at = now() WHERE id = %s RETURNING id, company_id,"
-        " chat_id) SELECT o.id FROM outbox o JOIN sent ON o.company_id = sent.company_id AND o.chat_id = sent.chat_id"
-        " WHERE o.status = 'pending' AND o.id > sent.id ORDER BY o.id LIMIT 1",
+        "WITH done AS (UPDATE outbox SET status = 'done', finished_at = now() WHERE id = %s RETURNING id, company_id,"
+        " chat_id) SELECT o.id FROM outbox o JOIN done ON o.company_id = done.company_id AND o.chat_id = done.chat_id"
+        " WHERE o.status = 'pending' AND o.id > done.id ORDER BY o.id LIMIT 1",
         (outbox_id,),
     ).fetchall()

@@ -121,8 +121,8 @@ def run(clients: int, stalls: int, errors: int) -> dict[str, Any]:
                 worker.stop()
         bookings = db.execute("SELECT id, yclients_id, crm_state FROM bookings WHERE source = 'assistant'").fetchall()
         ops = db.execute(
-            "SELECT attempts, status, extract(epoch FROM finished_at - created_at) FROM crm_operations"
-            " WHERE kind = 'create'"
+            "SELECT attempts, status = 'done' AND coalesce(outcome, '') NOT LIKE 'refused:%',"
+            " extract(epoch FROM finished_at - created_at) FROM crm_operations WHERE kind = 'create'"
         ).fetchall()
         calendar = yc.calendar(COMPANY)
         per_api_id = Counter(row["api_id"] for row in calendar if row.get("api_id"))
@@ -138,7 +138,7 @@ def run(clients: int, stalls: int, errors: int) -> dict[str, Any]:
             "duplicates": sum(n - 1 for n in per_api_id.values()) + sum(n - 1 for n in linked.values()),
             "records_without_booking": sum(1 for row in calendar if not row.get("api_id")),
             "create_attempts": sum(attempts for attempts, _, _ in ops),
-            "confirm_seconds": [float(seconds) for _, status, seconds in ops if status == "done" and seconds],
+            "confirm_seconds": [float(seconds) for _, confirmed, seconds in ops if confirmed and seconds],
         }
 
 

@@ -52,21 +52,21 @@ def test_telegram_down_or_throttling_delays_an_alert_but_never_loses_or_repeats_
     assert raise_alert("test:1", "backup", "🔴 nightly backup failed")
     assert not raise_alert("test:1", "backup", "🔴 nightly backup failed"), "one change, one alert"
     telegram.fail_next(1)
-    assert deliver_due().failed == 1
+    assert deliver_due().retried == 1
     assert deliver_due().sent == 0, "a failed alert waits for its retry, it is not hammered"
     waited = salon.execute("SELECT extract(epoch FROM next_attempt_at - now()) FROM alerts").fetchone()[0]
     assert 5 < waited <= 10, "the first retry after FLEET_ALERTS__RETRY_BASE_SECONDS"
 
     make_due(salon)
     telegram.throttle_next(1, retry_after=120)
-    assert deliver_due().failed == 1
+    assert deliver_due().retried == 1
     waited = salon.execute("SELECT extract(epoch FROM next_attempt_at - now()) FROM alerts").fetchone()[0]
     assert 115 < waited <= 120, "Telegram's retry_after wins over the shorter backoff"
 
     make_due(salon)
     assert deliver_due().sent == 1
     assert telegram.texts() == ["🔴 nightly backup failed"]
-    assert salon.execute("SELECT status, attempts, last_error FROM alerts").fetchone() == ("sent", 3, None)
+    assert salon.execute("SELECT status, attempts, last_error FROM alerts").fetchone() == ("done", 3, None)
     make_due(salon)
     assert deliver_due().sent == 0
     assert telegram.texts() == ["🔴 nightly backup failed"]
@@ -80,12 +80,12 @@ def test_an_alert_telegram_keeps_refusing_is_given_up_and_shown_in_health(
     get_settings.cache_clear()
     try:
         raise_alert("test:2", "drill", "🔴 restore drill failed")
-        assert deliver_due().failed == 1
+        assert deliver_due().retried == 1
         assert check_outbox(get_settings()).details["alerts_pending"] == 1
         make_due(salon)
         assert deliver_due().given_up == 1
         status, error = salon.execute("SELECT status, last_error FROM alerts").fetchone()
-        assert status == "given_up"
+        assert status == "failed"
         assert "400 Bad Request: chat not found" in error
         outbox = check_outbox(get_settings())
         assert outbox.status == "warning"

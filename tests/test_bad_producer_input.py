@@ -55,7 +55,7 @@ def _settled(db: psycopg.Connection, case: Case) -> bool:
     if case.outcome == "dead":
         return bool(_dead_letters(db, case))
     statuses, replies = _chat_state(db, case.chat)
-    return bool(statuses) and set(statuses) <= {"answered", "merged"} and replies == ["sent"]
+    return bool(statuses) and set(statuses) <= {"answered", "merged"} and replies == ["done"]
 
 
 def test_every_bad_input_ends_answered_or_dead_lettered_and_the_worker_goes_on(

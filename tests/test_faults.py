@@ -201,7 +201,7 @@ def test_the_fleet_survives_faults_under_load(tmp_path: Path) -> None:
                 interval=0.5,
             )
             wait_until(
-                lambda: db.execute("SELECT count(*) FROM outbox WHERE status <> 'sent'").fetchone()[0] == 0,
+                lambda: db.execute("SELECT count(*) FROM outbox WHERE status <> 'done'").fetchone()[0] == 0,
                 60,
                 "every reply delivered",
                 interval=0.5,

@@ -6,6 +6,8 @@ import ast
 import re
 from pathlib import Path
 
+import pytest
+
 from shared.core.settings_doc import render
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,22 +155,71 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
 SQL_START = re.compile(
     r"^\s*(SELECT\b|INSERT INTO|UPDATE \w+ SET|DELETE FROM|WITH \w+ AS|CREATE |DROP |ALTER |SET LOCAL|COPY \w)"
 )
+# A piece of a statement handed to a repository to splice in (a WHERE condition, an ordering, a cast): the
+# house writes SQL keywords in upper case, so upper-case clause words and SQL-only notation are the tell.
+SQL_FRAGMENT = re.compile(
+    r"\b(?:WHERE|AND|OR|BETWEEN|ILIKE|RETURNING|JOIN)\b"
+    r"|\bIS (?:NOT )?NULL\b|\b(?:ORDER|GROUP) BY\b|\bON CONFLICT\b|\bSET \w+ = "
+    r"|(?:=|<>|[<>]=?) ?(?:%s|%\(\w+\)s)"  # a comparison with a bound value
+    r"|\b(?:ANY|ALL)\(|\binterval '|\bmake_interval\(|\bnow\(\)|\bcount\(\*\)"
+    r"|\w::(?:text|int|integer|bigint|numeric|boolean|date|time|timestamptz|interval|json|jsonb)\b"
+)
 SQL_HOMES = ("shared/data/", "shared/core/")
 CATALOGUE = "shared/backups/catalog.py"  # the server's own catalogue and databases, not a table of ours
 
 
+def _sql_constants(source: str) -> list[int]:
+    """Lines of the string constants (f-strings' literal parts too, docstrings not) that hold a statement or a
+    fragment of one."""
+    tree = ast.parse(source)
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and isinstance(node.value, str)
+        and id(node) not in docstrings
+        and (SQL_START.match(node.value) or SQL_FRAGMENT.search(node.value))
+    ]
+
+
 def test_sql_lives_in_repositories() -> None:
-    """A feature module or task that writes a statement itself bypasses the repositories' checks and the one
-    place a table's queries can be read together."""
+    """A feature module or task that writes a statement, or a piece of one for a repository to splice in,
+    bypasses the repositories' checks and the one place a table's queries can be read together."""
     offenders: dict[str, list[int]] = {}
-    for path in [*(ROOT / "shared").rglob("*.py"), *(ROOT / "workers").rglob("*.py")]:
+    for path in [*(ROOT / "shared").rglob("*.py"), *(ROOT / "workers").rglob("*.py"), ROOT / "beat_schedule.py"]:
         relative = str(path.relative_to(ROOT))
         if relative.startswith(SQL_HOMES) or relative == CATALOGUE:
             continue
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str) and SQL_START.match(node.value):
-                offenders.setdefault(relative, []).append(node.lineno)
+        lines = _sql_constants(path.read_text(encoding="utf-8"))
+        if lines:
+            offenders[relative] = lines
     assert offenders == {}
+
+
+@pytest.mark.parametrize(
+    ("source", "caught"),
+    [
+        ('where = "company_id = %s AND deleted_at IS NULL"', True),
+        ("gone = \"NOT (staff_id::text || ':' || date::text = ANY(%s))\"", True),
+        ('extra = " AND starts_at >= %s AND starts_at < %s"', True),
+        ('key = "id"\ncondition = f"{key} IS NOT NULL"', True),
+        ('order = "ORDER BY starts_at"\nwindow = "now() - interval \'2 days\'"', True),
+        ('log.info("pending records of company %s: %s saved, %s still waiting", 1, 2, 3)', False),
+        ('text = "Записываю вас… Отменить запись? 1 — да, 2 — нет"', False),
+        ('def f():\n    """Rows WHERE the answer IS NULL are described, not written."""', False),
+        ('reason = f"refused to mark {gone} of {live} rows deleted ({share:.0%}, limit {limit:.0%})"', False),
+    ],
+)
+def test_the_sql_check_catches_fragments_and_spares_prose(source: str, caught: bool) -> None:
+    assert bool(_sql_constants(source)) is caught
 
 
 def test_the_schema_section_names_every_table_the_migrations_create() -> None:
@@ -179,3 +230,32 @@ def test_the_schema_section_names_every_table_the_migrations_create() -> None:
     schema = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8").split("## Schema", 1)[1]
     assert len(created) > 20
     assert sorted(table for table in created if f"`{table}`" not in schema) == []
+
+
+def test_every_advisory_lock_is_taken_through_the_one_declaration() -> None:
+    """Two lock numbers chosen in two places can collide; shared/core/locks.py holds every class the fleet takes."""
+    home = ROOT / "shared/core/locks.py"
+    offenders = [
+        str(path.relative_to(ROOT))
+        for path in [*(ROOT / "shared").rglob("*.py"), *(ROOT / "workers").rglob("*.py")]
+        if path != home and "pg_advisory" in path.read_text(encoding="utf-8")
+    ]
+    assert offenders == []
+
+
+def test_the_periodic_jobs_table_names_every_beat_entry() -> None:
+    """docs/health.md's table is what operators read to know what runs when; a job missing there is unseen."""
+    from beat_schedule import build_beat_schedule
+    from shared.core.settings import load_settings
+
+    table = (ROOT / "docs" / "health.md").read_text(encoding="utf-8").split("## Periodic jobs", 1)[1]
+    named = re.findall(r"^\| `([^`]+)`(?:, `([^`]+)`)?", table, flags=re.MULTILINE)
+    patterns = [
+        re.compile(re.sub(r"\\\*|<[^>]+>", r"[\\w-]+", re.escape(name).replace(r"\<", "<").replace(r"\>", ">")) + "$")
+        for pair in named
+        for name in pair
+        if name
+    ]
+    jobs = build_beat_schedule(load_settings())
+    assert len(jobs) > 10
+    assert sorted(job for job in jobs if not any(pattern.match(job) for pattern in patterns)) == []

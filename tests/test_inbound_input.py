@@ -139,7 +139,7 @@ def test_a_dead_letter_waits_in_redis_while_postgres_is_away_and_is_filed_after(
 def _settled(db: psycopg.Connection, chat: str) -> bool:
     pending = db.execute(
         "SELECT (SELECT count(*) FROM messages WHERE chat_id = %s AND status NOT IN ('answered', 'failed', 'merged'))"
-        " + (SELECT count(*) FROM outbox WHERE chat_id = %s AND status <> 'sent')",
+        " + (SELECT count(*) FROM outbox WHERE chat_id = %s AND status <> 'done')",
         (chat, chat),
     ).fetchone()[0]
     return pending == 0

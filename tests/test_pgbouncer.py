@@ -83,7 +83,7 @@ def test_two_hosts_through_pgbouncer_answer_every_message_once_in_order(
                 enqueue_message(chat_message(COMPANY, chat, n, f"вопрос {n}"))
         answered = "SELECT count(*) FROM messages WHERE status IN ('answered', 'merged')"
         wait_until(lambda: db.execute(answered).fetchone()[0] == 60, 120, "60 messages answered")
-        wait_until(lambda: db.execute("SELECT bool_and(status = 'sent') FROM outbox").fetchone()[0], 60, "sent")
+        wait_until(lambda: db.execute("SELECT bool_and(status = 'done') FROM outbox").fetchone()[0], 60, "sent")
         watch.done.set()
         watch.join()
     assert db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0, "no statement failed the pooler"

@@ -1,6 +1,6 @@
 """One attempt counter for each piece of work. Where a row counts the attempts (a reply's outbox row, a
-message), the task neither gives up before the row's cap nor tries past it; where none does, the task's
-declared policy bounds the retries. Every delay is `backoff_delay`'s."""
+message, a webhook event), the task neither gives up before the row's cap nor tries past it; where none does,
+the task's declared policy bounds the retries. Every delay is `backoff_delay`'s."""
 
 from __future__ import annotations
 
@@ -19,13 +19,16 @@ import psycopg
 import pytest
 import redis
 
+import workers.yclients
 from ops.standins.gateway import GatewayStandIn
 from shared.core.failure import backoff_delay
 from shared.core.locks import LockClass
 from shared.core.settings import get_settings
 from shared.core.topology import TASK_MODULES, Queue, TaskName
+from shared.data.repositories.webhook_events import WebhookEventRepository
 from shared.inbound.drain import RETRY_BASE_SECONDS, RETRY_CAP_SECONDS
 from shared.inbound.store import chat_key, store_message
+from shared.yclients.client import YClientsError
 from tests.support.conversation import CHAT, message
 from tests.support.failing_assistant import POISON
 from tests.support.payloads import inbound_payload
@@ -34,6 +37,7 @@ from tests.support.seed import COMPANY
 from workers.app import app
 from workers.inbound import drain_chat_task
 from workers.producer import enqueue_message
+from workers.yclients import apply_webhook
 
 ROOT = Path(__file__).resolve().parents[1]
 for module in TASK_MODULES:
@@ -185,3 +189,58 @@ def test_a_reply_is_tried_exactly_as_often_as_its_row_allows_then_given_up(
     assert refusals - gateway.failures_left == cap, "one request to the gateway per counted attempt"
     sources = [row[0] for row in db.execute("SELECT source FROM dead_letters")]
     assert sources == ["inbound.deliver"], "given up once, by the row; the task never gave up on its own"
+
+
+# ---- a webhook event: its row counts, its row gives up -------------------------------------------------------
+class UnavailableYClients:
+    """Answers every read like YClients in an outage (or, `retryable` False, like a refusal no retry mends)."""
+
+    def __init__(self, *, retryable: bool = True) -> None:
+        self.retryable, self.calls = retryable, 0
+
+    def one(self, path: str) -> None:
+        self.calls += 1
+        status = 503 if self.retryable else 403
+        raise YClientsError(f"{status} from YClients", status=status, retryable=self.retryable)
+
+
+@pytest.fixture
+def webhook_event(salon: psycopg.Connection, monkeypatch: pytest.MonkeyPatch) -> int:
+    """A stored event about a client, its retries spaced closely enough for an eager run to find it due."""
+    settings = get_settings().yclients
+    monkeypatch.setattr(settings, "webhook_max_attempts", 4)
+    monkeypatch.setattr(settings, "webhook_retry_base_seconds", 0.0001)
+    event = {"company_id": COMPANY, "resource": "client", "resource_id": 7, "status": "update"}
+    event_id = WebhookEventRepository().store("client-7-update", COMPANY, "client", 7, "update", event)
+    assert event_id is not None
+    return event_id
+
+
+def test_a_webhook_event_is_tried_exactly_as_often_as_its_row_allows_then_given_up(
+    webhook_event: int, salon: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each retry is the one the row asked for (an eager run retries at once, so the waits are tiny): the task
+    keeps no count of its own."""
+    client = UnavailableYClients()
+    monkeypatch.setattr(workers.yclients, "yclients_client", lambda: client)
+    result = apply_webhook.apply(args=[webhook_event])
+    assert result.state == "FAILURE"
+    status, attempts, error = salon.execute(
+        "SELECT status, attempts, last_error FROM yclients_webhook_events"
+    ).fetchone()
+    assert (status, attempts) == ("failed", 4)
+    assert error == "YClientsError: 503 from YClients"
+    assert client.calls == 4, "one request to YClients per counted attempt"
+    sources = [row[0] for row in salon.execute("SELECT source FROM dead_letters")]
+    assert sources == [f"task.{TaskName.APPLY_WEBHOOK}"], "given up once, by the row"
+
+
+def test_a_webhook_event_no_retry_can_mend_is_given_up_at_its_first_attempt(
+    webhook_event: int, salon: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = UnavailableYClients(retryable=False)
+    monkeypatch.setattr(workers.yclients, "yclients_client", lambda: client)
+    assert apply_webhook.apply(args=[webhook_event]).state == "FAILURE"
+    assert salon.execute("SELECT status, attempts FROM yclients_webhook_events").fetchone() == ("failed", 1)
+    assert client.calls == 1
+    assert apply_webhook.apply(args=[webhook_event]).get() == "skipped", "a given-up event is not tried again"

@@ -39,7 +39,7 @@ def collect() -> dict[str, Any]:
 def deliver_alerts() -> dict[str, int]:
     """Send the alerts waiting for the operators' Telegram chat (raised by any job, kept until sent)."""
     outcome = deliver_due()
-    return {"sent": outcome.sent, "failed": outcome.failed, "given_up": outcome.given_up}
+    return {"sent": outcome.sent, "retried": outcome.retried, "given_up": outcome.given_up}
 
 
 @app.task(name=TaskName.FILE_DEAD_LETTER_SPOOL)

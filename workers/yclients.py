@@ -12,10 +12,12 @@ from shared.core.resources import resource
 from shared.core.settings import get_settings
 from shared.core.topology import TaskName
 from shared.data.models import PositiveId
-from shared.data.repositories import crm_operations, webhook_events
+from shared.data.repositories.crm_operations import CrmOperationRepository
+from shared.data.repositories.webhook_events import WebhookEventRepository
 from shared.yclients.client import YClientsClient, make_client
 from shared.yclients.push import Pushed, push
-from shared.yclients.sync import ENTITIES, SyncFailedError, sync_client, sync_entity, sync_record
+from shared.yclients.sync import ENTITIES, SyncFailedError, sync_entity
+from shared.yclients.webhooks import Applied, apply_event
 from workers.app import app
 from workers.base import FleetTask
 from workers.ping import define_ping, define_report
@@ -103,10 +105,8 @@ def push_booking(self: FleetTask, operation_id: PositiveId) -> str:
     _hand_on(result.outbox_ids)
     if result.outcome is Pushed.RETRY:
         self.retry_when_due(result.retry_in)  # the sweep re-drives the operation if this retry is lost
-    if result.outcome is not Pushed.SKIPPED:
-        following = crm_operations.next_for_booking(operation_id)
-        if following is not None:
-            push_booking.delay(following)
+    if result.following is not None:
+        push_booking.delay(result.following)
     return result.outcome
 
 
@@ -114,35 +114,26 @@ def push_booking(self: FleetTask, operation_id: PositiveId) -> str:
     name=TaskName.APPLY_WEBHOOK,
     bind=True,
     reject_on_worker_lost=True,
-    max_retries=5,
+    max_retries=None,
     dead_letter_on_failure=True,
-    retry_backoff_max=120,
 )
 def apply_webhook(self: FleetTask, event_id: PositiveId) -> str:
     """The targeted sync a stored webhook asks for: its record read back and saved (or marked deleted). The event's
-    row has no attempt count, so the task's own policy retries; when it is spent the event is closed with the error."""
-    event = webhook_events.get(event_id)
-    if event is None or event["processed_at"] is not None:
-        return "done already"
-    targeted = sync_record if event["resource"] == "record" else sync_client
-    try:
-        outcome = targeted(yclients_client(), get_settings().yclients, event["company_id"], event["resource_id"])
-    except Exception as exc:
-        if is_retryable(exc) and not self.retries_spent:
-            self.retry_later(exc)
-        webhook_events.processed(event_id, f"{type(exc).__name__}: {exc}")
-        raise
-    webhook_events.processed(event_id)
-    return outcome
+    row counts the attempts and gives up after `FLEET_YCLIENTS__WEBHOOK_MAX_ATTEMPTS`; the task only comes back
+    when the row is due."""
+    applied = apply_event(event_id, yclients_client(), get_settings().yclients)
+    if applied.outcome is Applied.RETRY:
+        self.retry_when_due(applied.retry_in)  # the sweep re-drives the event if this retry is lost
+    return applied.note or applied.outcome
 
 
 @app.task(name=TaskName.YCLIENTS_SWEEP)
 def sweep() -> dict[str, int]:
     """Re-drive CRM operations and webhook events whose task was lost (the enqueue failed, a worker died)."""
-    operations = crm_operations.due_ids()
+    operations = CrmOperationRepository().due_ids(200)
     for operation_id in operations:
         push_booking.delay(operation_id)
-    events = webhook_events.unprocessed(older_than_seconds=60)
+    events = WebhookEventRepository().due_ids(200, grace_seconds=60)  # a minute for its own task to start
     for event_id in events:
         apply_webhook.delay(event_id)
     if operations or events:

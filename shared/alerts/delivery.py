@@ -3,7 +3,8 @@
 An alert is a row in `alerts` keyed by the change it reports, so a change is announced once however often it
 is noticed, and an alert raised while Telegram is down waits instead of being lost. `deliver_due` sends the
 due ones oldest first (right after they are raised, and every 30 s from beat), backing off on failure and
-honouring Telegram's `retry_after`; a delivery that dies after sending may repeat once (at least once).
+honouring Telegram's `retry_after`; a delivery that dies after sending may repeat once (at least once). Each
+alert is a work row (shared/data/work_rows.py): claimed with a lease, done once sent, failed once given up.
 Without a bot token and chat in the settings nothing is stored: Sentry stays the only channel.
 """
 
@@ -19,7 +20,7 @@ from shared.core.db import Connection
 from shared.core.failure import backoff_delay
 from shared.core.settings import AlertSettings, get_settings
 from shared.data.errors import DataLayerError
-from shared.data.repositories import alerts
+from shared.data.repositories.alerts import AlertRepository
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,9 @@ def raise_alert(key: str, kind: str, text: str, *, conn: Connection | None = Non
     if not get_settings().alerts.enabled:
         return False
     if conn is not None:
-        return alerts.add(key, kind, text, conn=conn)
+        return AlertRepository().add(key, kind, text, conn=conn)
     try:
-        return alerts.add(key, kind, text)
+        return AlertRepository().add(key, kind, text)
     except DataLayerError as exc:
         log.error("alert %s could not be stored (%s)", kind, type(exc).__name__)
         return False
@@ -46,8 +47,10 @@ def raise_alert(key: str, kind: str, text: str, *, conn: Connection | None = Non
 
 @dataclass
 class DeliveryRun:
+    """What one run did: alerts sent, alerts whose attempt failed and that wait for a retry, alerts given up."""
+
     sent: int = 0
-    failed: int = 0
+    retried: int = 0
     given_up: int = 0
 
 
@@ -58,17 +61,18 @@ def deliver_due(settings: AlertSettings | None = None, client: TelegramClient | 
     if not settings.enabled:
         return outcome
     telegram = client or TelegramClient(settings)
+    alerts = AlertRepository()
     try:
         while outcome.sent < PER_RUN:
-            alert = alerts.claim_due(lease_seconds=settings.timeout_seconds * 3)
+            alert = alerts.claim_next(lease_seconds=settings.timeout_seconds * 3)
             if alert is None:
                 break
             try:
                 telegram.send(alert["text"])
             except TelegramError as exc:
-                _failed(alert, exc, settings, outcome)
+                _failed(alerts, alert, exc, settings, outcome)
                 break
-            alerts.mark_sent(alert["id"])
+            alerts.finish(alert["id"])
             outcome.sent += 1
     finally:
         if client is None:
@@ -85,9 +89,11 @@ def deliver_quietly() -> None:
         log.warning("alert delivery deferred to the next run: %s", type(exc).__name__)
 
 
-def _failed(alert: dict, exc: TelegramError, settings: AlertSettings, outcome: DeliveryRun) -> None:
+def _failed(
+    alerts: AlertRepository, alert: dict, exc: TelegramError, settings: AlertSettings, outcome: DeliveryRun
+) -> None:
     if alert["attempts"] >= settings.max_attempts:
-        alerts.mark_failed(alert["id"], str(exc), None)
+        alerts.give_up(alert["id"], str(exc))
         outcome.given_up += 1
         log.error("alert %s given up after %s attempts: %s", alert["id"], alert["attempts"], exc)
         with sentry_sdk.new_scope() as scope:
@@ -96,8 +102,8 @@ def _failed(alert: dict, exc: TelegramError, settings: AlertSettings, outcome: D
         return
     backoff = backoff_delay(alert["attempts"], settings.retry_base_seconds, MAX_RETRY_SECONDS)
     retry_in = max(backoff, exc.retry_after or 0.0)
-    alerts.mark_failed(alert["id"], str(exc), retry_in)
-    outcome.failed += 1
+    alerts.retry_later(alert["id"], str(exc), retry_in)
+    outcome.retried += 1
     log.warning("alert %s not delivered (%s); next try in %.0f s", alert["id"], exc, retry_in)
 
 

@@ -11,9 +11,10 @@ from shared.assistant.language.catalogue import Catalogue, catalogue
 from shared.assistant.slots import FreeSlot, free_starts
 from shared.core.db import transaction
 from shared.core.settings import get_settings
-from shared.data.repositories import crm_operations, reminders
 from shared.data.repositories.calendar import BookingRepository, StaffScheduleRepository
 from shared.data.repositories.catalogue import ServiceCategoryRepository, ServiceRepository, StaffRepository
+from shared.data.repositories.crm_operations import CrmOperationRepository
+from shared.data.repositories.reminders import ReminderRepository
 from shared.data.repositories.salon_assistant import SalonAssistantRepository
 
 
@@ -171,7 +172,9 @@ class SalonTools:
             return booking
 
     def _crm(self, booking: dict[str, Any], kind: str, details: dict[str, Any] | None = None) -> None:
-        operation = crm_operations.add(self.company_id, booking["id"], kind, chat_id=self.chat_id, details=details)
+        operation = CrmOperationRepository().add(
+            self.company_id, booking["id"], kind, chat_id=self.chat_id, details=details
+        )
         self.crm_operation_ids.append(operation)
 
     def _in_crm(self, booking: dict[str, Any]) -> bool:
@@ -214,7 +217,7 @@ class SalonTools:
     def answer_reminder(self, booking_id: int, answer: str) -> None:
         """Keep the client's answer; a confirmed visit is marked confirmed in YClients too."""
         with transaction():
-            reminders.answer(booking_id, answer)
+            ReminderRepository().answer(booking_id, answer)
             booking = self._bookings.find_one({"id": booking_id})
             if answer == "confirmed" and booking is not None and self._in_crm(booking):
                 self._crm(booking, "confirm")

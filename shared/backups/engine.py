@@ -24,7 +24,7 @@ from shared.backups import archive, catalog
 from shared.backups.files import make_private, private_directory, private_files
 from shared.backups.tools import BackupError, PgTools, sha256_of
 from shared.core.settings import BackupSettings
-from shared.data.repositories import backups
+from shared.data.repositories.backups import BackupRepository
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
 def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
     tools = PgTools(settings, conninfo)
     directory = private_directory(settings.directory.resolve())
-    backup_id = backups.start()
+    backup_id = BackupRepository().start()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     final = directory / f"fleet-{stamp}-{backup_id}{archive.SUFFIX}"
     temporary = final.with_name(final.name + ".tmp")
@@ -183,11 +183,11 @@ def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
     except Exception as exc:
         temporary.unlink(missing_ok=True)
         error = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
-        backups.mark_failed(backup_id, error)
+        BackupRepository().mark_failed(backup_id, error)
         if final.exists():
             final.unlink()
         raise BackupError(f"backup {backup_id} failed: {error}") from exc
-    backups.mark_verified(
+    BackupRepository().mark_verified(
         backup_id,
         path=str(final),
         offsite_path=str(offsite) if offsite else None,

@@ -14,18 +14,19 @@ from shared.backups.engine import verify_archive
 from shared.backups.files import archive_in, checked_database_name, scratch_name
 from shared.backups.tools import BackupError, PgTools
 from shared.core.settings import BackupSettings
-from shared.data.repositories import backups, health_checks
+from shared.data.repositories.backups import BackupRepository
+from shared.data.repositories.health_checks import HealthCheckRepository
 
 log = logging.getLogger(__name__)
 
 
 def chosen_backup(backup_id: int | None) -> dict[str, Any]:
     if backup_id is None:
-        newest = backups.newest_verified()
+        newest = BackupRepository().newest_verified()
         if newest is None:
             raise BackupError("there is no verified backup to restore")
         return newest
-    row = backups.by_id(backup_id)
+    row = BackupRepository().by_id(backup_id)
     if row is None:
         raise BackupError(f"backup {backup_id} does not exist")
     if row["status"] != "verified":
@@ -47,7 +48,7 @@ def restore_backup(
         verify_archive(tools, path, backup["sha256"], list(backup["table_counts"]), settings.min_archive_bytes)
     except BackupError as exc:
         # A backup that no longer verifies never counts as good again (retention keeps an older one).
-        backups.mark_failed(backup["id"], f"re-verification failed: {exc}", finished=False)
+        BackupRepository().mark_failed(backup["id"], f"re-verification failed: {exc}", finished=False)
         raise
     state = catalog.has_tables(conninfo, target)
     with catalog.admin_connection(conninfo) as admin:
@@ -106,7 +107,7 @@ def drill(settings: BackupSettings, conninfo: str, backup_id: int | None = None)
     finally:
         with catalog.admin_connection(conninfo) as admin:
             catalog.drop_database(admin, scratch)
-    health_checks.record(
+    HealthCheckRepository().record(
         "backup_drill",
         "healthy" if result.passed else "unhealthy",
         {"differences": {t: list(v) for t, v in result.differences.items()}, "error": result.error},

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 from shared.backups.files import archive_in, companions
 from shared.backups.tools import BackupError
 from shared.core.settings import BackupSettings
-from shared.data.repositories import backups
+from shared.data.repositories.backups import BackupRepository
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +56,14 @@ def _delete_files(settings: BackupSettings, path: str | None, offsite: str | Non
 
 def prune(settings: BackupSettings, zone: ZoneInfo) -> list[int]:
     """Delete the archives of verified backups outside the retention set; returns the pruned ids."""
-    rows = backups.verified()
+    rows = BackupRepository().verified()
     keep = backups_to_keep([(row["id"], row["finished_at"]) for row in rows], settings, zone)
     pruned = []
     for row in rows:
         if row["id"] in keep:
             continue
         _delete_files(settings, row["path"], row["offsite_path"])
-        backups.mark_pruned(row["id"])
+        BackupRepository().mark_pruned(row["id"])
         pruned.append(row["id"])
     if pruned:
         log.info("pruned %s backups, kept %s", len(pruned), len(keep))

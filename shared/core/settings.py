@@ -275,6 +275,12 @@ class YClientsSettings(BaseModel):
     webhook_secret: SecretStr | None = Field(
         default=None, description="shared secret of the YClients webhook URL; unset, the endpoint answers 404"
     )
+    webhook_lease_seconds: float = Field(
+        default=60.0, gt=0, description="a claimed webhook event is retried after this"
+    )
+    webhook_max_attempts: int = Field(default=6, ge=1, description="attempts at one webhook event before giving up")
+    webhook_retry_base_seconds: float = Field(default=1.0, gt=0, description="first webhook retry delay; doubles")
+    webhook_retry_max_seconds: float = Field(default=120.0, gt=0, description="longest delay between webhook attempts")
 
     def writes_to(self, company_id: int) -> bool:
         """Chat bookings reach YClients where the fleet has the tokens and keeps the salon in sync."""

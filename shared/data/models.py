@@ -249,6 +249,38 @@ class OutboxIn(Entity):
     message_ids: list[PositiveId] = Field(default_factory=list)
 
 
+class CrmOperationIn(Entity):
+    """A booking's change on its way to YClients, written in the chat's own transaction."""
+
+    company_id: PositiveId
+    booking_id: PositiveId
+    kind: Literal["create", "reschedule", "cancel", "confirm"]
+    chat_id: E164 | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+MAX_ALERT_CHARS = 4096  # Telegram's limit for one message
+
+
+class AlertIn(Entity):
+    """An alert for the operators' Telegram chat, keyed by the change it reports."""
+
+    key: NonEmpty
+    kind: Literal["health", "whatsapp_session", "backup", "drill", "mass_delete", "handover", "late"]
+    text: Annotated[str, StringConstraints(min_length=1, max_length=MAX_ALERT_CHARS)]
+
+
+class WebhookEventIn(Entity):
+    """A YClients webhook as it arrived, stored before it is applied; `event_key` recognises a repeat."""
+
+    event_key: NonEmpty
+    company_id: PositiveId
+    resource: Literal["record", "client"]
+    resource_id: PositiveId
+    action: Annotated[str, StringConstraints(max_length=40)]
+    payload: dict[str, Any]
+
+
 INFORMATION_TOPICS = ("address", "directions", "hours", "phone", "payment", "parking", "about")
 SalonText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=1000)]
 SalonWord = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=60)]

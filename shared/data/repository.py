@@ -76,17 +76,6 @@ def _select_text(repository: type[Repository], shape: SelectShape) -> str:
     return repository()._select(shape)
 
 
-def outbox_backlog(table: str) -> Row:
-    """For a table worked off like an outbox (a `status` of pending, done or failed, and a `created_at`): how many
-    rows are pending and failed, and the age in seconds of the oldest pending one (None when none is)."""
-    query = sql.SQL(
-        "SELECT count(*) FILTER (WHERE status = 'pending') AS pending,"
-        " count(*) FILTER (WHERE status = 'failed') AS failed,"
-        " extract(epoch FROM now() - min(created_at) FILTER (WHERE status = 'pending')) AS oldest FROM {}"
-    ).format(sql.Identifier(table))
-    return run(query, table=table, operation="select")[0]
-
-
 class Repository:
     """Subclasses declare `table`, `columns`, `key` and the `model` every write is validated with."""
 

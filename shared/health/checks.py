@@ -17,8 +17,13 @@ from shared.core.topology import QUEUE_OF_WORKER, Queue
 from shared.data import dead_letters
 from shared.data.dead_letters import SPOOL_KEY
 from shared.data.errors import DataLayerError
-from shared.data.repositories import alerts, backups, crm_operations, health_checks, sync_runs, webhook_events
+from shared.data.repositories.alerts import AlertRepository
+from shared.data.repositories.backups import BackupRepository
 from shared.data.repositories.conversations import OutboxRepository
+from shared.data.repositories.crm_operations import CrmOperationRepository
+from shared.data.repositories.health_checks import HealthCheckRepository
+from shared.data.repositories.sync_runs import SyncRunRepository
+from shared.data.repositories.webhook_events import WebhookEventRepository
 from shared.health.process_stats import read_all
 from shared.inbound import lanes
 from shared.yclients.sync import ENTITIES
@@ -90,7 +95,7 @@ def _hours(seconds: float | None) -> float | None:
 
 def check_heartbeat(settings: Settings) -> Component:
     component = Component("heartbeat")
-    age = health_checks.seconds_since("heartbeat")
+    age = HealthCheckRepository().seconds_since("heartbeat")
     component.details["seconds_since_heartbeat"] = None if age is None else round(age, 1)
     if age is None:
         component.flag("unhealthy", "no heartbeat recorded yet: is beat running?")
@@ -178,7 +183,7 @@ def check_queues(settings: Settings, client: redis.Redis) -> Component:
 
 def check_whatsapp() -> Component:
     component = Component("whatsapp")
-    rows = health_checks.latest_per_subject("whatsapp_session")
+    rows = HealthCheckRepository().latest_per_subject("whatsapp_session")
     component.details["sessions"] = {
         row["subject"]: {"status": row["status"], "checked_at": row["checked_at"], "problems": row["problems"]}
         for row in rows
@@ -191,10 +196,10 @@ def check_whatsapp() -> Component:
 
 def check_backups(settings: Settings) -> Component:
     component = Component("backups")
-    newest = backups.newest_verified()
-    drill_row = health_checks.latest("backup_drill")
+    newest = BackupRepository().newest_verified()
+    drill_row = HealthCheckRepository().latest("backup_drill")
     drill = [drill_row] if drill_row else []
-    failed = backups.failed_within_days(7)
+    failed = BackupRepository().failed_within_days(7)
     age = float(newest["age"]) if newest else None
     component.details.update(
         {
@@ -218,7 +223,7 @@ def check_backups(settings: Settings) -> Component:
 
 def check_sync(settings: Settings) -> Component:
     component = Component("sync")
-    ages = sync_runs.seconds_since_success()
+    ages = SyncRunRepository().seconds_since_success()
     companies = sorted(set(settings.yclients.company_ids) | {company for company, _ in ages})
     report: dict[str, dict[str, float | None]] = {}
     for company in companies:
@@ -234,14 +239,15 @@ def check_sync(settings: Settings) -> Component:
                 component.flag("unhealthy", f"{entity} of company {company} is stale ({age / 3600:.1f} h)")
             elif age > 1.5 * period:
                 component.flag("warning", f"{entity} of company {company} is late ({age / 3600:.1f} h)")
-    failing = sync_runs.failed_within_hours(24)
+    failing = SyncRunRepository().failed_within_hours(24)
     component.details.update({"hours_since_success": report, "failed_runs_last_day": failing})
     return component
 
 
 def _backlog(row: dict[str, Any]) -> tuple[dict[str, Any], float | None]:
-    """An outbox-like table's backlog as the report shows it, and the oldest pending row's age in seconds."""
-    oldest = None if row["oldest"] is None else float(row["oldest"])
+    """A work table's backlog (shared/data/work_rows.py) as the report shows it, and the oldest pending row's
+    age in seconds."""
+    oldest = row["oldest_pending_seconds"]
     shown = {
         "pending": row["pending"],
         "failed": row["failed"],
@@ -266,39 +272,37 @@ def check_outbox(settings: Settings) -> Component:
     if letters["day"] >= settings.health.dead_letters_warning_per_day:
         component.flag("warning", f"{letters['day']} dead letters in the last day")
     if settings.alerts.enabled:
-        waiting = alerts.backlog()
+        waiting = AlertRepository().backlog()
         component.details.update(
-            {"alerts_pending": waiting["pending"], "alerts_given_up_last_day": waiting["given_up_day"]}
+            {"alerts_pending": waiting["pending"], "alerts_given_up_last_day": waiting["failed_last_day"]}
         )
-        if (
-            waiting["oldest_seconds"] is not None
-            and waiting["oldest_seconds"] > settings.health.outbox_stuck_minutes * 60
-        ):
-            minutes = waiting["oldest_seconds"] / 60
+        oldest_alert = waiting["oldest_pending_seconds"]
+        if oldest_alert is not None and oldest_alert > settings.health.outbox_stuck_minutes * 60:
+            minutes = oldest_alert / 60
             component.flag("warning", f"an alert has waited {minutes:.0f} min for Telegram (token, chat, network?)")
-        if waiting["given_up_day"]:
-            component.flag("warning", f"{waiting['given_up_day']} alerts could not be delivered to Telegram")
+        if waiting["failed_last_day"]:
+            component.flag("warning", f"{waiting['failed_last_day']} alerts could not be delivered to Telegram")
     return component
 
 
 def check_crm(settings: Settings) -> Component:
     """Chat bookings on their way to YClients, and webhooks on their way in."""
     component = Component("crm")
-    shown, oldest = _backlog(crm_operations.backlog())
-    waiting = webhook_events.backlog()
+    shown, oldest = _backlog(CrmOperationRepository().backlog())
+    waiting = WebhookEventRepository().backlog()
     component.details.update(
         {
             **shown,
-            "webhooks_unprocessed": waiting["unprocessed"],
-            "webhooks_failed_last_day": waiting["failed_day"],
+            "webhooks_unprocessed": waiting["pending"],
+            "webhooks_failed_last_day": waiting["failed_last_day"],
         }
     )
     if oldest is not None and oldest > settings.health.crm_stuck_minutes * 60:
         component.flag("unhealthy", f"a booking has waited {oldest / 60:.0f} min to reach YClients")
     if shown["failed"]:
         component.flag("warning", f"{shown['failed']} bookings could not be carried into YClients (dead letters)")
-    if waiting["failed_day"]:
-        component.flag("warning", f"{waiting['failed_day']} webhooks failed in the last day")
+    if waiting["failed_last_day"]:
+        component.flag("warning", f"{waiting['failed_last_day']} webhooks failed in the last day")
     return component
 
 

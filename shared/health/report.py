@@ -14,7 +14,7 @@ from shared.core.db import transaction
 from shared.core.redis_clients import process_redis
 from shared.core.replica import reading
 from shared.core.settings import Settings
-from shared.data.repositories import health_checks
+from shared.data.repositories.health_checks import HealthCheckRepository
 from shared.health import checks
 from shared.health.checks import Component, safely, worst
 
@@ -68,11 +68,12 @@ def _alert(name: str, status: str, previous: str | None, problems: list[str]) ->
 def store_and_alert(report: dict[str, Any]) -> list[str]:
     """Store each component's result; one Sentry event per component whose status changed. Returns those."""
     changed = []
+    checks = HealthCheckRepository()
     for name, part in report["components"].items():
         check_name = CHECK_PREFIX + name
         with transaction() as conn:
-            previous = health_checks.latest(check_name)
-            checked_at = health_checks.record(check_name, part["status"], part)
+            previous = checks.latest(check_name)
+            checked_at = checks.record(check_name, part["status"], part)
             before = previous["status"] if previous else None
             change = before != part["status"] and not (before is None and part["status"] == "healthy")
             if change:  # the Telegram alert is stored with the change it reports: never twice, never lost
@@ -86,4 +87,4 @@ def store_and_alert(report: dict[str, Any]) -> list[str]:
 
 def prune_history(days: int = 30) -> int:
     """Stored results older than a month go; the table would otherwise grow by ~10k rows a day."""
-    return health_checks.prune(days)
+    return HealthCheckRepository().prune(days)

@@ -1,7 +1,8 @@
 """The reply outbox: replies are written with the chat's state and delivered afterwards, at least once.
 
 A delivery claims its row with a lease (so two workers do not send it at once and a crashed sender's row
-is picked up by the sweep), sends every part with a stable id, then marks the row sent.
+is picked up by the sweep), sends every part with a stable id, then marks the row done; the row counts the
+attempts and is given up (failed) at `FLEET_GATEWAY__MAX_ATTEMPTS` (shared/data/work_rows.py).
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ def split_message(text: str, limit: int) -> list[str]:
     return [text[start : start + limit] for start in range(0, len(text), limit)]
 
 
-def give_up(row: dict[str, Any], error: str) -> None:
-    OutboxRepository().mark_failed(row["id"], error)
+def give_up(row: dict[str, Any], error: str) -> int | None:
+    """The reply is failed and kept as a dead letter; returns the chat's next pending reply, which no longer
+    waits for it."""
+    following = OutboxRepository().give_up(row["id"], error)
     record_dead_letter(
         "inbound.deliver",
         f"reply not delivered after {row['attempts']} attempts: {error}",
@@ -82,6 +85,7 @@ def give_up(row: dict[str, Any], error: str) -> None:
         company_id=row["company_id"],
         reference=f"outbox:{row['id']}",
     )
+    return following
 
 
 def send_parts(row: dict[str, Any], gateway: GatewayClient, settings: GatewaySettings) -> int:
@@ -107,7 +111,7 @@ class Delivery(StrEnum):
 @dataclass(frozen=True)
 class Delivered:
     status: Delivery
-    following: int | None = None  # after SENT: the chat's next pending reply, to deliver straight after it
+    following: int | None = None  # after SENT or FAILED: the chat's next pending reply, to deliver straight after
     retry_in: float = 0.0  # after RETRY: seconds until the row is due again (an earlier try finds it leased)
 
 
@@ -122,12 +126,11 @@ def deliver(outbox_id: int, gateway: GatewayClient, settings: GatewaySettings) -
     except GatewayError as exc:
         if exc.retryable and row["attempts"] < settings.max_attempts:
             delay = backoff_delay(row["attempts"], settings.retry_base_seconds, RETRY_CAP_SECONDS)
-            outbox.mark_retry(outbox_id, str(exc), delay)
+            outbox.retry_later(outbox_id, str(exc), delay)
             log.warning("reply %s not delivered (attempt %s): %s", outbox_id, row["attempts"], exc)
             return Delivered(Delivery.RETRY, retry_in=delay)
-        give_up(row, str(exc))
-        return Delivered(Delivery.FAILED)
-    return Delivered(Delivery.SENT, outbox.mark_sent(outbox_id))
+        return Delivered(Delivery.FAILED, give_up(row, str(exc)))
+    return Delivered(Delivery.SENT, outbox.finish(outbox_id))
 
 
 def due_outbox_ids(limit: int = 500) -> list[int]:

@@ -12,9 +12,9 @@ from shared.assistant.tools import SalonTools
 from shared.core.db import transaction
 from shared.core.locks import LockClass, transaction_lock
 from shared.core.settings import Settings
-from shared.data.repositories import reminders
 from shared.data.repositories.catalogue import CompanyRepository
 from shared.data.repositories.people import ClientRepository
+from shared.data.repositories.reminders import ReminderRepository
 from shared.inbound.outbox import write_notice
 from shared.inbound.store import chat_key
 
@@ -26,6 +26,7 @@ def send_due_reminders(settings: Settings, now: datetime | None = None) -> list[
     now = now or datetime.now(UTC)
     inbound = settings.inbound
     written: list[int] = []
+    reminders = ReminderRepository()
     for due in reminders.due(inbound.reminder_evening_time, inbound.reminder_hours_before, now):
         booking_id, kind, chat = due["id"], due["kind"], due["chat_id"]
         with transaction() as conn:

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from shared.core.settings import KeysSettings
-from shared.data.repositories import key_cleanup_runs
+from shared.data.repositories.key_cleanup_runs import KeyCleanupRunRepository
 from shared.data.repositories.whatsapp import Deletable, WhatsAppKeysRepository
 from shared.whatsapp.policy import POLICY, PROTECTED_KEY_IDS, Retention
 
@@ -73,7 +73,7 @@ def next_batch_size(size: int, seconds: float, settings: KeysSettings) -> int:
 
 
 def _record(report: CleanupReport, *, finished: bool, error: str | None = None) -> None:
-    key_cleanup_runs.save_run(
+    KeyCleanupRunRepository().save(
         report.run_id,
         status=report.status,
         batches=report.batches,
@@ -101,7 +101,7 @@ def cleanup_keys(
 ) -> CleanupReport:
     """Delete (or count, dry) what the policy allows; stops cleanly between batches when the time budget or
     the batch allowance runs out (status "partial"), and the next run carries on."""
-    report = CleanupReport(key_cleanup_runs.start_run(dry_run), dry_run)
+    report = CleanupReport(KeyCleanupRunRepository().start(dry_run), dry_run)
     keys = WhatsAppKeysRepository()
     deadline = time.monotonic() + time_budget if time_budget else None
     try:

@@ -11,7 +11,7 @@ import sentry_sdk
 from shared.alerts.delivery import change_text, deliver_quietly, raise_alert
 from shared.core.db import transaction
 from shared.core.settings import KeysSettings
-from shared.data.repositories import health_checks
+from shared.data.repositories.health_checks import HealthCheckRepository
 from shared.data.repositories.whatsapp import WhatsAppKeysRepository
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,7 @@ def assess(company_id: str, stats: dict[str, Any], settings: KeysSettings) -> Se
 
 
 def _previous_status(company_id: str) -> str | None:
-    previous = health_checks.latest(CHECK, subject=company_id)
+    previous = HealthCheckRepository().latest(CHECK, subject=company_id)
     return previous["status"] if previous else None
 
 
@@ -93,7 +93,7 @@ def check_sessions(settings: KeysSettings) -> list[SessionHealth]:
         health = assess(company_id, stats, settings)
         with transaction() as conn:
             health.previous = _previous_status(company_id)
-            checked_at = health_checks.record(CHECK, health.status, health.details, subject=company_id)
+            checked_at = HealthCheckRepository().record(CHECK, health.status, health.details, subject=company_id)
             if health.changed and "unhealthy" in (health.status, health.previous):  # turned critical, or back
                 subject = f"WhatsApp session of company {company_id}"
                 text = change_text(subject, health.status, health.previous, health.problems)

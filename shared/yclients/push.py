@@ -26,9 +26,9 @@ from shared.core.locks import LockClass, transaction_lock
 from shared.core.settings import Settings
 from shared.data.dead_letters import record_dead_letter
 from shared.data.errors import DataLayerError
-from shared.data.repositories import crm_operations
 from shared.data.repositories.calendar import BookingRepository, SlotTakenError
 from shared.data.repositories.catalogue import CompanyRepository
+from shared.data.repositories.crm_operations import CrmOperationRepository, api_id, refusal
 from shared.data.repositories.people import ClientRepository
 from shared.data.repository import Row
 from shared.inbound.outbox import write_notice
@@ -45,7 +45,7 @@ class Pushed(StrEnum):
     """What one attempt at an operation came to."""
 
     DONE = "done"  # YClients holds what the booking says
-    REFUSED = "refused"  # YClients said no (the slot is taken, say); the client was offered alternatives
+    REFUSED = "refused"  # YClients said no (the slot is taken, say): the operation is done, its outcome "refused: …"
     RETRY = "retry"  # not known yet: tried again later
     FAILED = "failed"  # given up after every attempt; kept as a dead letter, the client told
     SKIPPED = "skipped"  # not this worker's to do now: finished, leased elsewhere, or an older one first
@@ -56,6 +56,7 @@ class PushResult:
     outcome: Pushed
     outbox_ids: list[int] = field(default_factory=list)
     retry_in: float = 0.0  # after RETRY: seconds until the operation is due again
+    following: int | None = None  # once finished: the booking's next pending operation, to push after it
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Job:
     company: Row
     person: Row | None
     settings: Settings
+    following: int | None = None  # set when the operation is finished: the booking's next pending one
 
     @property
     def zone(self) -> ZoneInfo:
@@ -89,7 +91,7 @@ def record_body(job: Job) -> dict[str, Any]:
         "seance_length": int((booking["ends_at"] - booking["starts_at"]).total_seconds()),
         "save_if_busy": False,
         "send_sms": False,
-        "api_id": crm_operations.api_id(booking["id"]),
+        "api_id": api_id(booking["id"]),
         "comment": "Запись из WhatsApp",
     }
 
@@ -99,7 +101,7 @@ def find_record(job: Job, client: YClientsClient) -> int | None:
     Records are read with the sync's converters, so every date and phone format YClients sends compares."""
     booking = job.booking
     day = booking["starts_at"].astimezone(job.zone).date().isoformat()
-    ours = crm_operations.api_id(booking["id"])
+    ours = api_id(booking["id"])
     phone = phone_or_none((job.person or {}).get("phone") or job.op.get("chat_id"))
     params = {"start_date": day, "end_date": day, "staff_id": booking["staff_id"]}
     for page in client.record_pages(job.company["id"], params):
@@ -131,8 +133,11 @@ def _record_id(data: Any) -> int:
         ) from None
 
 
-def _conclude(job: Job, status: str, outcome: str, *, change: Any = None, tell: str | Reply | None = None) -> list[int]:
-    """Booking change, operation outcome and the client's message in one transaction, under the chat's lock."""
+def _conclude(
+    job: Job, outcome: str, *, failed: bool = False, change: Any = None, tell: str | Reply | None = None
+) -> list[int]:
+    """Booking change, the operation done (or, `failed`, given up with `outcome` as its reason) and the client's
+    message in one transaction, under the chat's lock."""
     op = job.op
     outbox_ids: list[int] = []
     with transaction() as conn:
@@ -141,7 +146,11 @@ def _conclude(job: Job, status: str, outcome: str, *, change: Any = None, tell: 
             transaction_lock(LockClass.ANSWER_CHAT, chat_key(op["company_id"], chat), table="messages", conn=conn)
         if change is not None:
             change(conn)
-        crm_operations.finish(op["id"], status, outcome, conn=conn)
+        operations = CrmOperationRepository()
+        if failed:
+            job.following = operations.give_up(op["id"], outcome, conn=conn)
+        else:
+            job.following = operations.finish(op["id"], outcome=outcome[:500], conn=conn)
         if chat and tell is not None:
             reply = tell if isinstance(tell, Reply) else Reply(tell)
             dialog = (reply.state, reply.data) if isinstance(tell, Reply) else None
@@ -157,7 +166,6 @@ def _linked(job: Job, record_id: int) -> PushResult:
     confirmed = notices.crm_confirmed(job.tools(), booking, "create") if booking["status"] != "cancelled" else None
     ids = _conclude(
         job,
-        "done",
         f"record {record_id}",
         change=lambda conn: bookings.link_to_record(booking["id"], booking["company_id"], record_id, conn=conn),
         tell=confirmed,
@@ -168,14 +176,14 @@ def _linked(job: Job, record_id: int) -> PushResult:
 def _create(job: Job, client: YClientsClient) -> PushResult:
     booking = job.booking
     if booking["yclients_id"] is not None:
-        return PushResult(Pushed.DONE, _conclude(job, "done", f"record {booking['yclients_id']} (linked already)"))
+        return PushResult(Pushed.DONE, _conclude(job, f"record {booking['yclients_id']} (linked already)"))
     if job.op["attempts"] > 1:
         found = find_record(job, client)
         if found is not None:
             log.info("CRM create %s: record %s was made by an earlier attempt", job.op["id"], found)
             return _linked(job, found)
     if booking["status"] == "cancelled":
-        return PushResult(Pushed.DONE, _conclude(job, "done", "not created: cancelled before it reached YClients"))
+        return PushResult(Pushed.DONE, _conclude(job, "not created: cancelled before it reached YClients"))
     try:
         data = client.write("POST", f"records/{booking['company_id']}", record_body(job))
     except RecordRefusedError as exc:
@@ -206,13 +214,12 @@ def _refused(job: Job, exc: RecordRefusedError, client: YClientsClient) -> PushR
         _learn_the_day(job, client)
         with transaction():
             tell: str | Reply = notices.crm_slot_taken(job.tools(), booking, days=days, limit=limit)
-            ids = _conclude(job, "refused", f"slot taken: {exc}", tell=tell)
+            ids = _conclude(job, refusal(f"slot taken: {exc}"), tell=tell)
         return PushResult(Pushed.REFUSED, ids)
     _keep_dead_letter(job, f"YClients refused the {job.op['kind']}: {exc}", "RecordRefused")
     ids = _conclude(
         job,
-        "refused",
-        str(exc),
+        refusal(str(exc)),
         change=lambda conn: bookings.release(booking["id"], conn=conn),
         tell=notices.crm_failed(job.tools(), booking, "create"),
     )
@@ -223,7 +230,7 @@ def _reschedule(job: Job, client: YClientsClient) -> PushResult:
     booking = job.booking
     record_id = booking["yclients_id"]
     if record_id is None:
-        return PushResult(Pushed.DONE, _conclude(job, "done", "no YClients record to move"))
+        return PushResult(Pushed.DONE, _conclude(job, "no YClients record to move"))
     try:
         client.write("PUT", f"record/{booking['company_id']}/{record_id}", record_body(job))
     except RecordRefusedError as exc:
@@ -233,7 +240,7 @@ def _reschedule(job: Job, client: YClientsClient) -> PushResult:
             return _move_back(job, exc, client)
         raise
     tell = notices.crm_confirmed(job.tools(), booking, "reschedule")
-    return PushResult(Pushed.DONE, _conclude(job, "done", f"record {record_id} moved", tell=tell))
+    return PushResult(Pushed.DONE, _conclude(job, f"record {record_id} moved", tell=tell))
 
 
 def _move_back(job: Job, exc: YClientsError, client: YClientsClient) -> PushResult:
@@ -255,7 +262,7 @@ def _move_back(job: Job, exc: YClientsError, client: YClientsClient) -> PushResu
         # administrator to settle with the client.
         _keep_dead_letter(job, f"move refused ({exc}) and the old time is taken", "RecordRefused")
         tell_failed = notices.crm_failed(job.tools(), booking, "reschedule")
-        return PushResult(Pushed.REFUSED, _conclude(job, "refused", f"move refused: {exc}", tell=tell_failed))
+        return PushResult(Pushed.REFUSED, _conclude(job, refusal(f"the move: {exc}"), tell=tell_failed))
     if slot_taken:
         _learn_the_day(job, client)
     with transaction():
@@ -263,38 +270,38 @@ def _move_back(job: Job, exc: YClientsError, client: YClientsClient) -> PushResu
             tell: str | Reply = notices.crm_slot_taken(job.tools(), booking, days=days, limit=limit, kept=kept)
         else:
             tell = notices.crm_failed(job.tools(), kept, "reschedule")
-        ids = _conclude(job, "refused", f"move refused: {exc}", tell=tell)
+        ids = _conclude(job, refusal(f"the move: {exc}"), tell=tell)
     return PushResult(Pushed.REFUSED, ids)
 
 
 def _cancel(job: Job, client: YClientsClient) -> PushResult:
     record_id = job.booking["yclients_id"]
     if record_id is None:
-        return PushResult(Pushed.DONE, _conclude(job, "done", "no YClients record to delete"))
+        return PushResult(Pushed.DONE, _conclude(job, "no YClients record to delete"))
     try:
         client.write("DELETE", f"record/{job.booking['company_id']}/{record_id}")
     except YClientsError as exc:
         if exc.status != 404:
             raise
-        return PushResult(Pushed.DONE, _conclude(job, "done", f"record {record_id} was gone already"))
-    return PushResult(Pushed.DONE, _conclude(job, "done", f"record {record_id} deleted"))
+        return PushResult(Pushed.DONE, _conclude(job, f"record {record_id} was gone already"))
+    return PushResult(Pushed.DONE, _conclude(job, f"record {record_id} deleted"))
 
 
 def _confirm(job: Job, client: YClientsClient) -> PushResult:
     """The client confirmed the visit: the record's attendance becomes "confirmed" (2) in YClients."""
     record_id = job.booking["yclients_id"]
     if record_id is None or job.booking["status"] == "cancelled":
-        return PushResult(Pushed.DONE, _conclude(job, "done", "no YClients record to confirm"))
+        return PushResult(Pushed.DONE, _conclude(job, "no YClients record to confirm"))
     try:
         client.write("PUT", f"record/{job.booking['company_id']}/{record_id}", {**record_body(job), "attendance": 2})
     except RecordRefusedError as exc:
         _keep_dead_letter(job, f"YClients refused the confirmation: {exc}", "RecordRefused")
-        return PushResult(Pushed.REFUSED, _conclude(job, "refused", str(exc)))
+        return PushResult(Pushed.REFUSED, _conclude(job, refusal(str(exc))))
     except YClientsError as exc:
         if exc.status != 404:
             raise
-        return PushResult(Pushed.DONE, _conclude(job, "done", f"record {record_id} is gone"))
-    return PushResult(Pushed.DONE, _conclude(job, "done", f"record {record_id} confirmed"))
+        return PushResult(Pushed.DONE, _conclude(job, f"record {record_id} is gone"))
+    return PushResult(Pushed.DONE, _conclude(job, f"record {record_id} confirmed"))
 
 
 def _keep_dead_letter(job: Job, reason: str, error_type: str) -> None:
@@ -315,21 +322,29 @@ def _give_up(job: Job, error: str) -> PushResult:
         scope.set_tag("crm_operation", job.op["kind"])
         sentry_sdk.capture_message(f"CRM {job.op['kind']} given up after {job.op['attempts']} attempts", level="error")
     tell = notices.crm_failed(job.tools(), job.booking, job.op["kind"])
-    return PushResult(Pushed.FAILED, _conclude(job, "failed", error, tell=tell))
+    return PushResult(Pushed.FAILED, _conclude(job, error, failed=True, tell=tell))
 
 
 def push(operation_id: int, client: YClientsClient, settings: Settings) -> PushResult:
     """One attempt at one operation."""
-    op = crm_operations.claim(operation_id, settings.yclients.push_lease_seconds)
+    operations = CrmOperationRepository()
+    op = operations.claim(operation_id, settings.yclients.push_lease_seconds)
     if op is None:
         return PushResult(Pushed.SKIPPED)
     booking = BookingRepository().find_one({"id": op["booking_id"]})
     company = CompanyRepository().find_one({"id": op["company_id"]})
     if booking is None or company is None:
-        crm_operations.finish(op["id"], "failed", "the booking or the company is gone")
-        return PushResult(Pushed.FAILED)
+        following = operations.give_up(op["id"], "the booking or the company is gone")
+        return PushResult(Pushed.FAILED, following=following)
     person = ClientRepository().find_one({"id": booking["client_id"]}) if booking["client_id"] else None
     job = Job(op, booking, company, person, settings)
+    result = _attempt(job, client)
+    result.following = job.following
+    return result
+
+
+def _attempt(job: Job, client: YClientsClient) -> PushResult:
+    op, settings = job.op, job.settings
     steps = {"create": _create, "reschedule": _reschedule, "cancel": _cancel, "confirm": _confirm}
     try:
         return steps[op["kind"]](job, client)
@@ -337,7 +352,7 @@ def push(operation_id: int, client: YClientsClient, settings: Settings) -> PushR
         if exc.retryable and op["attempts"] < settings.yclients.push_max_attempts:
             yc = settings.yclients
             delay = backoff_delay(op["attempts"], yc.push_retry_base_seconds, yc.push_retry_max_seconds)
-            crm_operations.retry_later(op["id"], str(exc), delay)
+            CrmOperationRepository().retry_later(op["id"], str(exc), delay)
             log.warning(
                 "CRM %s %s: attempt %s failed, again in %.0f s: %s", op["kind"], op["id"], op["attempts"], delay, exc
             )

@@ -8,12 +8,13 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from shared.data.repositories import crm_operations, sync_runs
-from shared.data.repositories import sync_held_rows as held_rows
+from shared.data.repositories import crm_operations
 from shared.data.repositories.calendar import BookingRepository
 from shared.data.repositories.catalogue import ServiceRepository, StaffRepository
 from shared.data.repositories.people import ClientRepository
-from shared.data.repositories.vanished import by_key
+from shared.data.repositories.sync_held_rows import SyncPendingRecordRepository, SyncRejectedRowRepository
+from shared.data.repositories.sync_runs import SyncRunRepository
+from shared.data.repositories.vanished import Vanished
 from shared.data.repository import Row
 from shared.yclients import rows as convert
 from shared.yclients.client import Walk
@@ -33,11 +34,11 @@ class RecordsSync:
         first = today - timedelta(days=self.settings.records_days_back)
         last = today + timedelta(days=self.settings.records_days_ahead)
         params: dict[str, Any] = {"start_date": first.isoformat(), "end_date": last.isoformat()}
-        previous = sync_runs.last_success(self.company_id, "records")
+        previous = SyncRunRepository().last_success(self.company_id, "records")
         if mode == "incremental" and previous is not None:
             changed_after = previous - timedelta(minutes=self.settings.incremental_overlap_minutes)
             params["changed_after"] = changed_after.astimezone(zone).strftime("%Y-%m-%dT%H:%M:%S")
-        start_page = sync_runs.resume_page(self.company_id, "records", run_id)
+        start_page = SyncRunRepository().resume_page(self.company_id, "records", run_id)
         seen: list[int] = []
         walk = Walk()
         pages = self.client.record_pages(
@@ -53,16 +54,15 @@ class RecordsSync:
             return  # an incremental answer lists only what changed: it proves nothing about what is gone
         self._delete_vanished(
             c,
-            by_key(
-                "bookings",
-                self.company_id,
-                "yclients_id",
+            Vanished(
+                BookingRepository(),
+                {
+                    "company_id": self.company_id,
+                    "starts_at__gte": datetime.combine(first, datetime.min.time(), zone),
+                    "starts_at__lt": datetime.combine(last + timedelta(days=1), datetime.min.time(), zone),
+                },
+                ("yclients_id",),
                 seen,
-                " AND starts_at >= %s AND starts_at < %s",
-                (
-                    datetime.combine(first, datetime.min.time(), zone),
-                    datetime.combine(last + timedelta(days=1), datetime.min.time(), zone),
-                ),
             ),
             listed=c.fetched,
             proof_missing=walk.missing_proof(),
@@ -77,15 +77,15 @@ class RecordsSync:
         bookings = self._bookings_of(raw_rows, zone, staff, services, c, offset, pending)
         save(BookingRepository(), bookings, c, conflict=("company_id", "yclients_id"))
         saved = [booking["yclients_id"] for booking in bookings]
-        held_rows.clear_rejected(self.company_id, "records", saved)
-        held_rows.hold_pending(self.company_id, pending)
-        held_rows.release_pending(self.company_id, saved)
+        SyncRejectedRowRepository().clear(self.company_id, "records", saved)
+        SyncPendingRecordRepository().hold(self.company_id, pending)
+        SyncPendingRecordRepository().release(self.company_id, saved)
         c.pending += len(pending)
         return saved
 
     def _retry_pending_records(self, c: RunCounters) -> None:
         """After staff or services change, records that waited for them are tried again."""
-        waiting = held_rows.pending_records(self.company_id)
+        waiting = SyncPendingRecordRepository().waiting(self.company_id)
         if waiting:
             retry = RunCounters()
             saved = self._save_records(waiting, self.zone(), retry, 0)
@@ -154,7 +154,7 @@ class RecordsSync:
             return "deleted" if gone else "absent"
         counters = RunCounters()
         saved = self._save_records([raw], self.zone(), counters, 0)
-        held_rows.keep_rejected(self.company_id, "records", None, counters.held)
+        SyncRejectedRowRepository().keep(self.company_id, "records", None, counters.held)
         if saved:
             return "saved"
         return "pending" if counters.pending else "rejected"

@@ -26,8 +26,6 @@ import sentry_sdk
 
 from shared.alerts.delivery import deliver_quietly, raise_alert
 from shared.core.settings import YClientsSettings
-from shared.data.repositories import sync_held_rows as held_rows
-from shared.data.repositories import sync_runs
 from shared.data.repositories.calendar import StaffScheduleRepository
 from shared.data.repositories.catalogue import (
     CompanyRepository,
@@ -36,7 +34,9 @@ from shared.data.repositories.catalogue import (
     StaffRepository,
 )
 from shared.data.repositories.people import ClientRepository
-from shared.data.repositories.vanished import Vanished, by_key
+from shared.data.repositories.sync_held_rows import SyncRejectedRowRepository
+from shared.data.repositories.sync_runs import SyncRunRepository
+from shared.data.repositories.vanished import Vanished
 from shared.yclients import rows as convert
 from shared.yclients.client import Page, Walk, YClientsClient
 from shared.yclients.records import RecordsSync
@@ -107,22 +107,23 @@ class EntitySync(RecordsSync):
         if entity not in ENTITIES:
             raise UnknownEntityError(f"unknown entity {entity!r}; choose one of {', '.join(ENTITIES)}")
         if mode is None:
-            mode = "incremental" if entity == "records" and sync_runs.last_success(self.company_id, entity) else "full"
-        run_id = sync_runs.start_run(self.company_id, entity, mode)
+            succeeded_before = entity == "records" and SyncRunRepository().last_success(self.company_id, entity)
+            mode = "incremental" if succeeded_before else "full"
+        run_id = SyncRunRepository().start(self.company_id, entity, mode)
         counters = RunCounters()
         try:
             self._steps()[entity](run_id, counters, mode)
             self._keep_held(entity, run_id, counters)
         except Exception as exc:
             self._keep_held(entity, run_id, counters)
-            sync_runs.save_progress(run_id, counters, self._cursor)
-            sync_runs.finish_run(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
+            SyncRunRepository().save_progress(run_id, counters, self._cursor)
+            SyncRunRepository().finish(run_id, "failed", f"{type(exc).__name__}: {exc}"[:2000])
             log.error("sync %s for company %s failed: %s", entity, self.company_id, type(exc).__name__)
             raise SyncFailedError(
                 SyncSummary(run_id, entity, self.company_id, mode, "failed", counters, f"{type(exc).__name__}: {exc}")
             ) from exc
-        sync_runs.save_progress(run_id, counters, None)
-        sync_runs.finish_run(run_id, "succeeded", None)
+        SyncRunRepository().save_progress(run_id, counters, None)
+        SyncRunRepository().finish(run_id, "succeeded", None)
         return SyncSummary(run_id, entity, self.company_id, mode, "succeeded", counters)
 
     def _steps(self) -> dict[str, Callable[[int, RunCounters, str], None]]:
@@ -137,14 +138,14 @@ class EntitySync(RecordsSync):
         }
 
     def _keep_held(self, entity: str, run_id: int, c: RunCounters) -> None:
-        held_rows.keep_rejected(self.company_id, entity, run_id, c.held)
+        SyncRejectedRowRepository().keep(self.company_id, entity, run_id, c.held)
         c.held.clear()
 
     def _page_done(self, run_id: int, c: RunCounters, page: Page, entity: str) -> None:
         c.pages += 1
         self._cursor = {"page": page.number}
         self._keep_held(entity, run_id, c)
-        sync_runs.save_progress(run_id, c, self._cursor)
+        SyncRunRepository().save_progress(run_id, c, self._cursor)
 
     # deletion, only on proof ------------------------------------------------------------------------
     def _delete_vanished(
@@ -207,18 +208,18 @@ class EntitySync(RecordsSync):
             if row["category_id"] not in known:
                 row["category_id"] = None  # a category YClients did not list: keep the service, drop the link
         save(ServiceRepository(), converted, c)
-        held_rows.clear_rejected(self.company_id, "services", [row["id"] for row in converted])
+        SyncRejectedRowRepository().clear(self.company_id, "services", [row["id"] for row in converted])
         service_ids, category_ids = raw_ids(services), raw_ids(categories)
         self._delete_vanished(
             c,
-            by_key("services", self.company_id, "id", service_ids),
+            Vanished(ServiceRepository(), {"company_id": self.company_id}, ("id",), service_ids),
             listed=len(services),
             proof_missing=None,
             unidentified=len(services) - len(service_ids),
         )
         self._delete_vanished(
             c,
-            by_key("service_categories", self.company_id, "id", category_ids),
+            Vanished(ServiceCategoryRepository(), {"company_id": self.company_id}, ("id",), category_ids),
             listed=len(categories),
             proof_missing=None,
             unidentified=len(categories) - len(category_ids),
@@ -232,11 +233,11 @@ class EntitySync(RecordsSync):
         c.pages, c.fetched = 1, len(staff)
         converted = convert_rows(staff, lambda r: convert.staff(self.company_id, r), c, 0)
         save(StaffRepository(), converted, c)
-        held_rows.clear_rejected(self.company_id, "staff", [row["id"] for row in converted])
+        SyncRejectedRowRepository().clear(self.company_id, "staff", [row["id"] for row in converted])
         staff_ids = raw_ids(staff)
         self._delete_vanished(
             c,
-            by_key("staff", self.company_id, "id", staff_ids),
+            Vanished(StaffRepository(), {"company_id": self.company_id}, ("id",), staff_ids),
             listed=len(staff),
             proof_missing=None,
             unidentified=len(staff) - len(staff_ids),
@@ -260,13 +261,11 @@ class EntitySync(RecordsSync):
             else:
                 c.reject(index, "staff_id: not a bookable staff member", row["staff_id"])
         saved = save(StaffScheduleRepository(), converted, c, returning=True)
-        seen = [f"{row['staff_id']}:{row['date'].isoformat()}" for row in saved]
         vanished = Vanished(
-            "staff_schedules",
-            "company_id = %s AND deleted_at IS NULL AND staff_id = ANY(%s) AND date BETWEEN %s AND %s",
-            (self.company_id, staff_ids, today, last),
-            "NOT (staff_id::text || ':' || date::text = ANY(%s))",
-            (seen,),
+            StaffScheduleRepository(),
+            {"company_id": self.company_id, "staff_id__in": staff_ids, "date__gte": today, "date__lte": last},
+            ("staff_id", "date"),
+            [(row["staff_id"], row["date"]) for row in saved],
         )
         self._delete_vanished(c, vanished, listed=len(raw), proof_missing=None)
 
@@ -283,26 +282,26 @@ class EntitySync(RecordsSync):
         counters = RunCounters()
         rows = convert_rows([raw], lambda r: convert.client(self.company_id, r, self.zone()), counters, 0)
         save(ClientRepository(), rows, counters, conflict=("company_id", "yclients_id"))
-        held_rows.keep_rejected(self.company_id, "clients", None, counters.held)
+        SyncRejectedRowRepository().keep(self.company_id, "clients", None, counters.held)
         return "saved" if rows else "rejected"
 
     def _sync_clients(self, run_id: int, c: RunCounters, mode: str) -> None:
         self._require_company()
         zone = self.zone()
-        start_page = sync_runs.resume_page(self.company_id, "clients", run_id)
+        start_page = SyncRunRepository().resume_page(self.company_id, "clients", run_id)
         seen: list[int] = []
         walk = Walk()
         for page in self.client.client_pages(self.company_id, start_page=start_page, walk=walk, deadline=self.deadline):
             rows = convert_rows(page.rows, lambda r: convert.client(self.company_id, r, zone), c, c.fetched)
             c.fetched += len(page.rows)
             save(ClientRepository(), rows, c, conflict=("company_id", "yclients_id"))
-            held_rows.clear_rejected(self.company_id, "clients", [row["yclients_id"] for row in rows])
+            SyncRejectedRowRepository().clear(self.company_id, "clients", [row["yclients_id"] for row in rows])
             seen += raw_ids(page.rows)
             self._page_done(run_id, c, page, "clients")
         self._cursor = None  # the walk is over: a failure from here on is not resumed past the last page
         self._delete_vanished(
             c,
-            by_key("clients", self.company_id, "yclients_id", seen),
+            Vanished(ClientRepository(), {"company_id": self.company_id}, ("yclients_id",), seen),
             listed=c.fetched,
             proof_missing=walk.missing_proof(),
             unidentified=c.fetched - len(seen),

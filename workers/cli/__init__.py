@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     restore.add_argument("--force", action="store_true", help="replace a non-empty target database")
     add("drill", "jobs:backup", "restore the newest verified backup into a scratch database and compare row counts")
     crm = add("crm", "jobs:crm", "list chat bookings on their way to YClients (CRM operations), or retry a failed one")
-    crm.add_argument("--status", choices=["pending", "done", "refused", "failed"])
+    crm.add_argument("--status", choices=["pending", "done", "failed"])
     crm.add_argument("--limit", type=int, default=20)
     crm.add_argument("--retry", type=int, metavar="ID", help="try a failed operation again from its first attempt")
     salon = add("salon", "assistant:salon", "a salon's own words and information for the assistant")

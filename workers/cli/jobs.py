@@ -17,7 +17,8 @@ from shared.core.settings import Settings
 from shared.core.topology import TaskName
 from shared.data.dead_letters import record_dead_letter
 from shared.data.errors import ValidationFailedError
-from shared.data.repositories import backups, crm_operations
+from shared.data.repositories.backups import BackupRepository
+from shared.data.repositories.crm_operations import CrmOperationRepository
 from shared.health.report import build_report
 from shared.whatsapp.cleanup import cleanup_keys
 from shared.whatsapp.health import check_sessions
@@ -142,7 +143,7 @@ def backup(args: argparse.Namespace, settings: Settings) -> int:
             print(result.render())
             return 0 if result.passed else 1
         else:
-            for row in backups.newest(args.limit):
+            for row in BackupRepository().newest(args.limit):
                 when = f"{row['finished_at']:%Y-%m-%d %H:%M}" if row["finished_at"] else "-"
                 print(
                     f"{row['id']:>5} {row['status']:<9} {when:<16} {row['size_bytes'] or 0:>12,}"
@@ -169,13 +170,13 @@ def health(args: argparse.Namespace, settings: Settings) -> int:
 def crm(args: argparse.Namespace, settings: Settings) -> int:
     """List the CRM operations (chat bookings on their way to YClients), or try a given-up one again."""
     if args.retry is not None:
-        if not crm_operations.reopen(args.retry):
+        if not CrmOperationRepository().reopen(args.retry, outcome=None):
             print(f"fleet crm: operation {args.retry} is not a failed one", file=sys.stderr)
             return 1
         app.send_task(TaskName.PUSH_BOOKING, (args.retry,))
         print(f"operation {args.retry} reopened and sent to the yclients worker")
         return 0
-    for row in crm_operations.recent(args.status, args.limit):
+    for row in CrmOperationRepository().recent(args.status, args.limit):
         print(
             f"{row['id']:>6} {row['kind']:<10} {row['status']:<8} company {row['company_id']}"
             f" booking {row['booking_id']} attempts {row['attempts']}  {row['note'] or ''}"

@@ -8,7 +8,8 @@ from psycopg.types.json import Jsonb
 
 from shared.core.db import Connection, run
 from shared.data.models import DialogContextIn, MessageIn, OutboxIn
-from shared.data.repository import Repository, Row, outbox_backlog
+from shared.data.repository import Repository, Row
+from shared.data.work_rows import WorkRows
 
 
 class DialogContextRepository(Repository):
@@ -188,7 +189,10 @@ class MessageRepository(Repository):
         return [(row["company_id"], row["chat_id"]) for row in rows]
 
 
-class OutboxRepository(Repository):
+class OutboxRepository(WorkRows):
+    """Replies to WhatsApp, written with the chat's answer and delivered after it commits; a chat's replies
+    reach the client in order (the order key), each claimed with a lease (shared/data/work_rows.py)."""
+
     table = "outbox"
     columns = frozenset(
         {
@@ -203,66 +207,9 @@ class OutboxRepository(Repository):
             "next_attempt_at",
             "last_error",
             "created_at",
-            "sent_at",
+            "finished_at",
         }
     )
     key = ("idempotency_key",)
     model = OutboxIn
-
-    def claim(self, outbox_id: int, lease_seconds: float) -> Row | None:
-        """Take the row for one delivery attempt, or None when it is sent, failed, leased by another worker, or
-        an older reply of the same chat is still pending (replies reach the client in order)."""
-        rows = run(
-            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => %s)"
-            " WHERE id = %s AND status = 'pending' AND next_attempt_at <= now()"
-            " AND NOT EXISTS (SELECT 1 FROM outbox older WHERE older.company_id = outbox.company_id"
-            " AND older.chat_id = outbox.chat_id AND older.status = 'pending' AND older.id < outbox.id)"
-            " RETURNING *",
-            (lease_seconds, outbox_id),
-            table=self.table,
-            operation="update",
-        )
-        return rows[0] if rows else None
-
-    def mark_sent(self, outbox_id: int) -> int | None:
-        """Mark the reply sent; returns the chat's next pending reply, to be delivered after it (one statement)."""
-        rows = run(
-            "WITH sent AS (UPDATE outbox SET status = 'sent', sent_at = now(), last_error = NULL"
-            " WHERE id = %s AND status = 'pending' RETURNING id, company_id, chat_id)"
-            " SELECT o.id FROM outbox o JOIN sent ON o.company_id = sent.company_id AND o.chat_id = sent.chat_id"
-            " WHERE o.status = 'pending' AND o.id > sent.id ORDER BY o.id LIMIT 1",
-            (outbox_id,),
-            table=self.table,
-            operation="update",
-        )
-        return rows[0]["id"] if rows else None
-
-    def mark_retry(self, outbox_id: int, error: str, delay_seconds: float) -> None:
-        run(
-            "UPDATE outbox SET last_error = %s, next_attempt_at = now() + make_interval(secs => %s)"
-            " WHERE id = %s AND status = 'pending'",
-            (error[:500], delay_seconds, outbox_id),
-            table=self.table,
-            operation="update",
-        )
-
-    def mark_failed(self, outbox_id: int, error: str) -> None:
-        run(
-            "UPDATE outbox SET status = 'failed', last_error = %s WHERE id = %s AND status = 'pending'",
-            (error[:500], outbox_id),
-            table=self.table,
-            operation="update",
-        )
-
-    def due_ids(self, limit: int = 500) -> list[int]:
-        rows = run(
-            "SELECT id FROM outbox WHERE status = 'pending' AND next_attempt_at <= now() ORDER BY id LIMIT %s",
-            (limit,),
-            table=self.table,
-            operation="select",
-        )
-        return [row["id"] for row in rows]
-
-    def backlog(self) -> Row:
-        """Replies pending and failed, and the age in seconds of the oldest pending one (None when none)."""
-        return outbox_backlog(self.table)
+    order_key = ("company_id", "chat_id")

@@ -7,43 +7,58 @@ from typing import Any
 from psycopg.types.json import Jsonb
 
 from shared.core.db import run
+from shared.data.repository import Repository
 
 
-def start_run(dry_run: bool) -> int:
-    return run(
-        "INSERT INTO key_cleanup_runs (dry_run) VALUES (%s) RETURNING id",
-        (dry_run,),
-        table="key_cleanup_runs",
-        operation="insert",
-    )[0]["id"]
-
-
-def save_run(
-    run_id: int,
-    *,
-    status: str,
-    batches: int,
-    deleted: dict[str, int],
-    by_company: dict[str, dict[str, int]],
-    unknown_types: dict[str, int],
-    error: str | None,
-    finished: bool,
-) -> None:
-    """Progress of a running cleanup, or its outcome (`finished` stamps the end)."""
-    values: tuple[Any, ...] = (
-        status,
-        batches,
-        Jsonb(deleted),
-        Jsonb(by_company),
-        Jsonb(unknown_types),
-        error,
-        finished,
-        run_id,
+class KeyCleanupRunRepository(Repository):
+    table = "key_cleanup_runs"
+    columns = frozenset(
+        {
+            "id",
+            "dry_run",
+            "status",
+            "started_at",
+            "finished_at",
+            "batches",
+            "deleted",
+            "by_company",
+            "unknown_types",
+            "error",
+        }
     )
-    run(
-        "UPDATE key_cleanup_runs SET status = %s, batches = %s, deleted = %s, by_company = %s, unknown_types = %s,"
-        " error = %s, finished_at = CASE WHEN %s THEN now() END WHERE id = %s",
-        values,
-        table="key_cleanup_runs",
-        operation="update",
-    )
+    json_columns = frozenset({"deleted", "by_company", "unknown_types"})
+
+    def start(self, dry_run: bool) -> int:
+        """A new cleanup, running until it is saved finished; returns its id."""
+        return self.insert({"dry_run": dry_run})["id"]
+
+    def save(
+        self,
+        run_id: int,
+        *,
+        status: str,
+        batches: int,
+        deleted: dict[str, int],
+        by_company: dict[str, dict[str, int]],
+        unknown_types: dict[str, int],
+        error: str | None,
+        finished: bool,
+    ) -> None:
+        """Progress of a running cleanup, or its outcome (`finished` stamps the end)."""
+        values: tuple[Any, ...] = (
+            status,
+            batches,
+            Jsonb(deleted),
+            Jsonb(by_company),
+            Jsonb(unknown_types),
+            error,
+            finished,
+            run_id,
+        )
+        run(
+            "UPDATE key_cleanup_runs SET status = %s, batches = %s, deleted = %s, by_company = %s,"
+            " unknown_types = %s, error = %s, finished_at = CASE WHEN %s THEN now() END WHERE id = %s",
+            values,
+            table=self.table,
+            operation="update",
+        )

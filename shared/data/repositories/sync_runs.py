@@ -1,5 +1,4 @@
-"""`sync_runs`: the journal of YClients sync runs (what each did, where a failed one stopped). Its SQL lives
-here; the sync calls these functions."""
+"""`sync_runs`: the journal of YClients sync runs (what each did, where a failed one stopped)."""
 
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ from typing import Any, Protocol
 from psycopg.types.json import Jsonb
 
 from shared.core.db import run
+from shared.data.repository import Repository
 
 RESUME_WITHIN = timedelta(hours=24)
 
@@ -24,87 +24,105 @@ class Counters(Protocol):
     deletion: str | None
 
 
-def start_run(company_id: int, entity: str, mode: str) -> int:
-    return run(
-        "INSERT INTO sync_runs (company_id, entity, mode) VALUES (%s, %s, %s) RETURNING id",
-        (company_id, entity, mode),
-        table="sync_runs",
-        operation="insert",
-    )[0]["id"]
-
-
-def save_progress(run_id: int, c: Counters, cursor: dict[str, Any] | None) -> None:
-    run(
-        "UPDATE sync_runs SET pages = %s, rows_fetched = %s, rows_upserted = %s, rows_marked_deleted = %s,"
-        " rows_rejected = %s, rows_pending = %s, rejections = %s, deletion = %s, cursor = %s WHERE id = %s",
-        (
-            c.pages,
-            c.fetched,
-            c.upserted,
-            c.marked_deleted,
-            c.rejected,
-            c.pending,
-            Jsonb(c.rejections),
-            c.deletion,
-            Jsonb(cursor) if cursor is not None else None,
-            run_id,
-        ),
-        table="sync_runs",
-        operation="update",
+class SyncRunRepository(Repository):
+    table = "sync_runs"
+    columns = frozenset(
+        {
+            "id",
+            "company_id",
+            "entity",
+            "mode",
+            "status",
+            "started_at",
+            "finished_at",
+            "pages",
+            "rows_fetched",
+            "rows_upserted",
+            "rows_marked_deleted",
+            "rows_rejected",
+            "rows_pending",
+            "rejections",
+            "deletion",
+            "cursor",
+            "error",
+        }
     )
+    json_columns = frozenset({"rejections", "cursor"})
 
+    def start(self, company_id: int, entity: str, mode: str) -> int:
+        """A new run, running until it is finished; returns its id."""
+        return self.insert({"company_id": company_id, "entity": entity, "mode": mode})["id"]
 
-def finish_run(run_id: int, status: str, error: str | None) -> None:
-    run(
-        "UPDATE sync_runs SET status = %s, error = %s, finished_at = now() WHERE id = %s",
-        (status, error, run_id),
-        table="sync_runs",
-        operation="update",
-    )
+    def save_progress(self, run_id: int, c: Counters, cursor: dict[str, Any] | None) -> None:
+        """The run's figures so far and where it is (`cursor`, None once there is nothing to resume)."""
+        run(
+            "UPDATE sync_runs SET pages = %s, rows_fetched = %s, rows_upserted = %s, rows_marked_deleted = %s,"
+            " rows_rejected = %s, rows_pending = %s, rejections = %s, deletion = %s, cursor = %s WHERE id = %s",
+            (
+                c.pages,
+                c.fetched,
+                c.upserted,
+                c.marked_deleted,
+                c.rejected,
+                c.pending,
+                Jsonb(c.rejections),
+                c.deletion,
+                Jsonb(cursor) if cursor is not None else None,
+                run_id,
+            ),
+            table=self.table,
+            operation="update",
+        )
 
+    def finish(self, run_id: int, status: str, error: str | None) -> None:
+        run(
+            "UPDATE sync_runs SET status = %s, error = %s, finished_at = now() WHERE id = %s",
+            (status, error, run_id),
+            table=self.table,
+            operation="update",
+        )
 
-def resume_page(company_id: int, entity: str, current_run: int) -> int:
-    """The page after the last one the previous run saved, when that run failed recently; else 1."""
-    rows = run(
-        "SELECT status, cursor, started_at FROM sync_runs WHERE company_id = %s AND entity = %s AND id <> %s"
-        " ORDER BY started_at DESC, id DESC LIMIT 1",
-        (company_id, entity, current_run),
-        table="sync_runs",
-        operation="select",
-    )
-    if not rows or rows[0]["status"] != "failed" or not rows[0]["cursor"]:
-        return 1
-    if datetime.now(UTC) - rows[0]["started_at"] > RESUME_WITHIN:
-        return 1
-    return int(rows[0]["cursor"].get("page", 0)) + 1
+    def resume_page(self, company_id: int, entity: str, current_run: int) -> int:
+        """The page after the last one the previous run saved, when that run failed recently; else 1."""
+        rows = run(
+            "SELECT status, cursor, started_at FROM sync_runs WHERE company_id = %s AND entity = %s AND id <> %s"
+            " ORDER BY started_at DESC, id DESC LIMIT 1",
+            (company_id, entity, current_run),
+            table=self.table,
+            operation="select",
+        )
+        if not rows or rows[0]["status"] != "failed" or not rows[0]["cursor"]:
+            return 1
+        if datetime.now(UTC) - rows[0]["started_at"] > RESUME_WITHIN:
+            return 1
+        return int(rows[0]["cursor"].get("page", 0)) + 1
 
+    def last_success(self, company_id: int, entity: str) -> datetime | None:
+        """When the entity's newest successful run started (an incremental run reads changes since then)."""
+        rows = run(
+            "SELECT max(started_at) AS at FROM sync_runs WHERE company_id = %s AND entity = %s"
+            " AND status = 'succeeded'",
+            (company_id, entity),
+            table=self.table,
+            operation="select",
+        )
+        return rows[0]["at"] if rows else None
 
-def last_success(company_id: int, entity: str) -> datetime | None:
-    rows = run(
-        "SELECT max(started_at) AS at FROM sync_runs WHERE company_id = %s AND entity = %s AND status = 'succeeded'",
-        (company_id, entity),
-        table="sync_runs",
-        operation="select",
-    )
-    return rows[0]["at"] if rows else None
+    def seconds_since_success(self) -> dict[tuple[int, str], float]:
+        """Per (company, entity), seconds since its last successful run."""
+        rows = run(
+            "SELECT company_id, entity, extract(epoch FROM now() - max(finished_at)) AS age FROM sync_runs"
+            " WHERE status = 'succeeded' GROUP BY company_id, entity",
+            table=self.table,
+            operation="select",
+        )
+        return {(row["company_id"], row["entity"]): float(row["age"]) for row in rows}
 
-
-def seconds_since_success() -> dict[tuple[int, str], float]:
-    """Per (company, entity), seconds since its last successful run."""
-    rows = run(
-        "SELECT company_id, entity, extract(epoch FROM now() - max(finished_at)) AS age FROM sync_runs"
-        " WHERE status = 'succeeded' GROUP BY company_id, entity",
-        table="sync_runs",
-        operation="select",
-    )
-    return {(row["company_id"], row["entity"]): float(row["age"]) for row in rows}
-
-
-def failed_within_hours(hours: int) -> int:
-    return run(
-        "SELECT count(*) AS n FROM sync_runs WHERE status = 'failed'"
-        " AND started_at > now() - make_interval(hours => %s)",
-        (hours,),
-        table="sync_runs",
-        operation="select",
-    )[0]["n"]
+    def failed_within_hours(self, hours: int) -> int:
+        return run(
+            "SELECT count(*) AS n FROM sync_runs WHERE status = 'failed'"
+            " AND started_at > now() - make_interval(hours => %s)",
+            (hours,),
+            table=self.table,
+            operation="select",
+        )[0]["n"]
