@@ -15,6 +15,7 @@ from shared.data.repositories.conversations import OutboxRepository
 from shared.inbound.drain import DrainResult, drain_chat
 from shared.inbound.payload import InboundPayload
 from shared.inbound.store import store_message
+from tests.support.payloads import inbound_message
 from tests.support.seed import COMPANY, seed_salon
 
 CHAT = "+79112345678"
@@ -50,15 +51,8 @@ def salon_answering_at_once() -> Iterator[None]:
 
 
 def message(text: str, chat: str = CHAT, **extra: object) -> InboundPayload:
-    n = next(_ids)
-    return InboundPayload(
-        company_id=COMPANY,
-        chat_id=chat,
-        gateway_message_id=f"wamid.{n}",
-        text=text,
-        sent_at=NOW + timedelta(seconds=n),
-        **extra,
-    )
+    """A client's message sent a second after the previous one, on the conversation's fixed clock."""
+    return inbound_message(text, chat, sent_at=(NOW + timedelta(seconds=next(_ids))).isoformat(), **extra)
 
 
 def answer(text: str, chat: str = CHAT) -> DrainResult:

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import itertools
-import time
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ops.harness.seed import COMPANY, chat_message
 from shared.inbound.payload import InboundPayload
-from tests.support.seed import COMPANY
 
 CLIENT = "+79112345678"
 _ids = itertools.count(1)
 
 
 def inbound_payload(text: str = "Привет", chat: str = CLIENT, **fields: Any) -> dict[str, Any]:
-    """A message as the gateway sends it: a fresh gateway id each call, sent times that keep the call order;
-    `fields` replace or add any key (a chat_id given there wins over `chat`)."""
-    n = next(_ids)
-    return {
-        "company_id": COMPANY,
-        "chat_id": chat,
-        "gateway_message_id": f"wamid.test.{n}.{time.time_ns()}",
-        "text": text,
-        "sent_at": (datetime.now(UTC) + timedelta(milliseconds=n)).isoformat(),
-        **fields,
-    }
+    """A message of the seed salon as the gateway sends it (ops/harness/seed.py's `chat_message`, which the
+    benchmarks use too), numbered so sent times keep the call order; `fields` replace or add any key (a
+    chat_id given there wins over `chat`)."""
+    return {**chat_message(COMPANY, chat, next(_ids), text), **fields}
 
 
 def inbound_message(text: str = "Привет", chat: str = CLIENT, **fields: Any) -> InboundPayload:
