@@ -10,13 +10,15 @@ from pathlib import Path
 import psycopg
 import pytest
 import redis
+from celery import Celery
 
 from ops.standins.gateway import GatewayStandIn, gateway_stand_in
+from shared.core.kombu_contract import PROTOCOL_1_REFUSAL
 from shared.data.dead_letters import SPOOL_KEY
+from tests.support.payloads import inbound_payload
 from tests.support.processes import FleetProcess, running_worker, wait_until
 from tests.support.raw_broker import envelope, push
 from tests.support.seed import seed_salon
-from tests.test_inbound_worker import payload
 from workers.app import app
 from workers.producer import enqueue_message
 
@@ -72,7 +74,7 @@ def test_every_worker_type_survives_undecodable_messages_and_keeps_them(
             push(clean_redis, queue, value)
             pushed[(worker_type, name)] = value
 
-    enqueue_message(payload("Привет", chat="+79110000123"))
+    enqueue_message(inbound_payload("Привет", chat="+79110000123"))
     wait_until(lambda: gateway.count() == 1, 30, "the inbound worker to answer a good message after the bad ones")
     for worker_type in ("yclients", "keys", "backups"):
         module = "health" if worker_type == "keys" else worker_type
@@ -133,6 +135,44 @@ def test_a_task_of_another_worker_type_is_refused_and_kept_never_run(
         "workers.inbound.send_reminders",
         "workers.inbound.sweep",
     ]
+
+
+def test_a_message_in_celery_protocol_1_is_refused_by_name_and_kept_never_run(
+    fleet: dict[str, FleetProcess], gateway: GatewayStandIn, db: psycopg.Connection, clean_redis: str
+) -> None:
+    """A client set to Celery's protocol 1 (celery-node can be) names the task in the body, not in the headers:
+    refused with a reason that says so, kept, and no traceback in the worker's log."""
+    old = Celery("protocol-1-client", broker=clean_redis, set_as_current=False)
+    old.conf.update(task_protocol=1, broker_transport_options={"priority_steps": [0]})
+    with old.connection_for_write() as connection:
+        message = inbound_payload("Привет", chat="+79110000124")
+        old.send_task(
+            "workers.inbound.receive_message",
+            kwargs={"payload": message},
+            task_id="protocol-1-receive",
+            queue="inbound",
+            connection=connection,
+        )
+        old.send_task("workers.backups.ping", task_id="protocol-1-ping", queue="backups", connection=connection)
+    app.send_task("workers.inbound.ping").get(timeout=30)  # consumed after the refused one: FIFO per lane
+    app.send_task("workers.backups.ping").get(timeout=30)
+
+    redis_client = redis.Redis.from_url(clean_redis)
+    wait_until(lambda: redis_client.llen(SPOOL_KEY) >= 2, 10, "both refusals parked")
+    app.send_task("workers.health.file_dead_letter_spool")
+    wait_until(lambda: db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] >= 2, 30, "refusals filed")
+    rows = db.execute("SELECT task_id, source, error_type, reason FROM dead_letters ORDER BY task_id").fetchall()
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        ("protocol-1-ping", "broker.refused", "UnsupportedProtocol"),
+        ("protocol-1-receive", "broker.refused", "UnsupportedProtocol"),
+    ]
+    assert all(row[3].startswith(PROTOCOL_1_REFUSAL) for row in rows), rows  # the filer adds "(spooled at …)"
+    assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0, "the protocol 1 message never ran"
+    assert gateway.count() == 0
+    for worker_type in ("inbound", "backups"):
+        output = fleet[worker_type].output()
+        assert "Traceback" not in output, f"{worker_type} logged a traceback:\n{output}"
+        assert "KeyError" not in output
 
 
 def test_remote_control_the_fleet_does_not_use_is_gone(fleet: dict[str, FleetProcess]) -> None:

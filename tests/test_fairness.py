@@ -14,8 +14,9 @@ import redis
 from ops.standins.gateway import gateway_stand_in
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.health.checks import queue_depths
+from shared.inbound import lanes as lanes_module
+from shared.inbound.lanes import DRAIN_TASK, INTAKE, READY, RING, Lanes, lane_of
 from shared.inbound.lanes import RECEIVE_TASK as RECEIVE
-from shared.inbound.lanes import lane_of
 from tests.support.chats import assert_each_chat_answered_once_in_order
 from tests.support.processes import running_worker, wait_until
 from tests.support.raw_broker import envelope
@@ -54,7 +55,7 @@ def test_a_quiet_salon_is_answered_within_a_second_while_another_floods(
                 [d for d in gateway.deliveries if d.phone in FLOOD_CHATS and d.at < asked_at + waited]
             )
             wait_until(lambda: gateway.count() == FLOOD + 1, 240, "every flood message answered")
-            wait_until(lambda: db.execute("SELECT bool_and(status = 'sent') FROM outbox").fetchone()[0], 60, "sent")
+            wait_until(lambda: db.execute("SELECT bool_and(status = 'done') FROM outbox").fetchone()[0], 60, "sent")
     print(f"\nquiet salon answered in {waited * 1000:.0f} ms, behind {answered_before} of {FLOOD} flood messages")
     assert waited < BOUND_SECONDS, f"the quiet salon waited {waited:.2f} s behind the flood"
     assert answered_before < FLOOD / 2, "the quiet message did not wait for the flood to drain"
@@ -83,3 +84,48 @@ def test_a_quiet_salon_is_answered_within_a_second_while_another_floods(
 def test_every_queued_message_gets_a_lane_whatever_it_holds(raw: bytes | str, lane: str) -> None:
     """The router reads each message's salon; nothing a producer sends can stop it (the workers judge it)."""
     assert lane_of(raw) == lane
+
+
+def _queued(company: int, n: int) -> str:
+    return json.dumps(envelope(DRAIN_TASK, args=[company, f"+7911{n:07d}"], queue="inbound", task_id=f"{company}-{n}"))
+
+
+def _ready_order(client: redis.Redis) -> list[str]:
+    return [json.loads(raw)["headers"]["id"] for raw in reversed(client.lrange(READY, 0, -1))]
+
+
+def test_the_lanes_deal_one_message_of_each_salon_in_turn_keeping_each_salons_order(clean_redis: str) -> None:
+    client = redis.Redis.from_url(clean_redis)
+    for n in range(3):
+        client.lpush(INTAKE, _queued(1, n))
+    client.lpush(INTAKE, _queued(2, 0), _queued(3, 0))
+    steps = Lanes(client)
+    assert steps.route("fleet:inflight:inbound:router-test", 500) == 5
+    assert client.llen("fleet:inflight:inbound:router-test") == 0
+    assert steps.dispatch(4) == (4, 1)
+    assert _ready_order(client) == ["1-0", "2-0", "3-0", "1-1"]
+    client.delete(READY)
+    assert steps.dispatch(4) == (1, 0)
+    assert _ready_order(client) == ["1-2"]
+    assert client.llen(RING) == 0
+
+
+def test_a_lane_another_router_added_meanwhile_takes_its_turn(clean_redis: str) -> None:
+    """The dispatch step is given the lanes it may reach; one it was not given ends the step, keeps its turn,
+    and is named in the step run at once after it."""
+    client = redis.Redis.from_url(clean_redis)
+    routing, dealing = Lanes(client), Lanes(client)
+    client.lpush(INTAKE, _queued(1, 0), _queued(1, 1))
+    routing.route("fleet:inflight:inbound:router-a", 500)
+    assert dealing.dispatch(1) == (1, 1)  # the dealing router now knows lane 1 only
+    client.delete(READY)
+    client.lpush(INTAKE, _queued(2, 0))
+    routing.route("fleet:inflight:inbound:router-a", 500)
+    assert dealing.dispatch(4) == (2, 0)
+    assert _ready_order(client) == ["1-1", "2-0"]
+
+
+def test_no_lua_step_builds_a_key_name() -> None:
+    """Every key a script touches comes from KEYS (Redis Cluster routes by them); none is concatenated in Lua."""
+    scripts = [lanes_module.TAKE, lanes_module.PLACE, lanes_module.DISPATCH]
+    assert all(".." not in script for script in scripts)

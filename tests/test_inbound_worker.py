@@ -13,17 +13,21 @@ import pytest
 import redis
 
 from ops.standins.gateway import GatewayStandIn
+from shared.core.kombu_contract import ALIVE, INFLIGHT_KEYS, inflight_key, queue_key
+from shared.core.topology import Queue
+from shared.inbound.lanes import RING
 from shared.inbound.payload import TASK_NAME
 from tests.support.chats import assert_each_chat_answered_once_in_order
 from tests.support.payloads import inbound_payload
-from tests.support.processes import running_worker, wait_until
+from tests.support.processes import running_worker, wait_for_idle, wait_until
 from tests.support.raw_broker import envelope
 from tests.support.seed import COMPANY
 from workers.app import app
-from workers.broker import ALIVE, INFLIGHT_KEYS, inflight_key
 from workers.producer import enqueue_message
 
 pytestmark = pytest.mark.slow
+# Where inbound messages can wait: the intake, the salons' lanes (the ring names those with a backlog), ready.
+INBOUND_LISTS = (queue_key(Queue.INBOUND), RING, queue_key(Queue.INBOUND_READY))
 
 
 def test_a_message_is_answered_end_to_end(inbound_env: dict, gateway: GatewayStandIn, tmp_path: Path) -> None:
@@ -41,11 +45,11 @@ def test_the_same_message_delivered_twice_is_answered_once(
     inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
 ) -> None:
     message = inbound_payload("Привет")
-    with running_worker("inbound", inbound_env, tmp_path, concurrency=2):
+    with running_worker("inbound", inbound_env, tmp_path, concurrency=2) as worker:
         enqueue_message(message)
         enqueue_message(message)
         wait_until(lambda: gateway.count() == 1, 30, "the reply")
-        time.sleep(1.5)  # room for a second, wrong reply to show up
+        wait_for_idle([worker], inbound_env["REDIS_URL"], INBOUND_LISTS, at_least=2)  # both copies handled
     assert gateway.count() == 1
     assert gateway.repeats == 0
     assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 1
@@ -67,7 +71,7 @@ def test_twenty_messages_in_one_chat_are_answered_in_order_by_two_processes(
             60,
             "all 20 answered",
         )
-        wait_until(lambda: db.execute("SELECT bool_and(status = 'sent') FROM outbox").fetchone()[0], 30, "sent")
+        wait_until(lambda: db.execute("SELECT bool_and(status = 'done') FROM outbox").fetchone()[0], 30, "sent")
     sent_order = [row[0] for row in db.execute("SELECT id FROM messages ORDER BY sent_at").fetchall()]
     outbox = db.execute("SELECT idempotency_key, message_ids FROM outbox ORDER BY id").fetchall()
     answered_order = [message_id for _, ids in outbox for message_id in ids]
@@ -93,7 +97,7 @@ def test_without_a_burst_window_messages_racing_in_three_chats_are_answered_once
             60,
             "all 45 answered",
         )
-        wait_until(lambda: db.execute("SELECT bool_and(status = 'sent') FROM outbox").fetchone()[0], 30, "sent")
+        wait_until(lambda: db.execute("SELECT bool_and(status = 'done') FROM outbox").fetchone()[0], 30, "sent")
     assert_each_chat_answered_once_in_order(db, gateway, chats)
 
 
@@ -104,18 +108,18 @@ def test_without_a_burst_window_a_gateway_outage_is_retried_until_the_reply_is_d
     with running_worker("inbound", {**inbound_env, "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0"}, tmp_path):
         enqueue_message(inbound_payload("Привет"))
         wait_until(lambda: gateway.count() == 1, 60, "the reply after the outage")
-    assert db.execute("SELECT status, attempts FROM outbox").fetchone() == ("sent", 4)
+    assert db.execute("SELECT status, attempts FROM outbox").fetchone() == ("done", 4)
 
 
 def test_a_burst_is_answered_once(
     inbound_env: dict, gateway: GatewayStandIn, db: psycopg.Connection, tmp_path: Path
 ) -> None:
     env = {**inbound_env, "FLEET_INBOUND__BURST_WINDOW_SECONDS": "1.5"}
-    with running_worker("inbound", env, tmp_path, concurrency=2):
+    with running_worker("inbound", env, tmp_path, concurrency=2) as worker:
         for text in ("Здравствуйте", "1", "5", "меню", "2"):
             enqueue_message(inbound_payload(text))
         wait_until(lambda: gateway.count() == 1, 30, "one merged reply")
-        time.sleep(2)
+        wait_for_idle([worker], env["REDIS_URL"], INBOUND_LISTS, at_least=5)  # every message's tasks ended
     assert gateway.count() == 1
     body = gateway.deliveries[0].message
     assert body.index("Наши услуги") < body.index("Наши мастера") < body.index("Выберите услугу")
@@ -169,7 +173,7 @@ def test_a_worker_killed_mid_message_answers_it_exactly_once_after_restart(
         time.sleep(0.3)
         os.kill(int(marker.read_text()), signal.SIGKILL)  # the child dies inside the answering transaction
         wait_until(lambda: gateway.count() == 1, 60, f"the reply after the restart\n{worker.output()}")
-        time.sleep(1.5)
+        wait_for_idle([worker], env["REDIS_URL"], INBOUND_LISTS, at_least=2)  # the lost run and the redelivery
     assert gateway.count() == 1
     assert gateway.repeats == 0
     assert db.execute("SELECT status, attempts FROM messages").fetchone() == ("answered", 2)
@@ -183,7 +187,7 @@ def test_a_gateway_outage_is_retried_until_the_reply_is_delivered(
     with running_worker("inbound", inbound_env, tmp_path, concurrency=1):
         enqueue_message(inbound_payload("Привет"))
         wait_until(lambda: gateway.count() == 1, 60, "the reply after the outage")
-    assert db.execute("SELECT status, attempts FROM outbox").fetchone() == ("sent", 4)
+    assert db.execute("SELECT status, attempts FROM outbox").fetchone() == ("done", 4)
 
 
 # ---- a main process killed between popping a message and recording it loses nothing --------------------

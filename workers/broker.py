@@ -1,72 +1,75 @@
-"""The worker's side of the broker: a message it cannot decode or must not run is kept, never fatal.
+"""The worker's side of the broker: a message it cannot decode or must not run is kept, never fatal, and a
+message taken from a queue is never lost between the pop and its record.
 
 Kombu's Redis transport decodes each popped message in the worker's event loop; a value that is not JSON,
 or JSON that is not a kombu envelope, raises there and ends the whole worker with "Unrecoverable error"
-(celery issue 4308). The channel below decodes each message itself first and parks what fails in the
+(celery issue 4308). The channel below reads each entry itself first and parks what fails in the
 dead-letter spool (`shared.data.dead_letters.SPOOL_KEY`) with the reason, then goes on consuming.
 
+Kombu pops with BRPOP and only then records the message in its unacked hash: a main process killed between
+the two (SIGKILL, the OOM killer) loses the message. The channel waits instead with a blocking peek
+(`BLMOVE queue queue RIGHT RIGHT` moves nothing) and then, in one Lua step, takes the entry it read and writes
+kombu's own unacked record of it (the hash and the index the visibility-timeout restore scans). A message
+taken from a queue is therefore always in kombu's unacked hash until it is acknowledged: kombu's restore is
+its one recovery path (docs/decisions/0001-broker-recovery.md); kombu's own `QoS.append` then writes the same
+record again. An entry that cannot be delivered leaves the queue for the spool in one step the same way.
+
 The consumer then refuses, and keeps, every decoded message it must not run: a task of another worker type or
-one of Celery's canvas built-ins (`task_allowed`), an ETA further ahead than the queue's visibility timeout
-(Redis would deliver it again while it waits), and messages Celery itself cannot read or has no task for.
+one of Celery's canvas built-ins (`task_allowed`), a message in Celery's protocol 1, an ETA further ahead than
+the queue's visibility timeout (Redis would deliver it again while it waits), and messages Celery itself
+cannot read or has no task for.
 
-Kombu pops with BRPOP and only then records the message as unacked: a main process killed between the two
-(SIGKILL, the OOM killer) loses the message. The channel pops instead with one atomic BLMOVE into an in-flight
-list of its own (`fleet:inflight:<queue>:<consumer>`), and removes the entry once kombu has recorded it. A
-consumer keeps an "alive" key fresh; any consumer requeues the in-flight entries of one whose key expired.
-A message can then be delivered twice (never lost): every task is idempotent.
-
-Both classes reach into kombu and Celery internals (`_brpop_read`, `_get`, `_callbacks`, the consumer's
-`on_*` hooks); the versions they were written against are pinned in pyproject.toml and the broker tests
-exercise every path.
+Both classes reach into kombu and Celery internals (`_brpop_start`, `_brpop_read`, `_get`, `_callbacks`,
+`_deliver`, the consumer's `on_*` hooks); `shared/core/kombu_contract.py` holds what they assume about the
+envelope and the keys, and `tests/test_kombu_contract.py` checks all of it against the installed versions.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-import os
-import socket
 import time
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery.worker.consumer import Consumer
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport import redis as kombu_redis
-from kombu.utils.json import loads
 
+from shared.core.kombu_contract import (
+    PROTOCOL_1_REFUSAL,
+    Envelope,
+    celery_protocol,
+    protocol_1_task_id,
+    queue_key,
+)
 from shared.core.settings import get_settings
 from shared.core.topology import hide_private_arguments, published_to
-from shared.data.dead_letters import dead_letter_row, spool
+from shared.data.dead_letters import SPOOL_KEY, dead_letter_row, spool
 
 log = logging.getLogger(__name__)
 
 RawDeliver = Callable[[dict[str, Any]], Any]
 KEPT_END = 50_000  # bytes kept from each end of an oversized queue entry
-INFLIGHT = "fleet:inflight:"
-ALIVE = "fleet:inflight-alive:"
-INFLIGHT_KEYS = "fleet:inflight-keys"  # every consumer's in-flight list, so no one scans the keyspace
 
+# Take the entry at the consuming end of a queue if it is still the one the consumer peeked, and record it
+# as unacknowledged the way kombu's QoS.append does, in one step. 0: another consumer took it first.
+CLAIM = """
+if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then return 0 end
+redis.call('RPOP', KEYS[1])
+redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+return 1
+"""
 
-def inflight_key(queue: str, consumer: str) -> str:
-    return f"{INFLIGHT}{queue}:{consumer}"
-
-
-def requeue_orphans(client: Any, own_consumer: str | None = None) -> int:
-    """Move the in-flight entries of consumers presumed dead back to the consuming end of their queue."""
-    moved = 0
-    for raw_key in client.smembers(INFLIGHT_KEYS):
-        key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
-        queue, _, consumer = key.removeprefix(INFLIGHT).partition(":")
-        if consumer == own_consumer or client.exists(ALIVE + consumer):
-            continue
-        while client.lmove(key, queue, "RIGHT", "RIGHT") is not None:
-            moved += 1
-        client.srem(INFLIGHT_KEYS, key)
-    if moved:
-        log.warning("requeued %s messages popped by consumers that died before registering them", moved)
-    return moved
+# The same for an entry that cannot be delivered: it leaves the queue for the dead-letter spool in one step.
+PARK = """
+if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then return 0 end
+redis.call('RPOP', KEYS[1])
+redis.call('LPUSH', KEYS[2], ARGV[2])
+return 1
+"""
 
 
 def park(source: str, reason: str, payload: Any, *, error_type: str, task_id: Any = None) -> None:
@@ -78,42 +81,64 @@ def park(source: str, reason: str, payload: Any, *, error_type: str, task_id: An
         log.exception("could not park a refused broker message from %s", source)
 
 
-def _park_undecodable(queue: str, exc: Exception, raw: Any) -> None:
-    park(
-        f"broker.{published_to(queue)}",
-        f"undecodable broker message: {type(exc).__name__}: {str(exc)[:300]}",
-        {"queue": queue, "raw": raw},
-        error_type="UndecodableMessage",
-    )
+def _spool_entry(row: dict[str, Any]) -> str:
+    """A dead-letter row as `shared.data.dead_letters.spool` writes it (filed by `file_spooled`)."""
+    return json.dumps({**row, "spooled_at": datetime.now(UTC).isoformat()}, ensure_ascii=True)
+
+
+class Unreadable(NamedTuple):
+    """A queue entry kombu could not deliver: the dead letter it becomes."""
+
+    source: str
+    reason: str
+    payload: dict[str, Any]
+    error_type: str
+
+    def row(self) -> dict[str, Any]:
+        return dead_letter_row(self.source, self.reason, self.payload, error_type=self.error_type)
 
 
 class QuarantiningChannel(kombu_redis.Channel):
-    """A Redis channel that parks undecodable messages instead of raising into the event loop, and pops
-    through an in-flight list so that a killed consumer loses nothing."""
+    """A Redis channel that parks undecodable messages instead of raising into the event loop, and takes each
+    message from its queue together with kombu's unacked record of it, so a killed consumer loses nothing."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.consumer_id = f"{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
-        self._moving_from: str | None = None
-        self._alive_until = 0.0
-        self._next_orphan_scan = 0.0
-        self._registered: set[str] = set()
+        self._peeking: str | None = None  # the queue a blocking peek waits on
+        self._no_ack_queues: set[str] = set()
+        self._prechecked: dict[str, Any] | None = None
+        self._claim = self.client.register_script(CLAIM)
+        self._park = self.client.register_script(PARK)
 
-    def _stay_alive(self, target: str) -> None:
-        """Register the in-flight list about to be used; refresh this consumer's alive key (every third of its
-        lifetime) and now and then requeue orphans."""
-        ttl = get_settings().broker_inflight_ttl_seconds
-        now = time.monotonic()
-        if target in self._registered and now < self._alive_until - 2 * ttl / 3:
-            return
-        with self.conn_or_acquire() as client:
-            client.set(ALIVE + self.consumer_id, "1", px=int(ttl * 1000))
-            client.sadd(INFLIGHT_KEYS, target)
-            self._registered.add(target)
-            self._alive_until = now + ttl
-            if now >= self._next_orphan_scan:
-                self._next_orphan_scan = now + ttl / 2
-                requeue_orphans(client, self.consumer_id)
+    # ---- reading an entry -------------------------------------------------------------------------------------
+
+    def _read(self, raw: bytes, queue: str) -> dict[str, Any] | Unreadable:
+        """The envelope kombu can deliver, or why it cannot: built once as kombu's consumer will build it."""
+        source = f"broker.{published_to(queue)}"
+        limit = get_settings().broker_max_message_bytes
+        if len(raw) > limit:
+            # kombu writes the headers (task id and name) after the body: keep both ends of the entry.
+            return Unreadable(
+                source,
+                f"broker message of {len(raw)} bytes is over the {limit}-byte limit; not decoded",
+                {"queue": queue, "bytes": len(raw), "raw_head": raw[:KEPT_END], "raw_tail": raw[-KEPT_END:]},
+                "OversizedMessage",
+            )
+        try:
+            envelope = Envelope.parse(raw)
+        except Exception as exc:  # noqa: BLE001  (any decoding failure is this message's, not the worker's)
+            return _undecodable(queue, exc, raw)
+        return self._checked(envelope.fields, queue)
+
+    def _checked(self, fields: dict[str, Any], queue: str) -> dict[str, Any] | Unreadable:
+        try:
+            self.Message(fields, channel=self)  # whatever would fail in kombu's callback fails here
+            Envelope(fields).delivery()  # kombu's unacked record, and its restore, need all of it
+        except Exception as exc:  # noqa: BLE001  (a broken envelope is this message's fault, not the worker's)
+            return _undecodable(queue, exc, fields)
+        return fields
+
+    # ---- the blocking pop -------------------------------------------------------------------------------------
 
     def _brpop_start(self, timeout: float | None = None) -> None:
         timeout = self.brpop_timeout if timeout is None else timeout
@@ -121,72 +146,36 @@ class QuarantiningChannel(kombu_redis.Channel):
         if not queues:
             return
         keys = [self._q_for_pri(queue, priority) for priority in self.priority_steps for queue in queues]
-        if len(keys) != 1 or self.global_keyprefix:
-            self._moving_from = None  # several lists: kombu's own BRPOP keeps their order
+        if len(keys) != 1 or self.global_keyprefix or queues[0] in self._no_ack_queues:
+            # several lists (kombu's BRPOP keeps their order), or nothing kombu records: kombu's own pop
+            self._peeking = None
             super()._brpop_start(timeout)
             return
-        target = inflight_key(queues[0], self.consumer_id)
-        self._stay_alive(target)
-        self._moving_from = queues[0]
+        self._peeking = queues[0]
         self._in_poll = self.client.connection
-        self.client.connection.send_command("BLMOVE", keys[0], target, "RIGHT", "LEFT", timeout or 0)
-
-    def _decode(self, raw: bytes, queue: str) -> dict[str, Any] | None:
-        limit = get_settings().broker_max_message_bytes
-        if len(raw) > limit:
-            # kombu writes the headers (task id and name) after the body: keep both ends of the entry.
-            park(
-                f"broker.{published_to(queue)}",
-                f"broker message of {len(raw)} bytes is over the {limit}-byte limit; not decoded",
-                {"queue": queue, "bytes": len(raw), "raw_head": raw[:KEPT_END], "raw_tail": raw[-KEPT_END:]},
-                error_type="OversizedMessage",
-            )
-            return None
-        try:
-            return loads(raw.decode("utf-8"))
-        except Exception as exc:  # noqa: BLE001  (any decoding failure is this message's, not the worker's)
-            _park_undecodable(queue, exc, raw)
-            return None
-
-    def _checked(self, envelope: Any, queue: str) -> bool:
-        try:
-            self._check_envelope(envelope)
-        except Exception as exc:  # noqa: BLE001  (a broken envelope is this message's fault, not the worker's)
-            _park_undecodable(queue, exc, envelope)
-            return False
-        return True
-
-    def _check_envelope(self, envelope: Any) -> None:
-        """Build the kombu message once, as the consumer will: whatever would fail there fails here."""
-        if not isinstance(envelope, dict):
-            raise TypeError(f"a kombu envelope is a JSON object, not {type(envelope).__name__}")
-        message = self.Message(envelope, channel=self)
-        if not isinstance(message.delivery_tag, str):
-            raise TypeError("properties.delivery_tag is not a string")
-        delivery = envelope["properties"].get("delivery_info")
-        if not isinstance(delivery, dict) or not all(
-            isinstance(delivery.get(k), str) for k in ("exchange", "routing_key")
-        ):
-            # kombu's unacked index needs both to restore the message after a worker is lost
-            raise TypeError("properties.delivery_info needs exchange and routing_key strings")
+        self.client.connection.send_command("BLMOVE", keys[0], keys[0], "RIGHT", "RIGHT", timeout or 0)
 
     def _brpop_read(self, **options: Any) -> bool:
-        if self._moving_from is not None:
-            return self._blmove_read(self._moving_from, **options)
         try:
+            if self._peeking is not None:
+                raw = self._reply("BLMOVE", **options)
+                self._queue_cycle.rotate(self._peeking)
+                return self._take(self._peeking, raw)
             key, raw = self._reply("BRPOP", **options)
             queue = kombu_redis.bytes_to_str(key).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
-            envelope = self._decode(raw, queue)
-            if envelope is not None:
-                self.connection._deliver(envelope, queue)
+            read = self._read(raw, queue)
+            if isinstance(read, Unreadable):
+                park(read.source, read.reason, read.payload, error_type=read.error_type)
+            else:
+                self.connection._deliver(read, queue)
             return True
         finally:
             self._in_poll = None
 
     def _reply(self, command: str, **options: Any) -> Any:
-        """The blocking pop's answer; `Empty` when it timed out. A lost connection is dropped so the next poll
-        reconnects (an entry already moved in flight waits in its list)."""
+        """The blocking command's answer; `Empty` when it timed out. A lost connection is dropped so the next poll
+        reconnects (a peeked entry is still in its queue)."""
         try:
             reply = self.client.parse_response(self.client.connection, command, **options)
         except self.connection_errors:
@@ -196,44 +185,82 @@ class QuarantiningChannel(kombu_redis.Channel):
             raise kombu_redis.Empty()
         return reply
 
-    def _blmove_read(self, queue: str, **options: Any) -> bool:
-        target = inflight_key(queue, self.consumer_id)
+    def _take(self, queue: str, raw: bytes) -> bool:
+        """Take the peeked entry with its unacked record (or into the spool) and deliver it; `Empty` when another
+        consumer took it first."""
+        read = self._read(raw, queue)
+        with self.conn_or_acquire() as client:
+            if isinstance(read, Unreadable):
+                row = read.row()
+                if self._park(keys=[queue_key(queue), SPOOL_KEY], args=[raw, _spool_entry(row)], client=client):
+                    log.warning("dead letter from %s spooled: %s", row["source"], row["reason"][:300])
+                    return True
+                raise kombu_redis.Empty()
+            envelope = Envelope(read)
+            delivery = envelope.delivery()
+            record = envelope.unacked_record(delivery)
+            claim = [delivery.tag, record, time.time()]
+            keys = [queue_key(queue), self.unacked_key, self.unacked_index_key]
+            if not self._claim(keys=keys, args=[raw, *claim], client=client):
+                raise kombu_redis.Empty()
+        self._prechecked = read
         try:
-            raw = self._reply("BLMOVE", **options)
-            self._queue_cycle.rotate(queue)
-            envelope = self._decode(raw, queue)
-            try:
-                if envelope is not None:
-                    self.connection._deliver(envelope, queue)  # kombu records it as unacked here
-            except BaseException:
-                with self.conn_or_acquire() as client:  # not delivered: back to the front of its queue
-                    client.lmove(target, queue, "LEFT", "RIGHT")
-                raise
-            with self.conn_or_acquire() as client:
-                client.lrem(target, 1, raw)
-            return True
+            self.connection._deliver(read, queue)  # kombu's QoS.append writes the same record again
+        except BaseException:
+            self._give_back(delivery.tag)
+            raise
         finally:
-            self._in_poll = None
+            self._prechecked = None
+        return True
+
+    def _give_back(self, tag: str) -> None:
+        """Not delivered: kombu's own restore puts it back at the front of its queue now (or, should Redis be
+        away too, its visibility timeout does later)."""
+        try:
+            self.qos.restore_by_tag(tag)
+        except Exception:  # noqa: BLE001  (the unacked record stays: the visibility-timeout restore has it)
+            log.warning("could not give an undelivered message back; kombu restores it after the visibility timeout")
 
     def _get(self, queue: str) -> dict[str, Any]:
+        """`basic_get` (not the worker's consumer): kombu's RPOP, with undecodable entries parked."""
         with self.conn_or_acquire() as client:
             for priority in self.priority_steps:
                 while raw := client.rpop(self._q_for_pri(queue, priority)):
-                    envelope = self._decode(raw, queue)
-                    if envelope is not None and self._checked(envelope, queue):
-                        return envelope
+                    read = self._read(raw, queue)
+                    if not isinstance(read, Unreadable):
+                        return read
+                    park(read.source, read.reason, read.payload, error_type=read.error_type)
             raise kombu_redis.Empty()
 
-    def basic_consume(self, queue: str, *args: Any, **kwargs: Any) -> Any:
+    def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         """Every delivery (queue or broadcast) passes the envelope check before kombu builds its message."""
-        tag = super().basic_consume(queue, *args, **kwargs)
+        if no_ack:
+            self._no_ack_queues.add(queue)
+        else:
+            self._no_ack_queues.discard(queue)
+        tag = super().basic_consume(queue, no_ack, *args, **kwargs)
         deliver: RawDeliver = self.connection._callbacks[queue]
 
         def checked(envelope: dict[str, Any]) -> Any:
-            return deliver(envelope) if self._checked(envelope, queue) else None
+            if envelope is self._prechecked:
+                return deliver(envelope)
+            read = self._checked(envelope, queue)
+            if isinstance(read, Unreadable):
+                park(read.source, read.reason, read.payload, error_type=read.error_type)
+                return None
+            return deliver(envelope)
 
         self.connection._callbacks[queue] = checked
         return tag
+
+
+def _undecodable(queue: str, exc: Exception, raw: Any) -> Unreadable:
+    return Unreadable(
+        f"broker.{published_to(queue)}",
+        f"undecodable broker message: {type(exc).__name__}: {str(exc)[:300]}",
+        {"queue": queue, "raw": raw},
+        "UndecodableMessage",
+    )
 
 
 class QuarantiningTransport(kombu_redis.Transport):
@@ -254,11 +281,6 @@ def _message_record(message: Any, body: Any = None) -> dict[str, Any]:
         "content_encoding": getattr(message, "content_encoding", None),
         "body": body if body is not None else getattr(message, "body", None),
     }
-
-
-def _task_id(message: Any) -> Any:
-    headers = getattr(message, "headers", None)
-    return headers.get("id") if isinstance(headers, dict) else None
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -284,34 +306,59 @@ def _within_limits(timelimit: Any, conf: Any) -> bool:
     return True
 
 
+class Refusal(NamedTuple):
+    """Why this worker must not run a message, as its dead letter reads."""
+
+    error_type: str
+    reason: str
+    task_id: Any = None
+
+
 class GuardedConsumer(Consumer):
     """Celery's consumer, keeping every message it refuses and refusing what this worker must not run."""
 
-    def refusal(self, message: Any) -> tuple[str, str] | None:
-        """(error type, reason) when this worker must not run the message; None lets Celery go on."""
+    def refusal(self, message: Any) -> Refusal | None:
+        """Why this worker must not run the message; None lets Celery go on."""
         headers = message.headers
-        if not isinstance(headers, dict) or "task" not in headers:
-            return None  # Celery's own paths decide, and the hooks below keep what they refuse
+        if not isinstance(headers, dict):
+            return None  # Celery's own path: not a task message, kept by on_unknown_message below
+        if "task" not in headers:
+            return self._protocol_1(message)
         name = headers["task"]
+        task_id = headers.get("id")
         if not isinstance(name, str) or name not in self.app.tasks:
-            return "RefusedTask", f"task {str(name)[:200]!r} is not accepted by this worker type"
-        if not isinstance(headers.get("id"), str):
-            return "InvalidTaskMessage", "the task id header is missing or not a string"
+            return Refusal("RefusedTask", f"task {str(name)[:200]!r} is not accepted by this worker type", task_id)
+        if not isinstance(task_id, str):
+            return Refusal("InvalidTaskMessage", "the task id header is missing or not a string", task_id)
         now = datetime.now(UTC)
         for header in ("eta", "expires"):
             if headers.get(header) is not None and _parse_time(headers[header]) is None:
-                return "InvalidTaskMessage", f"the {header} header is not an ISO 8601 time"
+                return Refusal("InvalidTaskMessage", f"the {header} header is not an ISO 8601 time", task_id)
         timelimit = headers.get("timelimit")
         if timelimit is not None and not _within_limits(timelimit, self.app.conf):
-            return "RefusedTask", "the timelimit header asks for more than this worker type's time limits"
+            reason = "the timelimit header asks for more than this worker type's time limits"
+            return Refusal("RefusedTask", reason, task_id)
         eta = _parse_time(headers.get("eta"))
         limit = self.app.conf.broker_transport_options.get("visibility_timeout", 3600)
         if eta is not None and (eta - now).total_seconds() > limit:
-            return "RefusedTask", f"eta {eta.isoformat()} is more than the visibility timeout ({limit} s) ahead"
+            reason = f"eta {eta.isoformat()} is more than the visibility timeout ({limit} s) ahead"
+            return Refusal("RefusedTask", reason, task_id)
         expires = _parse_time(headers.get("expires"))
         if expires is not None and expires < now and getattr(self.app.tasks[name], "dead_letter_on_failure", False):
-            return "Expired", f"expired at {expires.isoformat()} before it was received"
+            return Refusal("Expired", f"expired at {expires.isoformat()} before it was received", task_id)
         return None
+
+    @staticmethod
+    def _protocol_1(message: Any) -> Refusal | None:
+        """No task header: Celery would read the task from the body (protocol 1) and run it. Refused by name;
+        anything else goes Celery's own way (kept by on_decode_error or on_unknown_message below)."""
+        try:
+            body = message.decode()
+        except Exception:  # noqa: BLE001  (Celery's own decoding fails the same way, and on_decode_error keeps it)
+            return None
+        if celery_protocol(message.headers, body) != 1:
+            return None
+        return Refusal("UnsupportedProtocol", PROTOCOL_1_REFUSAL, protocol_1_task_id(body))
 
     def create_task_handler(self, *args: Any, **kwargs: Any) -> Callable[[Any], Any]:
         handle = super().create_task_handler(*args, **kwargs)
@@ -320,17 +367,19 @@ class GuardedConsumer(Consumer):
             try:
                 refused = self.refusal(message)
                 if refused is None:
-                    # Producers in other languages set their own reprs (or none, and Celery would repr the args).
-                    hide_private_arguments(message.headers, message.headers["task"])
-                    # The task decides whether its result is kept: Celery's send_task marks every message
-                    # "ignore_result: false", which stored each inbound message's result in Redis for an hour.
-                    message.headers["ignore_result"] = self.app.tasks[message.headers["task"]].ignore_result
+                    name = message.headers.get("task") if isinstance(message.headers, dict) else None
+                    if name is not None:  # accepted by refusal(): a task of this worker type
+                        # Producers in other languages set their own reprs (or none, and Celery would repr the args).
+                        hide_private_arguments(message.headers, name)
+                        # The task decides whether its result is kept: Celery's send_task marks every message
+                        # "ignore_result: false", which stored each inbound message's result in Redis for an hour.
+                        message.headers["ignore_result"] = self.app.tasks[name].ignore_result
                     return handle(message)
             except Exception as exc:  # one message's fault must not end the event loop
                 log.exception("a task message could not be handled")
-                refused = "InvalidTaskMessage", f"message could not be handled: {type(exc).__name__}: {str(exc)[:300]}"
-            error_type, reason = refused
-            self._keep("broker.refused", reason, message, None, error_type)
+                reason = f"message could not be handled: {type(exc).__name__}: {str(exc)[:300]}"
+                refused = Refusal("InvalidTaskMessage", reason)
+            self._keep("broker.refused", refused.reason, message, None, refused.error_type, refused.task_id)
             try:
                 message.reject_log_error(log, self.connection_errors)
             except Exception:  # noqa: BLE001  (already acknowledged or rejected by the failed handler)
@@ -339,8 +388,11 @@ class GuardedConsumer(Consumer):
 
         return guarded
 
-    def _keep(self, source: str, reason: str, message: Any, body: Any, error_type: str) -> None:
-        park(source, reason, _message_record(message, body), error_type=error_type, task_id=_task_id(message))
+    def _keep(self, source: str, reason: str, message: Any, body: Any, error_type: str, task_id: Any = None) -> None:
+        if task_id is None:
+            headers = getattr(message, "headers", None)
+            task_id = headers.get("id") if isinstance(headers, dict) else None
+        park(source, reason, _message_record(message, body), error_type=error_type, task_id=task_id)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         reason = f"message body cannot be decoded: {type(exc).__name__}: {str(exc)[:300]}"

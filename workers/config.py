@@ -7,6 +7,7 @@ from typing import Any
 from kombu import Queue as KombuQueue
 
 from beat_schedule import build_beat_schedule
+from shared.core.kombu_contract import unacked_keys
 from shared.core.settings import Settings, WorkerType
 from shared.core.topology import QUEUE_OF_WORKER, Queue, route_task
 
@@ -26,15 +27,16 @@ def transport_options(settings: Settings, worker_type: WorkerType | None) -> dic
     else:
         timeout = settings.workers.of(worker_type).visibility_timeout
         suffix = QUEUE_OF_WORKER[worker_type].value
+    unacked = unacked_keys(suffix)
     return {
         "visibility_timeout": timeout,
-        "unacked_key": f"unacked:{suffix}",
-        "unacked_index_key": f"unacked_index:{suffix}",
-        "unacked_mutex_key": f"unacked_mutex:{suffix}",
+        "unacked_key": unacked.hash,
+        "unacked_index_key": unacked.index,
+        "unacked_mutex_key": unacked.mutex,
         # The restore mutex is held for milliseconds; if its holder dies, do not block recovery for 5 minutes.
         "unacked_mutex_expire": 60,
-        # One list per queue (no priority lists): a worker then pops with one atomic BLMOVE into its own
-        # in-flight list (workers/broker.py), so a main process killed mid-delivery loses nothing.
+        # One list per queue (no priority lists): a worker then takes a message and writes kombu's unacked record
+        # of it in one Lua step (workers/broker.py), so a main process killed mid-delivery loses nothing.
         "priority_steps": [0],
         "socket_keepalive": True,
         "health_check_interval": 25,

@@ -3,7 +3,9 @@ workers' ready list filled in turns (shared/inbound/lanes.py says why and how).
 
 Every inbound worker runs one; they share the dealing (atomic Lua steps) and take turns at routing, so only
 one routes at a time (a Redis lease): a single router keeps each salon's messages in the order they came.
-A Redis error pauses the router for a second and never stops the worker.
+What a router took from the intake waits in its own in-flight list until it is placed in the lanes; every
+router keeps an alive key fresh and returns the in-flight lists of routers whose key expired to their queue
+(the orphan scan). A Redis error pauses the router for a second and never stops the worker.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import socket
 import threading
 import time
 import uuid
+from typing import Any
 
 import redis
 
+from shared.core.kombu_contract import ALIVE, INFLIGHT_KEYS, inflight_key, inflight_owner, queue_key
 from shared.core.settings import Settings
 from shared.inbound.lanes import INTAKE, Lanes
-from workers.broker import ALIVE, INFLIGHT_KEYS, inflight_key
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +33,24 @@ IDLE_BLOCK_SECONDS = 0.5  # nothing anywhere: the routing router blocks on the i
 FOLLOWER_POLL_SECONDS = 0.02  # a router that is not routing only deals out
 
 
+def requeue_orphans(client: Any, own: str | None = None) -> int:
+    """Move the in-flight entries of owners presumed dead (no alive key) back to the consuming end of their
+    queue, oldest first. Lists left by consumers of an earlier fleet version, which popped through them, are
+    returned the same way."""
+    moved = 0
+    for raw_key in client.smembers(INFLIGHT_KEYS):
+        key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+        queue, owner = inflight_owner(key)
+        if owner == own or client.exists(ALIVE + owner):
+            continue
+        while client.lmove(key, queue_key(queue), "RIGHT", "RIGHT") is not None:
+            moved += 1
+        client.srem(INFLIGHT_KEYS, key)
+    if moved:
+        log.warning("requeued %s messages taken by routers that died before placing them", moved)
+    return moved
+
+
 class Router(threading.Thread):
     def __init__(self, settings: Settings) -> None:
         super().__init__(name="fleet-lanes-router", daemon=True)
@@ -38,19 +59,23 @@ class Router(threading.Thread):
         self.client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
         self.lanes = Lanes(self.client)
         self.ttl_ms = int(settings.broker_inflight_ttl_seconds * 1000)
+        self.orphan_scan_seconds = settings.broker_inflight_ttl_seconds / 2
         self.depth = settings.inbound.ready_depth
         self.batch = settings.inbound.route_batch
         self.stopping = threading.Event()
 
     def run(self) -> None:
         log.info("lanes router %s started (ready depth %s)", self.id, self.depth)
-        leading, renew_at = False, 0.0
+        leading, renew_at, scan_at = False, 0.0, 0.0
         while not self.stopping.is_set():
             try:
                 if time.monotonic() >= renew_at:  # stay alive (the orphan scan leaves our list be), hold the lease
                     self.client.set(ALIVE + self.id, "1", px=self.ttl_ms)
                     self.client.sadd(INFLIGHT_KEYS, self.inflight)
                     leading, renew_at = self._leading(), time.monotonic() + HOUSEKEEPING_SECONDS
+                if time.monotonic() >= scan_at:
+                    requeue_orphans(self.client, self.id)
+                    scan_at = time.monotonic() + self.orphan_scan_seconds
                 routed = self.lanes.route(self.inflight, self.batch) if leading else 0
                 moved, backlog = self.lanes.dispatch(self.depth)
                 if not routed and not moved:

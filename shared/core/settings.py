@@ -401,7 +401,7 @@ class Settings(BaseSettings):
     broker_inflight_ttl_seconds: float = Field(
         default=30.0,
         ge=1,
-        description="a consumer silent this long is presumed dead; what it popped and had not registered is requeued",
+        description="a lanes router silent this long is presumed dead; what it took and had not placed is requeued",
     )
     heartbeat_seconds: float = Field(default=60.0, gt=0, description="how often beat sends the heartbeat")
     slow_query_ms: float = Field(default=1000.0, gt=0, description="statements slower than this are logged")

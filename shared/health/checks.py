@@ -12,6 +12,7 @@ from celery.schedules import crontab
 
 from shared.core import replica
 from shared.core.budget import connection_budget, connections_by_role
+from shared.core.kombu_contract import unacked_keys
 from shared.core.settings import Settings
 from shared.core.topology import QUEUE_OF_WORKER, Queue
 from shared.data import dead_letters
@@ -151,7 +152,7 @@ def queue_depths(client: redis.Redis) -> dict[str, dict[str, int]]:
         waiting = sum(client.llen(queue.value + suffix) for suffix in PRIORITY_SUFFIXES)
         depths[queue.value] = {
             "waiting": int(waiting),
-            "unacked": int(client.hlen(f"unacked:{queue.value}")),
+            "unacked": int(client.hlen(unacked_keys(queue.value).hash)),
             "worker_type": worker_type.value,
         }
     # Inbound work waits in the intake, in the salons' lanes, or dealt out in the ready list.
