@@ -259,3 +259,13 @@ def test_the_periodic_jobs_table_names_every_beat_entry() -> None:
     jobs = build_beat_schedule(load_settings())
     assert len(jobs) > 10
     assert sorted(job for job in jobs if not any(pattern.match(job) for pattern in patterns)) == []
+
+
+def test_no_test_module_imports_another() -> None:
+    """A test module is a list of checks, not a library: what two modules share lives in tests/support/ or
+    tests/conftest.py, so running or deleting one module never changes another."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(name for name in _imports(path) if name.startswith("tests.test_"))
+        for path in [*(ROOT / "tests").rglob("*.py"), *(ROOT / "bench").rglob("*.py"), *(ROOT / "ops").rglob("*.py")]
+    }
+    assert {path: names for path, names in offenders.items() if names} == {}
