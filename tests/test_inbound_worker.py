@@ -13,21 +13,17 @@ import pytest
 import redis
 
 from ops.standins.gateway import GatewayStandIn
-from shared.core.kombu_contract import ALIVE, INFLIGHT_KEYS, inflight_key, queue_key
-from shared.core.topology import Queue
-from shared.inbound.lanes import RING
+from shared.core.kombu_contract import ALIVE, INFLIGHT_KEYS, inflight_key
 from shared.inbound.payload import TASK_NAME
 from tests.support.chats import assert_each_chat_answered_once_in_order
 from tests.support.payloads import inbound_payload
-from tests.support.processes import running_worker, wait_for_idle, wait_until
+from tests.support.processes import INBOUND_LISTS, running_worker, wait_for_idle, wait_until
 from tests.support.raw_broker import envelope
 from tests.support.seed import COMPANY
 from workers.app import app
 from workers.producer import enqueue_message
 
 pytestmark = pytest.mark.slow
-# Where inbound messages can wait: the intake, the salons' lanes (the ring names those with a backlog), ready.
-INBOUND_LISTS = (queue_key(Queue.INBOUND), RING, queue_key(Queue.INBOUND_READY))
 
 
 def test_a_message_is_answered_end_to_end(inbound_env: dict, gateway: GatewayStandIn, tmp_path: Path) -> None:

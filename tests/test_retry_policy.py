@@ -9,7 +9,6 @@ import base64
 import importlib
 import inspect
 import json
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -32,7 +31,7 @@ from shared.yclients.client import YClientsError
 from tests.support.conversation import CHAT, message
 from tests.support.failing_assistant import POISON
 from tests.support.payloads import inbound_payload
-from tests.support.processes import running_worker, wait_until
+from tests.support.processes import INBOUND_LISTS, running_worker, wait_for_idle, wait_until
 from tests.support.seed import COMPANY
 from workers.app import app
 from workers.inbound import drain_chat_task
@@ -180,11 +179,12 @@ def test_a_reply_is_tried_exactly_as_often_as_its_row_allows_then_given_up(
     cap, refusals = 16, 1000
     gateway.fail_next(refusals)
     env = {**inbound_env, "FLEET_GATEWAY__MAX_ATTEMPTS": str(cap), "FLEET_GATEWAY__RETRY_BASE_SECONDS": "0.0001"}
-    with running_worker("inbound", env, tmp_path):
+    with running_worker("inbound", env, tmp_path) as worker:
         enqueue_message(inbound_payload("Привет"))
         wait_until(lambda: db.execute("SELECT status FROM outbox").fetchone() == ("failed",), 60, "the reply given up")
         wait_until(lambda: db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] > 0, 10, "its dead letter")
-        time.sleep(1.5)  # room for a try the row did not ask for
+        # Every task the worker received has ended and nothing waits: a try the row did not ask for would show.
+        wait_for_idle([worker], env["REDIS_URL"], INBOUND_LISTS, at_least=cap)
     assert db.execute("SELECT attempts FROM outbox").fetchone()[0] == cap
     assert refusals - gateway.failures_left == cap, "one request to the gateway per counted attempt"
     sources = [row[0] for row in db.execute("SELECT source FROM dead_letters")]

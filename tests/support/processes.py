@@ -14,8 +14,12 @@ from pathlib import Path
 import redis
 
 from ops.harness.processes import ROOT, FleetProcess, wait_until, worker_is_ready
+from shared.core.kombu_contract import queue_key
+from shared.core.topology import Queue
+from shared.inbound.lanes import RING
 
 __all__ = [
+    "INBOUND_LISTS",
     "ROOT",
     "FleetProcess",
     "Supervised",
@@ -26,6 +30,9 @@ __all__ = [
     "wait_until",
     "worker_is_ready",
 ]
+
+# Where inbound messages can wait: the intake, the salons' lanes (the ring names those with a backlog), ready.
+INBOUND_LISTS = (queue_key(Queue.INBOUND), RING, queue_key(Queue.INBOUND_READY))
 
 # Celery's own log lines for a task's life in a worker: "Task name[id] received", then one of the endings.
 _TASK_EVENT = re.compile(r"Task ([\w.]+)\[([0-9a-f-]+)\] (received|succeeded|retry|raised|failed|rejected|revoked)")
