@@ -7,6 +7,7 @@ import copy
 import json
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -386,6 +387,20 @@ def test_another_process_waits_out_the_pause(stand_in: YClientsStandIn, clean_re
     one.pause(1.0)
     assert 0.5 < other.paused_for() <= 1.0
     assert other.acquire() >= 0.5
+
+
+def test_requests_of_every_process_are_spaced_never_sent_a_second_at_a_time(clean_redis: str) -> None:
+    """Five a second allowed: eight requests from two processes leave a quarter of a second apart (1.75 s from
+    the first to the last), where a window of a second would send four at once and four more a second later,
+    and any delay of the first four on their way would put more than five into one second at the API."""
+    limiters = [FleetRateLimiter(clean_redis, 5, 1000), FleetRateLimiter(clean_redis, 5, 1000)]
+    started = time.monotonic()
+    threads = [threading.Thread(target=lambda lim=limiter: [lim.acquire() for _ in range(4)]) for limiter in limiters]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert time.monotonic() - started >= 1.75
 
 
 def test_an_html_page_is_retried_and_a_lasting_one_fails_the_run_naming_it(
