@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
 import psycopg
@@ -12,13 +11,12 @@ import pytest
 import redis
 from celery import Celery
 
-from ops.standins.gateway import GatewayStandIn, gateway_stand_in
+from ops.standins.gateway import GatewayStandIn
 from shared.core.kombu_contract import PROTOCOL_1_REFUSAL
 from shared.data.dead_letters import SPOOL_KEY
 from tests.support.payloads import inbound_payload
-from tests.support.processes import FleetProcess, running_worker, wait_until
+from tests.support.processes import FleetProcess, running_workers, wait_until
 from tests.support.raw_broker import envelope, push
-from tests.support.seed import seed_salon
 from workers.app import app
 from workers.producer import enqueue_message
 
@@ -28,26 +26,10 @@ QUEUE_OF_TYPE = {"inbound": "inbound", "yclients": "yclients", "keys": "maintena
 
 
 @pytest.fixture
-def gateway() -> Iterator[GatewayStandIn]:
-    with gateway_stand_in() as stand_in:
-        yield stand_in
-
-
-@pytest.fixture
-def fleet(
-    db: psycopg.Connection, fleet_env: dict[str, str], gateway: GatewayStandIn, tmp_path: Path
-) -> Iterator[dict[str, FleetProcess]]:
-    from shared.core.pool import close_process_pool, open_process_pool
-
-    open_process_pool(role="test", max_size=2, wait=True)
-    seed_salon()
-    close_process_pool()
-    env = {**fleet_env, "FLEET_GATEWAY__SEND_URL": gateway.url, "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0.1"}
-    with ExitStack() as stack:
-        yield {
-            worker_type: stack.enter_context(running_worker(worker_type, env, tmp_path))
-            for worker_type in QUEUE_OF_TYPE
-        }
+def every_worker(inbound_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, FleetProcess]]:
+    """One worker of each type, started and stopped side by side, answering the seed salon."""
+    with running_workers(QUEUE_OF_TYPE, inbound_env, tmp_path) as workers:
+        yield workers
 
 
 def _undecodable(queue: str) -> dict[str, bytes | str | dict | list]:
@@ -66,7 +48,7 @@ def _undecodable(queue: str) -> dict[str, bytes | str | dict | list]:
 
 
 def test_every_worker_type_survives_undecodable_messages_and_keeps_them(
-    fleet: dict[str, FleetProcess], gateway: GatewayStandIn, db: psycopg.Connection, clean_redis: str
+    every_worker: dict[str, FleetProcess], gateway: GatewayStandIn, db: psycopg.Connection, clean_redis: str
 ) -> None:
     pushed = {}
     for worker_type, queue in QUEUE_OF_TYPE.items():
@@ -80,7 +62,7 @@ def test_every_worker_type_survives_undecodable_messages_and_keeps_them(
         module = "health" if worker_type == "keys" else worker_type
         answer = app.send_task(f"workers.{worker_type}.ping").get(timeout=30)
         assert answer["worker_type"] == worker_type, module
-    for worker_type, process in fleet.items():
+    for worker_type, process in every_worker.items():
         assert process.proc.poll() is None, f"{worker_type} worker died:\n{process.output()}"
         assert "Unrecoverable error" not in process.output()
 
@@ -100,11 +82,11 @@ def test_every_worker_type_survives_undecodable_messages_and_keeps_them(
         assert len(found) == 1, f"{worker_type}: {name} kept once"
         assert found[0][1].split(":")[0] in ("undecodable broker message", "message body cannot be decoded")
         assert found[0][2] == "UndecodableMessage"
-    assert fleet["keys"].proc.poll() is None
+    assert every_worker["keys"].proc.poll() is None
 
 
 def test_a_task_of_another_worker_type_is_refused_and_kept_never_run(
-    fleet: dict[str, FleetProcess], db: psycopg.Connection, clean_redis: str
+    every_worker: dict[str, FleetProcess], db: psycopg.Connection, clean_redis: str
 ) -> None:
     drill = envelope("workers.backups.drill", queue="inbound", task_id="drill-on-inbound")
     push(clean_redis, "inbound", drill)
@@ -124,7 +106,7 @@ def test_a_task_of_another_worker_type_is_refused_and_kept_never_run(
     assert "'celery.map' is not accepted" in refused["celery-map-on-inbound"]
     assert "'workers.yclients.sync_entity' is not accepted" in refused["sync-on-backups"]
     assert db.execute("SELECT count(*) FROM backups").fetchone()[0] == 0, "the drill never ran"
-    node = fleet["inbound"].node  # type: ignore[attr-defined]
+    node = every_worker["inbound"].node  # type: ignore[attr-defined]
     registered = app.control.inspect(destination=[node], timeout=2).registered()[node]
     assert sorted(registered) == [
         "workers.inbound.deliver_reply",
@@ -138,7 +120,7 @@ def test_a_task_of_another_worker_type_is_refused_and_kept_never_run(
 
 
 def test_a_message_in_celery_protocol_1_is_refused_by_name_and_kept_never_run(
-    fleet: dict[str, FleetProcess], gateway: GatewayStandIn, db: psycopg.Connection, clean_redis: str
+    every_worker: dict[str, FleetProcess], gateway: GatewayStandIn, db: psycopg.Connection, clean_redis: str
 ) -> None:
     """A client set to Celery's protocol 1 (celery-node can be) names the task in the body, not in the headers:
     refused with a reason that says so, kept, and no traceback in the worker's log."""
@@ -170,13 +152,13 @@ def test_a_message_in_celery_protocol_1_is_refused_by_name_and_kept_never_run(
     assert db.execute("SELECT count(*) FROM messages").fetchone()[0] == 0, "the protocol 1 message never ran"
     assert gateway.count() == 0
     for worker_type in ("inbound", "backups"):
-        output = fleet[worker_type].output()
+        output = every_worker[worker_type].output()
         assert "Traceback" not in output, f"{worker_type} logged a traceback:\n{output}"
         assert "KeyError" not in output
 
 
-def test_remote_control_the_fleet_does_not_use_is_gone(fleet: dict[str, FleetProcess]) -> None:
-    node = fleet["inbound"].node  # type: ignore[attr-defined]
+def test_remote_control_the_fleet_does_not_use_is_gone(every_worker: dict[str, FleetProcess]) -> None:
+    node = every_worker["inbound"].node  # type: ignore[attr-defined]
     replies = app.control.broadcast(
         "add_consumer", arguments={"queue": "backups"}, destination=[node], reply=True, timeout=2
     )
