@@ -39,6 +39,9 @@ def tasks_of(module: ModuleType) -> list[Task]:
 def test_every_registered_task_is_in_the_enum_and_every_member_is_registered() -> None:
     assert REGISTERED - set(TaskName) == set(), "a task registered under a name TaskName does not list"
     assert set(TaskName) - REGISTERED == set(), "a TaskName member no task module registers"
+    # Plain text, as the name travels in messages and as Flower and the logs show it (not an enum's repr).
+    assert {type(name) for name in REGISTERED} == {str}
+    assert {type(app.tasks[name].name) for name in REGISTERED} == {str}
 
 
 @pytest.mark.parametrize("module_name", TASK_MODULES)

@@ -23,7 +23,7 @@ ping = define_ping(TaskName.BACKUPS_PING)
 report_process = define_report(TaskName.BACKUPS_REPORT)
 
 
-@app.task(name=TaskName.BACKUP, bind=True)
+@app.task(name=TaskName.BACKUP.value, bind=True)
 def backup(self: Task) -> dict[str, Any]:
     """Back up, verify, copy off-site; prune only now that a new verified backup exists. Failures raise."""
     settings = get_settings()
@@ -33,7 +33,7 @@ def backup(self: Task) -> dict[str, Any]:
     return {"backup_id": result.id, "size_bytes": result.size_bytes, "pruned": pruned}
 
 
-@app.task(name=TaskName.RESTORE_DRILL, bind=True)
+@app.task(name=TaskName.RESTORE_DRILL.value, bind=True)
 def drill_task(self: Task) -> dict[str, Any]:
     """Restore the newest verified backup into a scratch database and compare; a failed drill raises."""
     settings = get_settings()

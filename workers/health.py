@@ -17,14 +17,14 @@ from shared.health.report import build_report, prune_history, redis_client, stor
 from workers.app import app
 
 
-@app.task(name=TaskName.HEARTBEAT, bind=True)
+@app.task(name=TaskName.HEARTBEAT.value, bind=True)
 def heartbeat(self: Task) -> str:
     """beat -> queue -> worker -> PostgreSQL; the stored time is what the health service watches."""
     checked_at = record_heartbeat(get_pool(), self.request.hostname or "unknown", get_settings().worker_type)
     return checked_at.isoformat()
 
 
-@app.task(name=TaskName.COLLECT_HEALTH)
+@app.task(name=TaskName.COLLECT_HEALTH.value)
 def collect() -> dict[str, Any]:
     """Build the health report, store each part with its time, alert once per change of status."""
     settings = get_settings()
@@ -35,14 +35,14 @@ def collect() -> dict[str, Any]:
     return {"status": report["status"], "changed": changed}
 
 
-@app.task(name=TaskName.DELIVER_ALERTS)
+@app.task(name=TaskName.DELIVER_ALERTS.value)
 def deliver_alerts() -> dict[str, int]:
     """Send the alerts waiting for the operators' Telegram chat (raised by any job, kept until sent)."""
     outcome = deliver_due()
     return {"sent": outcome.sent, "retried": outcome.retried, "given_up": outcome.given_up}
 
 
-@app.task(name=TaskName.FILE_DEAD_LETTER_SPOOL)
+@app.task(name=TaskName.FILE_DEAD_LETTER_SPOOL.value)
 def file_dead_letter_spool() -> int:
     """Move dead letters parked in Redis into the table, where operators and the health report see them."""
     filed = total = file_spooled()
@@ -52,7 +52,7 @@ def file_dead_letter_spool() -> int:
     return total
 
 
-@app.task(name=TaskName.APPLY_RETENTION)
+@app.task(name=TaskName.APPLY_RETENTION.value)
 def apply_retention_task() -> dict[str, int]:
     """Delete messages, replies, dead letters and sync journals past their retention (settings)."""
     return apply_retention(get_settings().retention)

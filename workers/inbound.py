@@ -30,7 +30,7 @@ def gateway() -> GatewayClient:
 
 
 @app.task(
-    name=TaskName.RECEIVE_MESSAGE,
+    name=TaskName.RECEIVE_MESSAGE.value,
     bind=True,
     reject_on_worker_lost=True,
     max_retries=10,
@@ -74,7 +74,7 @@ def receive_message(self: FleetTask, payload: Any = None, **unexpected: Any) -> 
 
 
 @app.task(
-    name=TaskName.DRAIN_CHAT,
+    name=TaskName.DRAIN_CHAT.value,
     bind=True,
     reject_on_worker_lost=True,
     max_retries=8,
@@ -134,7 +134,7 @@ def deliver_now(outbox_id: int) -> None:
 
 
 @app.task(
-    name=TaskName.DELIVER_REPLY,
+    name=TaskName.DELIVER_REPLY.value,
     bind=True,
     reject_on_worker_lost=True,
     max_retries=None,
@@ -154,7 +154,7 @@ def deliver_reply(self: FleetTask, outbox_id: PositiveId) -> str:
 
 # Beat jobs keep their result (a small summary) for an hour: an operator who runs one by hand can read what it
 # did. Per-message tasks keep none (thousands a minute).
-@app.task(name=TaskName.INBOUND_SWEEP, ignore_result=False)
+@app.task(name=TaskName.INBOUND_SWEEP.value, ignore_result=False)
 def sweep() -> dict[str, int]:
     """Re-drive work whose enqueue was lost: chats with old pending messages, replies due for delivery."""
     chats = chats_needing_a_drain(get_settings().inbound.sweep_grace_seconds)
@@ -168,7 +168,7 @@ def sweep() -> dict[str, int]:
     return {"chats": len(chats), "replies": len(replies)}
 
 
-@app.task(name=TaskName.SEND_REMINDERS, ignore_result=False)
+@app.task(name=TaskName.SEND_REMINDERS.value, ignore_result=False)
 def send_reminders() -> int:
     """Beat's minute job: due reminders written once each, then delivered like any reply."""
     written = send_due_reminders(get_settings())

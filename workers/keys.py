@@ -16,7 +16,7 @@ report_process = define_report(TaskName.KEYS_REPORT)
 BUDGET_MARGIN_SECONDS = 30
 
 
-@app.task(name=TaskName.KEYS_CLEANUP)
+@app.task(name=TaskName.KEYS_CLEANUP.value)
 def cleanup(dry_run: bool = False) -> dict[str, Any]:
     """Delete what the policy allows, stopping well before the soft time limit; the next run continues."""
     settings = get_settings()
@@ -25,7 +25,7 @@ def cleanup(dry_run: bool = False) -> dict[str, Any]:
     return {"run_id": report.run_id, "status": report.status, "deleted": dict(report.deleted)}
 
 
-@app.task(name=TaskName.CHECK_SESSIONS)
+@app.task(name=TaskName.CHECK_SESSIONS.value)
 def check_sessions_task() -> dict[str, str]:
     """Store every company's session health; alert once per change of status."""
     return {health.company_id: health.status for health in check_sessions(get_settings().keys)}

@@ -14,7 +14,7 @@ from workers.app import app
 
 
 def define_ping(name: TaskName) -> Task:
-    @app.task(name=name, ignore_result=False, acks_late=False)
+    @app.task(name=name.value, ignore_result=False, acks_late=False)
     def ping(hold_seconds: float = 0.0) -> dict[str, Any]:
         """Answer through this child's pool; `hold_seconds` keeps the connection busy for load checks."""
         answer = database_round_trip(get_pool(), hold_seconds)
@@ -26,7 +26,7 @@ def define_ping(name: TaskName) -> Task:
 
 
 def define_report(name: TaskName) -> Task:
-    @app.task(name=name)
+    @app.task(name=name.value)
     def report_process() -> dict[str, Any]:
         """Publish this child's pool health and query metrics to Redis, where the health service reads them."""
         from shared.core.redis_clients import process_redis

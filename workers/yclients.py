@@ -34,7 +34,7 @@ def yclients_client() -> YClientsClient:
 
 
 @app.task(
-    name=TaskName.SYNC_ENTITY,
+    name=TaskName.SYNC_ENTITY.value,
     bind=True,
     max_retries=3,
     reject_on_worker_lost=True,
@@ -75,7 +75,7 @@ def sync_entity_task(
     }
 
 
-@app.task(name=TaskName.SYNC_ALL)
+@app.task(name=TaskName.SYNC_ALL.value)
 def sync_all(entity: str, mode: SyncMode | None = None) -> int:
     """Beat's entry point: one sync task per configured company."""
     if entity not in ENTITIES:
@@ -93,7 +93,7 @@ def _hand_on(outbox_ids: list[int]) -> None:
 
 
 @app.task(
-    name=TaskName.PUSH_BOOKING,
+    name=TaskName.PUSH_BOOKING.value,
     bind=True,
     reject_on_worker_lost=True,
     max_retries=None,
@@ -111,7 +111,7 @@ def push_booking(self: FleetTask, operation_id: PositiveId) -> str:
 
 
 @app.task(
-    name=TaskName.APPLY_WEBHOOK,
+    name=TaskName.APPLY_WEBHOOK.value,
     bind=True,
     reject_on_worker_lost=True,
     max_retries=None,
@@ -127,7 +127,7 @@ def apply_webhook(self: FleetTask, event_id: PositiveId) -> str:
     return applied.note or applied.outcome
 
 
-@app.task(name=TaskName.YCLIENTS_SWEEP)
+@app.task(name=TaskName.YCLIENTS_SWEEP.value)
 def sweep() -> dict[str, int]:
     """Re-drive CRM operations and webhook events whose task was lost (the enqueue failed, a worker died)."""
     operations = CrmOperationRepository().due_ids(200)
