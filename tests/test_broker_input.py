@@ -163,7 +163,10 @@ def test_remote_control_the_fleet_does_not_use_is_gone(every_worker: dict[str, F
         "add_consumer", arguments={"queue": "backups"}, destination=[node], reply=True, timeout=2
     )
     assert replies, "the worker answers the broadcast"
-    assert "error" in replies[0][node], replies
+    assert replies[0][node] == {"error": "remote control 'add_consumer' is not served by fleet workers"}, replies
+    conf = app.control.broadcast("conf", destination=[node], reply=True, timeout=2)  # Flower asks this one
+    assert conf[0][node] == {"error": "remote control 'conf' is not served by fleet workers"}, conf
     queues = app.control.inspect(destination=[node], timeout=2).active_queues()[node]
     assert [queue["name"] for queue in queues] == ["inbound.ready"], "its own queue only (dealt out fairly)"
     assert app.control.ping(destination=[node], timeout=2), "the readiness ping still answers"
+    assert "Traceback" not in every_worker["inbound"].output(), "a refused command is one line, not a traceback"

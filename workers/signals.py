@@ -47,6 +47,17 @@ REMOTE_CONTROL = frozenset(
 )  # fmt: skip
 
 
+def _refusal(command: str) -> Any:
+    """What a removed remote-control command does instead: answer that it is not served, in one line. Flower
+    asks for some of them (`conf`) on its own; a deleted handler answered with a KeyError and a traceback in
+    the worker's log at every start of the fleet."""
+
+    def refuse(state: Any, **_: Any) -> dict[str, str]:
+        return {"error": f"remote control {command!r} is not served by fleet workers"}
+
+    return refuse
+
+
 def worker_role() -> str:
     worker_type = get_settings().worker_type
     return worker_type.value if worker_type else "worker"
@@ -70,7 +81,7 @@ def _accept_only_own_work(sender: Any = None, **_: Any) -> None:
     for name in [name for name in tasks if not task_allowed(name, worker_type)]:
         tasks.unregister(name)
     for command in [command for command in control.Panel.data if command not in REMOTE_CONTROL]:
-        del control.Panel.data[command]
+        control.Panel.data[command] = _refusal(command)
     log.info("%s worker accepts %s", worker_type.value, ", ".join(sorted(tasks)))
 
 
