@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
+import stat
 import urllib.error
 import urllib.request
 from contextlib import ExitStack
@@ -74,3 +75,11 @@ def test_flower_sees_tasks_of_every_worker_type_and_requires_its_credentials(
         seen = wait_until(ping_the_unseen, 60, "a successful ping of every worker type in Flower", interval=1.0)
     assert seen == {"inbound", "yclients", "keys", "backups"}
     assert "s3cret" not in flower.output()
+    # Flower's saved state holds task history: the state directory and its files are this user's alone.
+    state = Path(env["FLEET_STATE_DIR"])
+    assert stat.S_IMODE(state.stat().st_mode) == 0o700
+    saved = [path for path in state.iterdir() if path.name.startswith("flower.db")]
+    assert saved, sorted(path.name for path in state.iterdir())
+    assert {path.name: stat.S_IMODE(path.stat().st_mode) for path in saved} == dict.fromkeys(
+        (path.name for path in saved), 0o600
+    )

@@ -14,10 +14,24 @@ from shared.health.server import make_server
 from shared.observability.prometheus_metrics import ENV as PROMETHEUS_ENV
 from shared.observability.sentry import init_sentry
 
+PRIVATE = 0o077  # the umask of every fleet process: what it writes (state, archives) is its user's alone
+
+
+def private_state_dir(settings: Settings) -> None:
+    """The state directory (beat's schedule, Flower's task history with its arguments) readable by this user
+    only, files written earlier included."""
+    settings.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    settings.state_dir.chmod(0o700)
+    for path in settings.state_dir.iterdir():
+        if path.is_file():
+            path.chmod(0o600)
+
 
 def _exec_celery(argv: list[str], settings: Settings, worker_type: WorkerType | None = None) -> int:
-    """Replace this process with Celery, so signals from honcho or systemd reach it directly."""
+    """Replace this process with Celery, so signals from honcho or systemd reach it directly; the umask set here
+    is inherited by Celery and every file it creates."""
     require_budget(settings)
+    os.umask(PRIVATE)
     env = dict(os.environ)
     if worker_type is not None:
         env["FLEET_WORKER_TYPE"] = worker_type.value
@@ -53,13 +67,13 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def beat(args: argparse.Namespace, settings: Settings) -> int:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    private_state_dir(settings)
     schedule_file = settings.state_dir / "celerybeat-schedule"
     return _exec_celery(["beat", "--schedule", str(schedule_file), "--loglevel", args.loglevel], settings)
 
 
 def flower(args: argparse.Namespace, settings: Settings) -> int:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    private_state_dir(settings)
     argv = [
         "flower",
         f"--address={settings.flower_address}",
