@@ -210,3 +210,29 @@ def test_two_worker_processes_syncing_at_once_stay_under_the_rate_limit(
         assert stand_in.count(429) + stand_in.count(299) == 0, "the stand-in never had to refuse a request"
     statuses = db.execute("SELECT status, rows_fetched FROM sync_runs WHERE entity = 'clients'").fetchall()
     assert statuses == [("succeeded", 3000), ("succeeded", 3000)]
+
+
+def test_a_sync_of_a_company_the_fleet_does_not_serve_is_refused_before_any_request(
+    stand_in: YClientsStandIn, db: psycopg.Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone who can write to the broker can send a sync task: the fleet's tokens read only its own salons."""
+    from shared.core.settings import get_settings
+    from workers.yclients import sync_entity_task
+
+    monkeypatch.setenv("FLEET_YCLIENTS__BASE_URL", stand_in.url)
+    monkeypatch.setenv("FLEET_YCLIENTS__PARTNER_TOKEN", "partner-token")
+    monkeypatch.setenv("FLEET_YCLIENTS__USER_TOKEN", "user-token")
+    monkeypatch.setenv("FLEET_YCLIENTS__COMPANY_IDS", f"[{COMPANY}]")
+    get_settings.cache_clear()
+    try:
+        refused = sync_entity_task.apply(args=("staff", 1001))
+        served = sync_entity_task.apply(args=("staff", COMPANY))
+    finally:
+        get_settings.cache_clear()
+    assert refused.state == "FAILURE"
+    assert "company 1001 is not served" in str(refused.result)
+    assert served.state == "SUCCESS", served.result
+    assert all(f"/{COMPANY}" in path or "companies" in path for _, path, _ in stand_in.requests), stand_in.requests
+    reason = db.execute("SELECT reason FROM dead_letters WHERE source = 'task.workers.yclients.sync_entity'").fetchone()
+    assert reason is not None
+    assert "company 1001 is not served" in reason[0]

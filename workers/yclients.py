@@ -11,7 +11,7 @@ from shared.core.redis_clients import process_redis
 from shared.core.resources import resource
 from shared.core.settings import get_settings
 from shared.core.topology import TaskName
-from shared.data.models import PositiveId
+from shared.data.models import PositiveId, ServedCompanyId
 from shared.data.repositories.crm_operations import CrmOperationRepository
 from shared.data.repositories.webhook_events import WebhookEventRepository
 from shared.yclients.client import YClientsClient, make_client
@@ -42,7 +42,7 @@ def yclients_client() -> YClientsClient:
     retry_backoff_max=600,
 )
 def sync_entity_task(
-    self: FleetTask, entity: str, company_id: PositiveId, mode: SyncMode | None = None
+    self: FleetTask, entity: str, company_id: ServedCompanyId, mode: SyncMode | None = None
 ) -> dict[str, Any]:
     """Sync one entity of one company; a run already going for the same pair is not started twice. No row counts
     the tries (the journal records pages, not attempts), so the task's own policy does."""

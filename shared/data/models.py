@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from shared.core.settings import get_settings
 from shared.data.phones import InvalidPhoneError, normalize_phone
 
 PositiveId = Annotated[int, Field(gt=0, lt=2**63)]
@@ -46,7 +47,17 @@ def _aware(value: datetime) -> datetime:
     return value
 
 
+def _served(company_id: int) -> int:
+    """Only a salon the fleet is configured for: anyone who can write to the broker could otherwise make the
+    fleet read (and store) another YClients company with the fleet's own tokens."""
+    served = get_settings().yclients.company_ids
+    if company_id not in served:
+        raise ValueError(f"company {company_id} is not served (FLEET_YCLIENTS__COMPANY_IDS)")
+    return company_id
+
+
 Phone = Annotated[str, AfterValidator(_phone)]
+ServedCompanyId = Annotated[int, Field(gt=0, lt=2**63), AfterValidator(_served)]
 E164 = Annotated[str, StringConstraints(pattern=r"^\+[1-9][0-9]{6,14}$")]  # a stored chat id: checked, not re-parsed
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 
