@@ -24,9 +24,19 @@ def validate_payload(payload: Mapping[str, Any] | InboundPayload) -> InboundPayl
 
 
 def enqueue_message(payload: Mapping[str, Any] | InboundPayload) -> str:
-    """Validate and enqueue one message; returns the Celery task id."""
+    """Validate and enqueue one message; returns the Celery task id.
+
+    Sent as the `fleet-producer` Redis user can (ops/redis/producer.acl): no result subscription (the task
+    stores none) and no queue declaration (a direct publish is an LPUSH; declaring would write kombu's bindings).
+    """
     message = validate_payload(payload)
-    result = app.send_task(TASK_NAME, kwargs={"payload": message.model_dump(mode="json")}, queue=Queue.INBOUND.value)
+    result = app.send_task(
+        TASK_NAME,
+        kwargs={"payload": message.model_dump(mode="json")},
+        queue=Queue.INBOUND.value,
+        ignore_result=True,
+        declare=[],
+    )
     return result.id
 
 
