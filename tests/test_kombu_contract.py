@@ -286,6 +286,27 @@ def test_the_extensions_channel_takes_each_message_with_its_unacked_record(
     assert client.zcard(keys.index) == 0
 
 
+def test_a_taken_message_goes_back_to_the_queue_it_was_taken_from_not_where_its_envelope_says(
+    fleet_connection: Connection, client: redis.Redis, redis_url: str
+) -> None:
+    """A producer may write any routing key into its envelope; a worker that dies holding the message must not
+    hand it, through kombu's restore, to another worker type's queue."""
+    _publish(fleet_connection, {"n": 1})
+    fields = json.loads(client.rpop(queue_key(QUEUE)))
+    fields["properties"]["delivery_info"] = {"exchange": "", "routing_key": "backups"}
+    client.rpush(queue_key(QUEUE), json.dumps(fields))
+    queue = KombuQueue(QUEUE, Exchange(""), routing_key=QUEUE)
+    held: list[Any] = []
+    with fleet_connection.Consumer(queue, callbacks=[lambda body, message: held.append(message)], accept=["json"]):
+        fleet_connection.drain_events(timeout=5)  # taken, never acknowledged: as by a worker that then died
+    assert len(held) == 1
+    with Connection(redis_url, transport=kombu_redis.Transport, transport_options=_options(visibility_timeout=1)) as c:
+        time.sleep(1.1)
+        c.default_channel.qos.restore_visible()
+    assert client.llen("backups") == 0, "restored into the queue the envelope named"
+    assert client.llen(queue_key(QUEUE)) == 1, "restored into the queue it was taken from"
+
+
 def test_a_consumer_without_acknowledgements_takes_with_kombus_own_pop(
     fleet_connection: Connection, client: redis.Redis
 ) -> None:

@@ -51,6 +51,16 @@ from shared.data.dead_letters import SPOOL_KEY, dead_letter_row, spool
 log = logging.getLogger(__name__)
 
 RawDeliver = Callable[[dict[str, Any]], Any]
+
+
+def _restore_to_own_queue(fields: dict[str, Any], queue: str) -> None:
+    """kombu records a taken message, and its restore puts it back, by the envelope's own exchange and routing
+    key: a producer could name another worker type's queue there, and a message it pushed into the intake would
+    come back, after a crash, where it was never allowed. The fleet writes where it was taken from instead (the
+    intake for the ready list: the router deals it out again)."""
+    fields["properties"]["delivery_info"] = {"exchange": "", "routing_key": published_to(queue)}
+
+
 KEPT_END = 50_000  # bytes kept from each end of an oversized queue entry
 
 # Take the entry at the consuming end of a queue if it is still the one the consumer peeked, and record it
@@ -196,6 +206,7 @@ class QuarantiningChannel(kombu_redis.Channel):
                     log.warning("dead letter from %s spooled: %s", row["source"], row["reason"][:300])
                     return True
                 raise kombu_redis.Empty()
+            _restore_to_own_queue(read, queue)
             envelope = Envelope(read)
             delivery = envelope.delivery()
             record = envelope.unacked_record(delivery)
