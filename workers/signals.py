@@ -9,9 +9,12 @@ from typing import Any
 import sentry_sdk
 from celery import Task
 from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
     beat_init,
     before_task_publish,
     celeryd_init,
+    import_modules,
     task_failure,
     task_internal_error,
     task_postrun,
@@ -24,6 +27,7 @@ from celery.signals import (
     worker_ready,
     worker_shutdown,
 )
+from celery.utils.log import get_multiprocessing_logger
 from celery.worker import control
 
 from shared.core.pool import close_process_pool, open_process_pool
@@ -31,6 +35,7 @@ from shared.core.resources import close_all
 from shared.core.settings import WorkerType, get_settings
 from shared.core.topology import hide_private_arguments, queue_for_task, task_allowed
 from shared.observability import prometheus_metrics as metrics
+from shared.observability.redaction import install_secret_filter
 from shared.observability.sentry import init_sentry
 
 log = logging.getLogger(__name__)
@@ -61,6 +66,21 @@ def _refusal(command: str) -> Any:
 def worker_role() -> str:
     worker_type = get_settings().worker_type
     return worker_type.value if worker_type else "worker"
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _mask_secrets_in_celery_logs(logger: logging.Logger | None = None, **_: Any) -> None:
+    """Workers and beat: Celery has just replaced the root's handlers (and given its task logger, which does not
+    propagate, its own); each gets the filter that masks every configured secret."""
+    install_secret_filter(get_settings(), logger, get_multiprocessing_logger())
+
+
+@import_modules.connect
+def _mask_secrets_in_flower_logs(**_: Any) -> None:
+    """Flower: tornado set up the root's handler before Flower imports the app's modules (here); repeated in
+    workers, where it changes nothing."""
+    install_secret_filter(get_settings())
 
 
 @celeryd_init.connect

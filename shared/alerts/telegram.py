@@ -1,6 +1,8 @@
 """Telegram's Bot API `sendMessage`, the way operators of small salons already read their alerts.
 
-The token is part of the URL path, so neither the URL nor httpx's error text (which quotes it) is ever logged.
+The token is part of the URL path, so this module never logs the URL nor httpx's error text (which quotes it);
+httpx itself logs each request's URL at INFO, and Sentry keeps it as a breadcrumb: every fleet process masks the
+token there (shared/observability/redaction.py, docs/security.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
-"""Sentry set-up shared by every process type, with personal data kept out of events.
+"""Sentry set-up shared by every process type, with personal data and secrets kept out of events.
 
 Phones, names and message text must never leave the fleet. The SDK is told not to send PII, task arguments
-and local variables are dropped, and any phone- or e-mail-shaped text left in a message is masked.
+and local variables are dropped, and any phone- or e-mail-shaped text left in a message is masked. Every
+configured secret (shared/observability/redaction.py) is masked in every string of an event or breadcrumb:
+a Bot API request's URL holds the bot's token, and Sentry keeps requests and log lines as breadcrumbs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from sentry_sdk.integrations.logging import LoggingIntegration
 from sentry_sdk.transport import Transport
 
 from shared.core.settings import Settings
+from shared.observability.redaction import configure_secrets, current_masker
 
 # 10 to 15 digits, with the separators people write between them; bounded by non-digits only, so a phone glued
 # to a word ("тел89991234567") or followed by a full stop is masked too.
@@ -39,7 +42,9 @@ def _scrub(value: Any) -> Any:
 
 
 def scrub_event(event: dict[str, Any], _hint: dict[str, Any] | None = None) -> dict[str, Any]:
-    """`before_send`: drop user, request bodies and task arguments; mask text everywhere else."""
+    """`before_send`: drop user, request bodies and task arguments; mask secrets in every string of the event,
+    then phones and e-mails in its text."""
+    event = current_masker().mask_all(event)
     event.pop("user", None)
     request = event.get("request")
     if isinstance(request, dict):
@@ -59,13 +64,15 @@ def scrub_event(event: dict[str, Any], _hint: dict[str, Any] | None = None) -> d
 
 
 def scrub_breadcrumb(crumb: dict[str, Any], _hint: dict[str, Any] | None = None) -> dict[str, Any]:
-    return _scrub(crumb)
+    """`before_breadcrumb`: secrets first (a token's digits must not be half-masked as a phone), then phones."""
+    return _scrub(current_masker().mask_all(crumb))
 
 
 def init_sentry(settings: Settings, component: str, transport: type[Transport] | None = None) -> bool:
     """Initialise Sentry for this process; returns False (and does nothing) when no DSN is set."""
     if settings.sentry_dsn is None and transport is None:
         return False
+    configure_secrets(settings)
     dsn = settings.sentry_dsn.get_secret_value() if settings.sentry_dsn else "http://public@localhost/0"
     options: dict[str, Any] = {}
     if transport is not None:

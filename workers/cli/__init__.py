@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from shared.core.budget import BudgetExceeded
 from shared.core.settings import Settings, SettingsError, WorkerType, get_settings
+from shared.observability.redaction import install_secret_filter
 from shared.yclients.sync import ENTITIES
 
 log = logging.getLogger("fleet")
@@ -97,6 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = get_settings()
+        install_secret_filter(settings)  # the CLI's own lines and the health service's; Celery's processes below
         return _handler(args.handler)(args, settings)
     except (SettingsError, BudgetExceeded) as exc:
         print(f"fleet {args.command}: {exc}", file=sys.stderr)
