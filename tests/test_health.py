@@ -16,7 +16,6 @@ import redis
 import sentry_sdk
 from prometheus_client.parser import text_string_to_metric_families
 
-from ops.standins.serving import serving
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import Settings, load_settings
 from shared.data.dead_letters import SPOOL_KEY
@@ -44,7 +43,7 @@ def service(db: psycopg.Connection, health_settings: Settings, clean_redis: str)
     open_process_pool(role="test", max_size=2, wait=True)
     seed_salon()
     make_healthy(db)
-    with serving(make_server(health_settings, port=0)) as server:
+    with make_server(health_settings, port=0).running() as server:
         yield f"http://127.0.0.1:{server.server_address[1]}"
     close_process_pool()
 
@@ -240,7 +239,7 @@ def test_with_a_token_only_bearer_requests_are_answered_and_a_stalled_client_is_
     settings = load_settings(health={"token": "h3alth-token", "request_timeout_seconds": 0.5})
     open_process_pool(role="test", max_size=2, wait=True)
     try:
-        with serving(make_server(settings, port=0)) as server:
+        with make_server(settings, port=0).running() as server:
             url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
             assert get(url)[0] == 401
             wrong = urllib.request.Request(url, headers={"Authorization": "Bearer nope"})

@@ -7,6 +7,7 @@ This module is the only place configuration comes from. Conventional variables k
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Literal
 from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from pydantic import (
     AliasChoices,
@@ -309,11 +311,36 @@ class HealthSettings(BaseModel):
     """The health service and the thresholds it judges by."""
 
     address: str = Field(
-        default="127.0.0.1", description="the health service's address (0.0.0.0 needs a token in production)"
+        default="127.0.0.1",
+        description="the health service's address (in production, anything but loopback needs FLEET_HEALTH__TOKEN)",
     )
     port: int = Field(default=8088, ge=1, le=65535, description="the health service's port")
-    token: SecretStr | None = Field(default=None, description="if set, requests need `Authorization: Bearer <token>`")
-    request_timeout_seconds: float = Field(default=10.0, gt=0, description="a client slower than this is dropped")
+    token: SecretStr | None = Field(
+        default=None,
+        description="if set, requests need `Authorization: Bearer <token>` (production: 16 characters or more)",
+    )
+    request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="a request (headers and body) not received in full within this is cut off"
+    )
+    max_body_bytes: int = Field(
+        default=256 * 1024,
+        ge=1,
+        le=256 * 1024,
+        description="a larger request body is refused (413) before it is read; at most the webhooks' 256 KiB",
+    )
+    max_connections: int = Field(
+        default=64, ge=2, description="connections one listener holds at once; more are refused (503 or closed)"
+    )
+    webhook_address: str = Field(
+        default="0.0.0.0",  # noqa: S104  (webhooks come from YClients and carry their own secret)
+        description="the public webhook listener's address, used only with FLEET_HEALTH__WEBHOOK_PORT",
+    )
+    webhook_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="if set, YClients webhooks are taken only on this port and /health and /metrics only on PORT",
+    )
     queue_warning: int = Field(default=100, ge=1, description="messages waiting in one queue")
     queue_unhealthy: int = Field(default=1000, ge=1, description="messages waiting in one queue: unhealthy")
     heartbeat_unhealthy_seconds: float = Field(default=300.0, gt=0, description="beat or workers silent")
@@ -333,9 +360,12 @@ class BackupSettings(BaseModel):
     """Where backups go, how long they are kept, and which PostgreSQL client tools make them."""
 
     directory: Path = Field(default=Path(".run/backups"), description="where archives are written (0700)")
-    offsite_directory: Path | None = Field(default=None, description="a mounted remote disk for a second copy")
+    offsite_directory: Path | None = Field(
+        default=None,
+        description="a mounted remote disk for a second copy, always encrypted: needs OFFSITE_PASSPHRASE_FILE",
+    )
     offsite_passphrase_file: Path | None = Field(
-        default=None, description="if set, the off-site copy is encrypted with gpg (AES-256) using this passphrase"
+        default=None, description="file (mode 0600) whose first line encrypts the off-site copies (gpg, AES-256)"
     )
     keep_daily: int = Field(default=7, ge=1, description="newest backup of each of the last N days")
     keep_weekly: int = Field(default=4, ge=0, description="newest backup of each of the last N ISO weeks")
@@ -484,43 +514,152 @@ class Settings(BaseSettings):
 
 PLACEHOLDER_SECRETS = ("change-me", "changeme", "change_me", "password", "secret", "example")
 ANY_ADDRESS = ("0.0.0.0", "::", "")  # noqa: S104  (the addresses refused without auth, not bound)
+MIN_SECRET_CHARS = 16  # a token or password anyone could guess or brute-force over the network is no secret
+POSTGRES_URLS = ("DATABASE_URL", "FLEET_POOL__SESSION_URL", "FLEET_REPLICA__URL")
+POSTGRES_TLS_MODES = ("require", "verify-ca", "verify-full")
+RANDOM_SECRET = f"a random value of at least {MIN_SECRET_CHARS} characters (`openssl rand -hex 24`)"
+SENTRY_DSN_FIX = "copy the DSN from the Sentry project (Settings, Client Keys)"
 
 
 def _placeholder(secret: str | None) -> bool:
     return bool(secret) and any(marker in secret.lower() for marker in PLACEHOLDER_SECRETS)
 
 
-def production_problems(settings: Settings) -> list[str]:
-    """What production refuses, each named: missing secrets, example passwords, open or unauthenticated services."""
+def is_loopback(host: str | None) -> bool:
+    """True for `localhost` and loopback addresses only: anything else (a name, `0`, a public or private address)
+    may be reached from another machine."""
+    if not host:
+        return False
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1 is loopback too (Python 3.11 says not)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
+
+
+def _secret_settings(model: BaseModel, prefix: str = "FLEET_") -> list[tuple[str, str]]:
+    """Every secret that is set, under the variable that sets it: a secret added later is checked too."""
+    found = []
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            found += _secret_settings(value, f"{prefix}{name.upper()}__")
+        elif isinstance(value, SecretStr):
+            aliases = getattr(info.validation_alias, "choices", None)
+            found.append((str(aliases[0]) if aliases else f"{prefix}{name.upper()}", value.get_secret_value()))
+    return found
+
+
+def _secret_problems(variable: str, value: str) -> list[str]:
+    """A token or password that is empty (`Bearer ` would match an empty token), the example's, or guessable."""
+    if not value:
+        return [f"{variable} is set but empty: set it to {RANDOM_SECRET}, or to the token its issuer gave"]
+    if _placeholder(value):
+        return [f"{variable} is the example's placeholder: replace it with {RANDOM_SECRET}, or the issued token"]
+    if len(value) < MIN_SECRET_CHARS:
+        return [f"{variable} is shorter than {MIN_SECRET_CHARS} characters: set it to {RANDOM_SECRET}"]
+    return []
+
+
+def _postgres_url_problems(variable: str, value: str) -> list[str]:
+    """A password that is a real one, and TLS unless PostgreSQL is on this machine (loopback or a unix socket)."""
+    try:
+        conninfo = conninfo_to_dict(value)
+    except psycopg.ProgrammingError:
+        return [f"{variable} is not a valid PostgreSQL URL or conninfo string"]
     problems = []
-    database = conninfo_to_dict(settings.database_url.get_secret_value())
-    if not database.get("password"):
-        problems.append("DATABASE_URL has no password")
-    elif _placeholder(database["password"]):
-        problems.append("DATABASE_URL has the example's placeholder password")
-    redis_url = urlsplit(settings.redis_url.get_secret_value())
-    if not redis_url.password:
-        problems.append("REDIS_URL has no password")
-    elif _placeholder(unquote(redis_url.password)):
-        problems.append("REDIS_URL has the example's placeholder password")
-    if redis_url.scheme != "rediss" and redis_url.hostname not in ("127.0.0.1", "localhost", "::1"):
+    password = str(conninfo.get("password") or "")
+    if not password:
+        problems.append(f"{variable} has no password: put the role's password in it (postgresql://USER:PASSWORD@...)")
+    elif _placeholder(password):
+        problems.append(f"{variable} has the example's placeholder password: put the role's real password in it")
+    elif len(password) < MIN_SECRET_CHARS:
+        problems.append(
+            f"{variable}'s password is shorter than {MIN_SECRET_CHARS} characters: give the role {RANDOM_SECRET}"
+        )
+    hosts = str(conninfo.get("host") or "").split(",") + str(conninfo.get("hostaddr") or "").split(",")
+    on_this_machine = all(not host or host.startswith(("/", "@")) or is_loopback(host) for host in hosts)
+    if not on_this_machine and conninfo.get("sslmode") not in POSTGRES_TLS_MODES:
+        problems.append(
+            f"{variable} reaches PostgreSQL on another host without TLS: add sslmode=require (or verify-full) to it"
+        )
+    return problems
+
+
+def _redis_url_problems(value: str) -> list[str]:
+    """The broker carries chat text: a real password, and TLS (rediss://) to another host."""
+    url = urlsplit(value)
+    problems = []
+    if not url.password:
+        problems.append(
+            "REDIS_URL has no password: set requirepass in Redis and put it in the URL (redis://:PASSWORD@...)"
+        )
+    elif _placeholder(unquote(url.password)):
+        problems.append("REDIS_URL has the example's placeholder password: put Redis's real requirepass in it")
+    elif len(unquote(url.password)) < MIN_SECRET_CHARS:
+        problems.append(
+            f"REDIS_URL's password is shorter than {MIN_SECRET_CHARS} characters: give Redis {RANDOM_SECRET}"
+        )
+    if url.scheme != "rediss" and not is_loopback(url.hostname):
         problems.append("REDIS_URL reaches another host without TLS (use rediss://)")
-    if settings.sentry_dsn is None or not settings.sentry_dsn.get_secret_value():
-        problems.append("SENTRY_DSN is not set")
+    return problems
+
+
+def _sentry_dsn_problems(value: str) -> list[str]:
+    """Events carry stack frames: the project's real key, sent over https unless Sentry runs on this machine."""
+    dsn = urlsplit(value)
+    problems = []
+    key = unquote(dsn.username or "")
+    if _placeholder(key) or len(key) < MIN_SECRET_CHARS:
+        problems.append(f"SENTRY_DSN has no real key: {SENTRY_DSN_FIX}")
+    problems += _https_problems("SENTRY_DSN", value)
+    return problems
+
+
+def _https_problems(variable: str, url: str) -> list[str]:
+    """Tokens and chat text travel in these requests: plain http only to this machine."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" or (parts.scheme == "http" and is_loopback(parts.hostname)):
+        return []
+    return [f"{variable} is not an https:// address yet leaves this machine: use the service's https:// address"]
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """What production refuses, each named with its fix: missing or guessable secrets, passwords and chat text
+    crossing the network in clear, services open to anyone."""
+    problems = []
+    for variable, value in _secret_settings(settings):
+        if variable in POSTGRES_URLS:
+            problems += _postgres_url_problems(variable, value)
+        elif variable == "REDIS_URL":
+            problems += _redis_url_problems(value)
+        elif variable == "SENTRY_DSN":
+            problems += _sentry_dsn_problems(value) if value else [f"SENTRY_DSN is not set: {SENTRY_DSN_FIX}"]
+        else:
+            problems += _secret_problems(variable, value)
+    if settings.sentry_dsn is None:
+        problems.append(f"SENTRY_DSN is not set: {SENTRY_DSN_FIX}")
     if not settings.flower_user:
-        problems.append("FLEET_FLOWER_USER is not set")
-    if settings.flower_password is None or not settings.flower_password.get_secret_value():
-        problems.append("FLEET_FLOWER_PASSWORD is not set")
-    elif _placeholder(settings.flower_password.get_secret_value()):
-        problems.append("FLEET_FLOWER_PASSWORD is the example's placeholder")
-    if settings.health.address in ANY_ADDRESS and settings.health.token is None:
-        problems.append("the health service listens on every address without FLEET_HEALTH__TOKEN")
-    if settings.health.token is not None and _placeholder(settings.health.token.get_secret_value()):
-        problems.append("FLEET_HEALTH__TOKEN is the example's placeholder")
-    if settings.gateway.token is None or not settings.gateway.token.get_secret_value():
-        problems.append("FLEET_GATEWAY__TOKEN is not set")
-    elif _placeholder(settings.gateway.token.get_secret_value()):
-        problems.append("FLEET_GATEWAY__TOKEN is the example's placeholder")
+        problems.append("FLEET_FLOWER_USER is not set: name the operators' Flower user (Flower needs basic auth)")
+    if settings.flower_password is None:
+        problems.append(f"FLEET_FLOWER_PASSWORD is not set: set it to {RANDOM_SECRET}")
+    if settings.gateway.token is None:
+        problems.append("FLEET_GATEWAY__TOKEN is not set: set it to the Bearer token the WhatsApp gateway expects")
+    if not is_loopback(settings.health.address) and settings.health.token is None:
+        where = "every address" if settings.health.address in (*ANY_ADDRESS, "0") else "an address off this machine"
+        problems.append(
+            f"the health service listens on {where} (FLEET_HEALTH__ADDRESS={settings.health.address!r}) without"
+            f" FLEET_HEALTH__TOKEN: set the token to {RANDOM_SECRET}, or FLEET_HEALTH__ADDRESS=127.0.0.1"
+        )
+    for variable, url in (
+        ("FLEET_GATEWAY__SEND_URL", settings.gateway.send_url),
+        ("FLEET_YCLIENTS__BASE_URL", settings.yclients.base_url),
+        ("FLEET_ALERTS__TELEGRAM_API_URL", settings.alerts.telegram_api_url),
+    ):
+        problems += _https_problems(variable, url)
     return problems
 
 
@@ -538,6 +677,19 @@ def load_settings(**overrides: object) -> Settings:
             where = ".".join(str(part) for part in error["loc"]) or "settings"
             lines.append(f"  - {where}: {error['msg'].removeprefix('Value error, ')}")
         raise SettingsError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+class _EnvironmentOnly(BaseSettings):
+    """FLEET_ENVIRONMENT read from the same places as Settings, and nothing else validated."""
+
+    model_config = Settings.model_config
+    environment: str = "development"
+
+
+def configured_environment() -> str:
+    """The environment the settings name, even while the rest is refused: ops/bootstrap.sh must know it is in
+    production before it may start (password-less) services."""
+    return _EnvironmentOnly().environment
 
 
 @lru_cache(maxsize=1)

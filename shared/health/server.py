@@ -1,21 +1,34 @@
-"""The health service: JSON answers per part of the fleet, HTTP 503 when unhealthy, and /metrics.
+"""The health service: JSON answers per part of the fleet, HTTP 503 when unhealthy, /metrics, YClients' webhooks.
 
-No secrets and no personal data: figures, statuses, company ids and reasons only.
+No secrets and no personal data: figures, statuses, company ids and reasons only. Served by uvicorn and
+Starlette with the limits of shared/health/http_limits.py: the service may face the internet (webhooks).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import signal
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp
 
 from shared.core.pool import get_pool, pool_is_open
 from shared.core.settings import Settings
 from shared.health.checks import query_metrics_report
+from shared.health.http_limits import MAX_HEADER_BYTES, BodyRefused, CloseUnreadBodies, guarded_protocol, read_body
 from shared.health.prometheus import render
 from shared.health.report import build_report, redis_client
 from shared.observability.pool_health import pool_health
@@ -78,59 +91,192 @@ def authorized(settings: Settings, header: str | None) -> bool:
     return hmac.compare_digest((header or "").encode(), expected)
 
 
+def _reply(status: int, value: Any, headers: dict[str, str] | None = None) -> Response:
+    return Response(_json(value), status, {"Cache-Control": "no-store", **(headers or {})}, "application/json")
+
+
+def _secret_matches(settings: Settings, secret: str | None) -> bool:
+    """Checked before the body is read: a sender without the secret never gets a byte of its body taken."""
+    expected = settings.yclients.webhook_secret
+    return (
+        secret is not None
+        and expected is not None
+        and hmac.compare_digest(secret.encode(), expected.get_secret_value().encode())
+    )
+
+
+def make_app(
+    settings: Settings, enqueue_webhook: Callable[[int], Any] | None, *, health: bool = True, webhooks: bool = True
+) -> ASGIApp:
+    """One listener's application: the health answers, the webhooks, or both."""
+    limit = min(settings.health.max_body_bytes, MAX_BODY_BYTES)
+
+    async def webhook(request: Request) -> Response:
+        if settings.yclients.webhook_secret is None:
+            return _reply(404, {"error": "webhooks are not enabled"})
+        secret = request.headers.get("X-Fleet-Webhook-Secret") or request.query_params.get("secret") or None
+        if not _secret_matches(settings, secret):
+            return _reply(403, {"error": "wrong or missing secret"})
+        try:
+            body = await read_body(request, limit)
+        except BodyRefused as refused:
+            return _reply(refused.status, {"error": refused.reason})
+        try:
+            reply = await run_in_threadpool(receive_webhook, settings, body, secret, enqueue_webhook)
+        except Exception as exc:  # stored nothing, or stored and the enqueue failed: the sweep re-drives it
+            log.exception("webhook failed")
+            return _reply(503, {"error": type(exc).__name__})
+        return _reply(reply.status, reply.body)
+
+    async def endpoint(request: Request) -> Response:
+        path = request.url.path.rstrip("/") or "/"
+        if request.method == "POST":
+            if not webhooks or enqueue_webhook is None or path != WEBHOOK_PATH:
+                return _reply(404, {"error": "not found"})
+            return await webhook(request)
+        if not health:
+            return _reply(404, {"error": "not found"})
+        if not authorized(settings, request.headers.get("Authorization")):
+            return _reply(401, {"error": "unauthorized"}, {"WWW-Authenticate": 'Bearer realm="fleet-health"'})
+        try:
+            status, content_type, body = await run_in_threadpool(answer, settings, path)
+        except Exception as exc:
+            log.exception("health request failed")
+            return _reply(503, {"status": "unhealthy", "error": type(exc).__name__})
+        return Response(body, status, {"Cache-Control": "no-store"}, content_type)
+
+    app = Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
+    return CloseUnreadBodies(app)
+
+
+def _bind(address: str, port: int, backlog: int) -> socket.socket:
+    """A listening socket, bound now so its port (also port 0's) is known before the server runs."""
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(
+        address or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(sockaddr)
+        sock.listen(backlog)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class HealthServer:
+    """The service's listeners (private: health and metrics; public: webhooks, when bound apart) under uvicorn.
+
+    Shaped like the standard library's servers (`server_address`, `serve_forever`, `shutdown`,
+    `server_close`) so tests and the command drive it the same way; `running()` serves it from a thread.
+    """
+
+    def __init__(self, settings: Settings, listeners: list[tuple[socket.socket, ASGIApp]]) -> None:
+        deadline = settings.health.request_timeout_seconds
+        self._sockets = [sock for sock, _ in listeners]
+        self._servers = [
+            uvicorn.Server(
+                uvicorn.Config(
+                    app,
+                    http=guarded_protocol(deadline, settings.health.max_connections),
+                    lifespan="off",
+                    log_config=None,
+                    access_log=False,
+                    server_header=False,
+                    proxy_headers=False,
+                    limit_concurrency=settings.health.max_connections,
+                    backlog=settings.health.max_connections,
+                    timeout_keep_alive=5,
+                    timeout_graceful_shutdown=max(1, round(deadline)),
+                    h11_max_incomplete_event_size=MAX_HEADER_BYTES,
+                )
+            )
+            for _, app in listeners
+        ]
+        self.server_address: tuple[str, int] = self._sockets[0].getsockname()[:2]
+        self.webhook_address: tuple[str, int] = self._sockets[-1].getsockname()[:2]
+        self._started = threading.Event()
+        self._stopped = threading.Event()
+
+    async def _serve(self) -> None:
+        await asyncio.gather(
+            *(server.serve(sockets=[sock]) for server, sock in zip(self._servers, self._sockets, strict=True))
+        )
+
+    def _run(self) -> None:
+        self._started.set()
+        try:
+            asyncio.run(self._serve())
+        finally:
+            self._stopped.set()
+
+    def serve_forever(self) -> None:
+        """Serve until `shutdown()`; in the main thread also until SIGTERM or SIGINT (then gracefully)."""
+        if threading.current_thread() is not threading.main_thread():
+            self._run()
+            return
+        # The loop runs in a thread of its own, so that one signal stops every listener (each uvicorn server
+        # would otherwise take the process's signals for itself alone).
+        previous = {sig: signal.signal(sig, lambda *_: self._ask_to_stop()) for sig in (signal.SIGTERM, signal.SIGINT)}
+        thread = threading.Thread(target=self._run, name="health-server")
+        thread.start()
+        try:
+            while thread.is_alive():
+                thread.join(0.5)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _ask_to_stop(self) -> None:
+        for server in self._servers:
+            server.should_exit = True
+
+    def shutdown(self) -> None:
+        """Stop serving and wait for it (connections still answering get the graceful timeout)."""
+        self._ask_to_stop()
+        if self._started.is_set():
+            self._stopped.wait()
+
+    def server_close(self) -> None:
+        for sock in self._sockets:
+            sock.close()
+
+    @contextmanager
+    def running(self) -> Iterator[HealthServer]:
+        """Serve from a background thread for the duration of the block."""
+        thread = threading.Thread(target=self.serve_forever, name="health-server", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            self.shutdown()
+            self.server_close()
+
+
 def make_server(
     settings: Settings, port: int | None = None, enqueue_webhook: Callable[[int], Any] | None = None
-) -> ThreadingHTTPServer:
-    """The health service; with `enqueue_webhook`, it also takes YClients webhooks at /yclients/webhook."""
+) -> HealthServer:
+    """The health service; with `enqueue_webhook`, it also takes YClients webhooks at /yclients/webhook.
 
-    class Handler(BaseHTTPRequestHandler):
-        timeout = settings.health.request_timeout_seconds  # a client that stalls is dropped, not waited for
-
-        def _send(self, status: int, body: bytes, content_type: str = "application/json") -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(body)
-
-        def do_POST(self) -> None:
-            url = urlsplit(self.path)
-            if url.path.rstrip("/") != WEBHOOK_PATH or enqueue_webhook is None:
-                self._send(404, _json({"error": "not found"}))
-                return
-            length = int(self.headers.get("Content-Length") or 0)
-            if length > MAX_BODY_BYTES:
-                self._send(413, _json({"error": "body too large"}))
-                return
-            secret = self.headers.get("X-Fleet-Webhook-Secret") or (parse_qs(url.query).get("secret") or [None])[0]
-            try:
-                reply = receive_webhook(settings, self.rfile.read(length), secret, enqueue_webhook)
-                self._send(reply.status, _json(reply.body))
-            except Exception as exc:  # stored nothing, or stored and the enqueue failed: the sweep re-drives it
-                log.exception("webhook failed")
-                self._send(503, _json({"error": type(exc).__name__}))
-
-        def do_GET(self) -> None:
-            if not authorized(settings, self.headers.get("Authorization")):
-                body = _json({"error": "unauthorized"})
-                self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Bearer realm="fleet-health"')
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                return
-            try:
-                status, content_type, body = answer(settings, self.path.split("?")[0].rstrip("/") or "/")
-            except Exception as exc:
-                log.exception("health request failed")
-                status, content_type = 503, "application/json"
-                body = _json({"status": "unhealthy", "error": type(exc).__name__})
-            self._send(status, body, content_type)
-
-        def log_message(self, format: str, *args: object) -> None:
-            log.debug("health %s", format % args)
-
+    With FLEET_HEALTH__WEBHOOK_PORT set, webhooks are taken only on that (public) listener and the health
+    answers only on the private one; `port` overrides FLEET_HEALTH__PORT (0: any free port).
+    """
+    health = settings.health
+    backlog = health.max_connections
+    private = _bind(health.address, health.port if port is None else port, backlog)
+    listeners: list[tuple[socket.socket, ASGIApp]]
+    if health.webhook_port is None or enqueue_webhook is None:
+        listeners = [(private, make_app(settings, enqueue_webhook))]
+    else:
+        try:
+            public = _bind(health.webhook_address, health.webhook_port, backlog)
+        except OSError:
+            private.close()
+            raise
+        listeners = [
+            (private, make_app(settings, None, webhooks=False)),
+            (public, make_app(settings, enqueue_webhook, health=False)),
+        ]
     get_pool(role="health", max_size=max(settings.budget.health, 1))
-    return ThreadingHTTPServer((settings.health.address, settings.health.port if port is None else port), Handler)
+    return HealthServer(settings, listeners)

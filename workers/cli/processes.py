@@ -95,16 +95,19 @@ def flower(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def health_server(args: argparse.Namespace, settings: Settings) -> int:
-    """Serve /health, /health/<part> and /metrics until stopped."""
+    """Serve /health, /health/<part>, /metrics and YClients' webhooks until stopped."""
     init_sentry(settings, component="health")
     from workers.app import app  # only this command sends tasks; a worker's exec never imports it here
 
     server = make_server(settings, enqueue_webhook=lambda event_id: app.send_task(TaskName.APPLY_WEBHOOK, (event_id,)))
     print(f"health service on http://{settings.health.address}:{server.server_address[1]}/health", flush=True)
+    if server.webhook_address != server.server_address:
+        print(
+            f"YClients webhooks on http://{settings.health.webhook_address}:{server.webhook_address[1]}/yclients/webhook",
+            flush=True,
+        )
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+        server.serve_forever()  # until SIGTERM or Ctrl-C, then answers in flight are finished
     finally:
         server.server_close()
     return 0
