@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Make this checkout ready to run: virtual environment, the project installed, PostgreSQL and Redis
-# reachable (started by ops/services.sh where they are not), and the schema migrated.
+# reachable (started by ops/services.sh where they are not, in development and test only), and the schema
+# migrated.
 # Sourced by ops/run-fleet and ops/run-tests; safe to run any number of times.
 set -euo pipefail
 
@@ -37,6 +38,38 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || [ ! -x "$VENV/bin/fl
 fi
 export PATH="$VENV/bin:$PATH"
 
-bash "$ROOT/ops/services.sh"
+reachable() { # host port: something listens there (a directory host is PostgreSQL's unix socket)
+    case "$1" in
+        /*) [ -S "$1/.s.PGSQL.$2" ] ;;
+        *) timeout 5 bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$1" "$2" 2>/dev/null ;;
+    esac
+}
+
+# Production is given its PostgreSQL and Redis; nothing is started for it. What ops/services.sh starts has no
+# password, no TLS and no persistence: fit for a laptop or a test run, not for the salons' data.
+require_running_services() { # environment
+    local where what host port _rest name fix line unreachable=()
+    where="$(fleet services)" || die "the settings are refused (above): fix them, then run bootstrap again"
+    while read -r what host port _rest; do
+        case "$what" in
+            postgres) name=PostgreSQL fix="start it, or correct DATABASE_URL" ;;
+            redis) name=Redis fix="start it (with requirepass and appendonly yes), or correct REDIS_URL" ;;
+            *) continue ;;
+        esac
+        reachable "$host" "$port" || unreachable+=("$name at $host:$port is not reachable: $fix")
+    done <<< "$where"
+    if [ "${#unreachable[@]}" -gt 0 ]; then
+        for line in "${unreachable[@]}"; do printf '[bootstrap] ERROR: %s\n' "$line" >&2; done
+        die "FLEET_ENVIRONMENT=$1: bootstrap starts no service here (docs/deployment.md)"
+    fi
+    say "using PostgreSQL and Redis as they run (FLEET_ENVIRONMENT=$1: bootstrap starts none)"
+}
+
+fleet_environment="$("$VENV/bin/python" -c 'from shared.core.settings import configured_environment as e; print(e())')" \
+    || die "FLEET_ENVIRONMENT could not be read (see above)"
+case "$fleet_environment" in
+    development | test) bash "$ROOT/ops/services.sh" ;;
+    *) require_running_services "$fleet_environment" ;;
+esac
 say "applying migrations"
 fleet migrate

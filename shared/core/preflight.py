@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import stat
 from dataclasses import dataclass, field
 
 import psycopg
@@ -10,7 +12,7 @@ import redis
 
 from shared.core.budget import connection_budget
 from shared.core.migrate import current_revision, head_revision
-from shared.core.settings import Settings
+from shared.core.settings import BackupSettings, Settings
 
 
 @dataclass
@@ -97,18 +99,99 @@ def check_redis(settings: Settings, report: PreflightReport) -> None:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
     except redis.ResponseError:  # managed Redis often disables CONFIG; the operator must confirm by hand
         report.lines.append("Redis: reachable; CONFIG is disabled, confirm maxmemory-policy noeviction by hand")
+    else:
+        report.lines.append(f"Redis: reachable, maxmemory-policy {policy}")
+        if policy not in (None, "noeviction"):
+            report.problems.append(
+                f"Redis maxmemory-policy is {policy}: broker keys could be evicted; set it to noeviction"
+            )
+    check_redis_persistence(settings, client, report)
+
+
+APPENDONLY_FIX = (
+    "turn on the append-only file: `appendonly yes` in redis.conf (on a running Redis: CONFIG SET appendonly yes,"
+    " then CONFIG REWRITE), or the managed service's AOF persistence"
+)
+
+
+def check_redis_persistence(settings: Settings, client: redis.Redis, report: PreflightReport) -> None:
+    """The queues live in the broker's Redis: without the append-only file a restart loses every message queued
+    since the last RDB snapshot (all of them without one). Production refuses that; elsewhere it is a warning."""
+    snapshots: str | None = None  # unknown where CONFIG is disabled
+    try:
+        appendonly = client.config_get("appendonly").get("appendonly") == "yes"
+        snapshots = client.config_get("save").get("save") or ""
+        seen = f"appendonly {'yes' if appendonly else 'no'}, RDB snapshots {snapshots or 'off'}"
+    except redis.ResponseError:  # CONFIG disabled (managed Redis): INFO still tells whether the AOF is on
+        try:
+            appendonly = int(client.info("persistence").get("aof_enabled", 0)) == 1
+        except redis.ResponseError:
+            report.lines.append(
+                "warning: Redis: CONFIG and INFO are disabled, so its persistence is unknown:"
+                " confirm `appendonly yes` by hand (a restart without it loses the queued messages)"
+            )
+            return
+        seen = f"aof_enabled {int(appendonly)} (from INFO persistence: CONFIG is disabled)"
+    report.lines.append(f"Redis persistence: {seen}")
+    if appendonly:
         return
-    report.lines.append(f"Redis: reachable, maxmemory-policy {policy}")
-    if policy not in (None, "noeviction"):
-        report.problems.append(
-            f"Redis maxmemory-policy is {policy}: broker keys could be evicted; set it to noeviction"
-        )
+    lost = "every queued message" if snapshots == "" else "every message queued since the last snapshot"
+    problem = f"Redis keeps the broker's queues without the append-only file: a restart loses {lost}; {APPENDONLY_FIX}"
+    if settings.environment == "production":
+        report.problems.append(problem)
+    else:
+        report.lines.append(f"warning: {problem}")
 
 
 def check_backup_tools(report: PreflightReport) -> None:
     """Backups are compressed by the zstd program: without it every backup fails (loudly, but only at 04:00)."""
     if shutil.which("zstd") is None:
         report.lines.append("warning: zstd is not installed, so backups will fail (Debian: apt install zstd)")
+
+
+def offsite_encryption_problems(backup: BackupSettings) -> list[str]:
+    """Off-site copies are only ever encrypted: without gpg or a readable passphrase every backup fails (and
+    only at 04:00), and a passphrase file others can read protects nothing. The backup checks the same first."""
+    if backup.offsite_directory is None:
+        return []
+    problems = []
+    if shutil.which("gpg") is None:
+        problems.append(
+            "gpg is not installed, and off-site backup copies are encrypted with it (Debian: apt install gpg)"
+        )
+    passphrase = backup.offsite_passphrase_file
+    if passphrase is None:
+        problems.append(
+            "FLEET_BACKUP__OFFSITE_DIRECTORY is set without FLEET_BACKUP__OFFSITE_PASSPHRASE_FILE: off-site copies"
+            " are only ever encrypted, so none would be made"
+        )
+        return problems
+    where = f"the off-site passphrase file {passphrase} (FLEET_BACKUP__OFFSITE_PASSPHRASE_FILE)"
+    try:
+        mode = passphrase.stat().st_mode
+        if not stat.S_ISREG(mode):
+            problems.append(f"{where} is not a regular file")
+        elif mode & 0o077:
+            problems.append(f"{where} has mode {stat.S_IMODE(mode):04o}: others may read it; chmod 600 it (owner only)")
+        else:
+            with passphrase.open("rb") as stream:
+                if not stream.readline().strip(b"\r\n"):
+                    problems.append(f"{where} is empty: gpg reads the passphrase from its first line")
+    except FileNotFoundError:
+        problems.append(f"{where} does not exist")
+    except OSError as exc:
+        problems.append(f"{where} cannot be read by this user (uid {os.geteuid()}): {exc.strerror}")
+    return problems
+
+
+def check_offsite_encryption(settings: Settings, report: PreflightReport) -> None:
+    problems = offsite_encryption_problems(settings.backup)
+    report.problems.extend(problems)
+    if settings.backup.offsite_directory is not None and not problems:
+        report.lines.append(
+            f"off-site backups: encrypted with gpg before they leave, passphrase file"
+            f" {settings.backup.offsite_passphrase_file} readable by its owner only"
+        )
 
 
 def run_preflight(settings: Settings, *, services: bool = True) -> PreflightReport:
@@ -125,4 +208,5 @@ def run_preflight(settings: Settings, *, services: bool = True) -> PreflightRepo
         check_database(settings, report, budget.total)
         check_redis(settings, report)
     check_backup_tools(report)
+    check_offsite_encryption(settings, report)
     return report
