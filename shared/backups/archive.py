@@ -89,7 +89,7 @@ def compressed_dump(tools: PgTools, dump_args: list[str], target: Path, level: i
     """`pg_dump -Fc -Z0 ARGS | zstd -LEVEL > target`, started on entry; whatever still runs on exit is killed."""
     with tempfile.TemporaryFile() as dump_errors, tempfile.TemporaryFile() as pack_errors:
         dump = subprocess.Popen(
-            [tools.path("pg_dump"), "--format=custom", "--compress=0", *dump_args],
+            [tools.path("pg_dump"), tools.connection_option(), "--format=custom", "--compress=0", *dump_args],
             env=tools.env(),
             stdout=subprocess.PIPE,
             stderr=dump_errors,

@@ -2,7 +2,8 @@
 
 The row counts recorded with a backup are taken in the very snapshot pg_dump dumps (an exported snapshot),
 so a restore drill can compare them exactly. The archive is written under a temporary name and renamed
-only after pg_dump succeeded; a failure leaves no half file behind.
+only after pg_dump succeeded; a failure leaves no half file behind. With an off-site directory the backup
+counts only once its encrypted copy is there (shared/backups/offsite.py): the plain archive never leaves.
 """
 
 from __future__ import annotations
@@ -10,18 +11,16 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import sentry_sdk
 
 from shared.backups import archive, catalog
-from shared.backups.files import make_private, private_directory, private_files
+from shared.backups.files import companions, make_private, private_directory, private_files
+from shared.backups.offsite import copy_offsite, passphrase_ready
 from shared.backups.tools import BackupError, PgTools, sha256_of
 from shared.core.settings import BackupSettings
 from shared.data.repositories.backups import BackupRepository
@@ -39,7 +38,7 @@ class BackupResult:
     offsite_path: Path | None
 
     def render(self) -> str:
-        where = f", off-site copy {self.offsite_path}" if self.offsite_path else ""
+        where = f", encrypted off-site copy {self.offsite_path}" if self.offsite_path else ""
         return (
             f"backup {self.id} verified: {self.path} ({self.size_bytes:,} bytes, sha256 {self.sha256[:12]}…,"
             f" {len(self.table_counts)} tables, {sum(self.table_counts.values()):,} rows){where}"
@@ -84,49 +83,14 @@ def _write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
     return target
 
 
-def _copy_verified(source: Path, directory: Path, sha256: str) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    target = directory / source.name
-    temporary = target.with_name(target.name + ".tmp")
-    shutil.copyfile(source, temporary)
-    if sha256_of(temporary) != sha256:
-        temporary.unlink(missing_ok=True)
-        raise BackupError(f"off-site copy of {source.name} does not match the checksum")
-    os.replace(temporary, target)
-    return target
-
-
-def encrypt_offsite(passphrase: Path, paths: list[Path]) -> list[Path]:
-    """Encrypt off-site files with GnuPG (AES-256, passphrase read from a file) and remove the plain copies.
-
-    The manifest stays plain beside them (names, sizes, counts, the plain archive's checksum): decrypt, then
-    verify as usual.
-    """
-    encrypted = []
-    for path in paths:
-        target = path.with_name(path.name + ".gpg")
-        result = subprocess.run(
-            ["gpg", "--batch", "--yes", "--quiet", "--pinentry-mode", "loopback", "--symmetric",
-             "--cipher-algo", "AES256", "--passphrase-file", str(passphrase), "--output", str(target), "--", str(path)],
-            capture_output=True,
-            check=False,
-            timeout=3600,
-        )  # fmt: skip
-        if result.returncode != 0:
-            target.unlink(missing_ok=True)
-            raise BackupError(f"gpg could not encrypt {path.name}: {result.stderr.decode(errors='replace')[-300:]}")
-        make_private(target)
-        path.unlink()
-        encrypted.append(target)
-    return encrypted
-
-
 def _dump_globals(tools: PgTools, path: Path) -> Path | None:
     """Roles and other globals, where this user may read them; their absence is noted, not fatal."""
     target = path.with_name(path.name.removesuffix(archive.SUFFIX) + ".globals.sql")
     try:
         with target.open("wb") as out:
-            tools.run("pg_dumpall", "--globals-only", "--no-role-passwords", stdout=out.fileno())
+            tools.run(
+                "pg_dumpall", tools.connection_option(), "--globals-only", "--no-role-passwords", stdout=out.fileno()
+            )
     except BackupError as exc:
         target.unlink(missing_ok=True)
         log.warning("globals not dumped: %s", exc)
@@ -135,7 +99,8 @@ def _dump_globals(tools: PgTools, path: Path) -> Path | None:
 
 
 def take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
-    """Dump, verify, copy off-site, record; raises BackupError (with the row marked failed) on any failure."""
+    """Dump, verify, copy off-site (encrypted), record; raises BackupError (with the row marked failed and its
+    files removed, here and off-site) on any failure."""
     with private_files():
         return _take_backup(settings, conninfo)
 
@@ -148,6 +113,7 @@ def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
     final = directory / f"fleet-{stamp}-{backup_id}{archive.SUFFIX}"
     temporary = final.with_name(final.name + ".tmp")
     try:
+        passphrase = passphrase_ready(settings) if settings.offsite_directory is not None else None
         with psycopg.connect(conninfo) as snapshot_conn:
             # One repeatable-read transaction: its exported snapshot is what pg_dump dumps and what we count.
             snapshot_conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -179,13 +145,16 @@ def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
         manifest_path = _write_manifest(final, manifest)
         globals_path = _dump_globals(tools, final)
         make_private(final, manifest_path, globals_path)
-        offsite = _offsite(settings, final, digest, manifest_path, globals_path, backup_id)
+        offsite = None
+        if passphrase is not None:
+            local = [final, manifest_path, *([globals_path] if globals_path else [])]
+            sums = [digest, *(sha256_of(path) for path in local[1:])]
+            offsite = copy_offsite(settings, passphrase, list(zip(local, sums, strict=True)))
     except Exception as exc:
-        temporary.unlink(missing_ok=True)
         error = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
+        for path in [temporary, *companions(final)]:
+            path.unlink(missing_ok=True)
         BackupRepository().mark_failed(backup_id, error)
-        if final.exists():
-            final.unlink()
         raise BackupError(f"backup {backup_id} failed: {error}") from exc
     BackupRepository().mark_verified(
         backup_id,
@@ -199,31 +168,3 @@ def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
     )
     log.info("backup %s verified: %s bytes", backup_id, size)
     return BackupResult(backup_id, final, size, digest, counts, offsite)
-
-
-def _offsite(
-    settings: BackupSettings, final: Path, digest: str, manifest: Path, globals_path: Path | None, backup_id: int
-) -> Path | None:
-    """The second copy; a failure here is reported loudly but does not undo the verified local backup."""
-    if settings.offsite_directory is None:
-        return None
-    try:
-        directory = private_directory(settings.offsite_directory)
-        copy = _copy_verified(final, directory, digest)
-        shutil.copyfile(manifest, directory / manifest.name)
-        if globals_path is not None:
-            shutil.copyfile(globals_path, directory / globals_path.name)
-        copied_globals = directory / globals_path.name if globals_path else None
-        make_private(copy, directory / manifest.name, copied_globals)
-        if settings.offsite_passphrase_file is not None:
-            plain = [copy, *([copied_globals] if copied_globals else [])]
-            copy = encrypt_offsite(settings.offsite_passphrase_file, plain)[0]
-        return copy
-    except (OSError, BackupError) as exc:
-        log.error("backup %s: off-site copy failed: %s", backup_id, exc)
-        with sentry_sdk.new_scope() as scope:
-            scope.set_tag("operation", "backup.offsite")
-            sentry_sdk.capture_message(
-                f"off-site copy of backup {backup_id} failed: {type(exc).__name__}", level="error"
-            )
-        return None

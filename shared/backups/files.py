@@ -16,8 +16,12 @@ from pathlib import Path
 
 from shared.backups.tools import BackupError
 
-# .zst: compressed by zstd (older archives were compressed by pg_dump); .gpg: an encrypted off-site copy
-ARCHIVE_NAME = re.compile(r"^fleet-\d{8}T\d{6}Z-\d+\.dump(\.zst)?(\.gpg)?$")
+# .zst: compressed by zstd (older archives were compressed by pg_dump). Local archives are plain; off-site
+# there are only encrypted copies (.gpg), and a plain file there (written by an earlier version) is no backup.
+ARCHIVE_NAME = re.compile(r"^fleet-\d{8}T\d{6}Z-\d+\.dump(\.zst)?$")
+ENCRYPTED_NAME = re.compile(r"^fleet-\d{8}T\d{6}Z-\d+\.dump(\.zst)?\.gpg$")
+# What earlier versions could leave off-site in plain text: archives, globals, half-copied ones.
+PLAIN_OFFSITE_NAME = re.compile(r"^fleet-\d{8}T\d{6}Z-\d+\.(dump(\.zst)?|globals\.sql)(\.tmp)?$")
 # PostgreSQL identifiers: at most 63 bytes (NAMEDATALEN - 1); anything longer is silently truncated by the
 # server, which is how a long name's "_drill" scratch database can become the live one.
 DATABASE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
@@ -45,11 +49,12 @@ def private_directory(directory: Path) -> Path:
     return directory
 
 
-def archive_in(path: str | Path, *directories: Path | None) -> Path:
+def archive_in(path: str | Path, *directories: Path | None, name: re.Pattern[str] = ARCHIVE_NAME) -> Path:
     """The archive path, if it is one of ours: a backup name, directly inside a configured directory."""
     candidate = Path(path)
-    if not ARCHIVE_NAME.match(candidate.name):
-        raise BackupError(f"refusing {candidate.name!r}: not a backup file name (fleet-<time>-<id>.dump.zst)")
+    if not name.match(candidate.name):
+        wanted = "fleet-<time>-<id>.dump.zst" + (".gpg" if name is ENCRYPTED_NAME else "")
+        raise BackupError(f"refusing {candidate.name!r}: not a backup file name ({wanted})")
     resolved = candidate.resolve()
     allowed = [d.resolve() for d in directories if d is not None]
     if resolved.parent not in allowed or resolved.is_symlink() or candidate.is_symlink():
@@ -57,16 +62,30 @@ def archive_in(path: str | Path, *directories: Path | None) -> Path:
     return resolved
 
 
+def offsite_archive_in(path: str | Path, directory: Path | None) -> Path:
+    """An encrypted archive the fleet wrote off-site; a plain file there is never taken for a backup."""
+    return archive_in(path, directory, name=ENCRYPTED_NAME)
+
+
 def companions(archive: Path) -> list[Path]:
-    """The archive, its manifest and its globals: everything retention may delete for one backup."""
+    """Everything retention may delete for one backup. Locally: the archive, its manifest and globals, and
+    encrypted copies left staged by an interrupted off-site copy. Off-site: the encrypted archive, manifest and
+    globals, and the plain manifest earlier versions wrote beside them (names and counts, no data)."""
     base = archive.name.removesuffix(".gpg")
+    manifest = base + ".manifest.json"
     globals_name = base.removesuffix(".zst").removesuffix(".dump") + ".globals.sql"
-    return [
-        archive,
-        archive.with_name(base + ".manifest.json"),
-        archive.with_name(globals_name),
-        archive.with_name(globals_name + ".gpg"),
-    ]
+    if archive.name.endswith(".gpg"):
+        names = [manifest + ".gpg", manifest, globals_name + ".gpg"]
+    else:
+        names = [manifest, globals_name, base + ".gpg", manifest + ".gpg", globals_name + ".gpg"]
+    return [archive, *(archive.with_name(name) for name in names)]
+
+
+def plain_offsite_files(directory: Path | None) -> list[Path]:
+    """Plain backup files in the off-site directory: never counted, restored or deleted by the fleet."""
+    if directory is None or not directory.is_dir():
+        return []
+    return sorted(path for path in directory.iterdir() if PLAIN_OFFSITE_NAME.match(path.name))
 
 
 def checked_database_name(name: str) -> str:

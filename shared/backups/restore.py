@@ -59,10 +59,9 @@ def restore_backup(
             state = None
         if state is None:
             catalog.create_database(admin, target)
-    # `target` is a checked identifier (no "=" or spaces), so pg_restore cannot read it as a connection string.
-    archive.pg_restore(
-        tools.for_database(target), path, "--no-owner", "--exit-on-error", "--single-transaction", f"--dbname={target}"
-    )
+    # The fleet's full connection options with `target` (a checked identifier, quoted) as the database name.
+    into = tools.for_database(target)
+    archive.pg_restore(into, path, "--no-owner", "--exit-on-error", "--single-transaction", into.connection_option())
     log.info("backup %s restored into %s", backup["id"], target)
     return backup
 

@@ -1,5 +1,9 @@
 """Which backups to keep: the newest of each of the last N days, N weeks and N months, and always the newest
-verified one. Pruning runs only right after a new verified backup, and only verified backups count."""
+verified one. Pruning runs only right after a new verified backup, and only verified backups count.
+
+Off-site, retention deletes only the encrypted files the fleet wrote there. A plain backup file an earlier
+version left off-site (a copy whose encryption failed, or one made without encryption) is never taken for a
+backup nor deleted: each run names it in an error (Sentry has it) until an operator removes it by hand."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from shared.backups.files import archive_in, companions
+from shared.backups.files import archive_in, companions, offsite_archive_in, plain_offsite_files
 from shared.backups.tools import BackupError
 from shared.core.settings import BackupSettings
 from shared.data.repositories.backups import BackupRepository
@@ -41,17 +45,40 @@ def backups_to_keep(backups: Iterable[tuple[int, datetime]], settings: BackupSet
 
 
 def _delete_files(settings: BackupSettings, path: str | None, offsite: str | None) -> None:
-    """Delete one backup's files, only where the `backups` row names one of ours in a configured directory."""
-    for location, directory in ((path, settings.directory), (offsite, settings.offsite_directory)):
+    """Delete one backup's files, only where the `backups` row names one of ours in a configured directory:
+    a plain archive locally, an encrypted one off-site."""
+    for location, find in (
+        (path, lambda named: archive_in(named, settings.directory)),
+        (offsite, lambda named: offsite_archive_in(named, settings.offsite_directory)),
+    ):
         if not location:
             continue
         try:
-            archive = archive_in(location, directory)
+            archive = find(location)
         except BackupError as exc:
             log.error("retention left a file alone: %s", exc)
             continue
         for companion in companions(archive):
             companion.unlink(missing_ok=True)
+
+
+def report_plain_offsite(settings: BackupSettings) -> list[str]:
+    """Name the plain backup files off-site (they hold the WhatsApp credentials unencrypted) so someone removes
+    them; retention neither counts nor deletes them. Returns their names."""
+    try:
+        names = [path.name for path in plain_offsite_files(settings.offsite_directory)]
+    except OSError as exc:
+        log.warning("could not list the off-site directory for plain backup files: %s", exc)
+        return []
+    if names:
+        log.error(
+            "%s plain (unencrypted) backup files in the off-site directory %s, left by an earlier version: not"
+            " backups, never deleted by retention; remove them by hand: %s",
+            len(names),
+            settings.offsite_directory,
+            ", ".join(names),
+        )
+    return names
 
 
 def prune(settings: BackupSettings, zone: ZoneInfo) -> list[int]:
@@ -67,4 +94,5 @@ def prune(settings: BackupSettings, zone: ZoneInfo) -> list[int]:
         pruned.append(row["id"])
     if pruned:
         log.info("pruned %s backups, kept %s", len(pruned), len(keep))
+    report_plain_offsite(settings)
     return sorted(pruned)

@@ -1,7 +1,13 @@
-"""The PostgreSQL client programs, run with the credentials kept out of the command line."""
+"""The PostgreSQL client programs, connecting exactly as the fleet's own connections do, credentials kept out
+of the command line.
+
+Every option of the fleet's URL reaches them (TLS modes and files, keepalives, target_session_attrs...): an
+option dropped on the way has made pg_dump connect without the certificate checks the fleet itself makes.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -10,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from shared.core.failure import FleetError
@@ -30,28 +37,36 @@ class PgTools:
 
     def path(self, program: str) -> str:
         if self.settings.pg_bin_dir is not None:
-            return str(self.settings.pg_bin_dir / program)
+            candidate = self.settings.pg_bin_dir / program
+            if not candidate.is_file():
+                raise BackupError(f"{program} is not in FLEET_BACKUP__PG_BIN_DIR ({self.settings.pg_bin_dir})")
+            return str(candidate)
         found = shutil.which(program)
         if found is None:
             raise BackupError(f"{program} is not installed (Debian: postgresql-client); set FLEET_BACKUP__PG_BIN_DIR")
         return found
 
     def env(self, conninfo: str | None = None) -> dict[str, str]:
-        """Connection settings as PG* variables: the password never appears in `ps`."""
-        parts = conninfo_to_dict(conninfo or self.conninfo)
-        env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-        mapping = {
-            "host": "PGHOST",
-            "port": "PGPORT",
-            "user": "PGUSER",
-            "password": "PGPASSWORD",
-            "dbname": "PGDATABASE",
-            "sslmode": "PGSSLMODE",
-        }
-        for key, variable in mapping.items():
-            if parts.get(key):
-                env[variable] = str(parts[key])
+        """This process's environment (which the fleet's own connections read too) with every option of the URL
+        that libpq takes from a PG* variable set over it; the password reaches the tools only this way, never `ps`."""
+        env = dict(os.environ)
+        variables = libpq_variables()
+        for key, value in conninfo_to_dict(conninfo or self.conninfo).items():
+            if key in variables and value is not None:
+                env[variables[key]] = str(value)
         return env
+
+    def connection_option(self) -> str:
+        """`--dbname=<conninfo>` for a tool that connects: the URL's every option but the password (`env()` has
+        it). An option the tool's libpq does not know is refused loudly there, not silently dropped."""
+        parts = conninfo_to_dict(self.conninfo)
+        hidden = sorted(key for key in parts if key in libpq_secrets() and key not in libpq_variables())
+        if hidden:
+            raise BackupError(
+                f"the database URL's {', '.join(hidden)} could reach pg_dump only on its command line, visible in `ps`:"
+                " use a client key without a passphrase, readable by the fleet's user only"
+            )
+        return "--dbname=" + make_conninfo("", **{key: value for key, value in parts.items() if key != "password"})
 
     def for_database(self, dbname: str) -> PgTools:
         return PgTools(self.settings, make_conninfo(self.conninfo, dbname=dbname))
@@ -83,6 +98,18 @@ class PgTools:
         if match is None:
             raise BackupError(f"cannot read the version of {program}: {text.strip()!r}")
         return int(match.group(1)), int(match.group(2) or 0)
+
+
+@functools.cache
+def libpq_variables() -> dict[str, str]:
+    """Connection keyword -> the PG* variable libpq reads it from, as libpq itself lists them."""
+    return {option.keyword.decode(): option.envvar.decode() for option in pq.Conninfo.get_defaults() if option.envvar}
+
+
+@functools.cache
+def libpq_secrets() -> frozenset[str]:
+    """The keywords libpq marks as secret (shown as "*"): password, sslpassword..."""
+    return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults() if option.dispchar == b"*")
 
 
 def failure_text(program: str, code: int, stderr: bytes) -> str:
