@@ -57,7 +57,8 @@ class Router(threading.Thread):
         self.id = f"router-{socket.gethostname()}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
         self.inflight = inflight_key(INTAKE, self.id)
         self.client = redis.Redis.from_url(settings.redis_url.get_secret_value(), socket_timeout=5)
-        self.lanes = Lanes(self.client)
+        self.lanes = Lanes.for_settings(self.client, settings)
+        self.served = len(self.lanes.served)
         self.ttl_ms = int(settings.broker_inflight_ttl_seconds * 1000)
         self.orphan_scan_seconds = settings.broker_inflight_ttl_seconds / 2
         self.depth = settings.inbound.ready_depth
@@ -65,7 +66,9 @@ class Router(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
-        log.info("lanes router %s started (ready depth %s)", self.id, self.depth)
+        log.info("lanes router %s started (ready depth %s, %s served salons)", self.id, self.depth, self.served)
+        if not self.served:
+            log.warning("no served salons (yclients.company_ids): every message takes the fleet's lane, no fair turns")
         leading, renew_at, scan_at = False, 0.0, 0.0
         while not self.stopping.is_set():
             try:
