@@ -107,10 +107,11 @@ def store_and_reply(payload: dict) -> None:
         " WHERE id = %s AND status = 'pending' RETURNING *",
         (outbox_id,),
     ).fetchone()
+    gateway_id = f"{company}:{idempotency_key}"  # the salon's session sends it, as the fleet's gateway client asks
     response = _http.post(
         os.environ["BENCH_GATEWAY_URL"],
-        json={"phone": chat, "message": "ok", "id": idempotency_key},
-        headers={"Idempotency-Key": idempotency_key},
+        json={"company_id": company, "phone": chat, "message": "ok", "id": gateway_id},
+        headers={"Idempotency-Key": gateway_id},
     )
     response.raise_for_status()
     conn.execute(

@@ -155,13 +155,14 @@ def measure(design: str, flood: int, every: float, concurrency: int, cap: int) -
     tmp = ROOT / ".run" / "bench"
     tmp.mkdir(parents=True, exist_ok=True)
     client = redis.Redis.from_url(os.environ["REDIS_URL"])
-    with gateway_stand_in() as gateway:
+    with gateway_stand_in(companies=(COMPANY, QUIET)) as gateway:
         env = {
             **os.environ,
             "FLEET_GATEWAY__SEND_URL": gateway.url,
             "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0",
             "FLEET_WORKER_TYPE": "inbound",
             "FLEET_BENCH_SALON_CAP": str(cap),
+            "FLEET_YCLIENTS__COMPANY_IDS": f"[{COMPANY}, {QUIET}]",  # the served salons: only they get lanes
             PROMETHEUS_ENV: str(get_settings().metrics_directory),
         }
         get_settings().metrics_directory.mkdir(parents=True, exist_ok=True)

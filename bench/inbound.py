@@ -45,6 +45,7 @@ from shared.core.budget import connection_budget
 from shared.core.migrate import upgrade
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import load_settings
+from shared.inbound.gateway import gateway_id
 
 TABLES = "messages, outbox, dialog_contexts, clients, dead_letters"
 
@@ -95,8 +96,10 @@ def delivered(conn: psycopg.Connection, gateway: Any, count: int) -> list[tuple[
         interval=0.2,
     )
     at = {d.id: d.at for d in gateway.deliveries}
-    rows = conn.execute("SELECT m.sent_at, o.idempotency_key FROM messages m JOIN outbox o ON o.id = m.outbox_id")
-    return [(sent.timestamp(), at[key]) for sent, key in rows.fetchall()]
+    rows = conn.execute(
+        "SELECT m.sent_at, o.company_id, o.idempotency_key FROM messages m JOIN outbox o ON o.id = m.outbox_id"
+    )
+    return [(sent.timestamp(), at[gateway_id(company, key)]) for sent, company, key in rows.fetchall()]
 
 
 def fleet_sender() -> Any:

@@ -28,6 +28,8 @@ FLOOD = 1500
 FLOOD_CHATS = [f"+7911200{n:04d}" for n in range(150)]
 QUIET_CHAT = "+79113000001"
 BOUND_SECONDS = 1.0
+SERVED = frozenset({"5", "77", "962302"})
+MAX_BYTES = 1_048_576
 
 
 @pytest.mark.slow
@@ -39,8 +41,13 @@ def test_a_quiet_salon_is_answered_within_a_second_while_another_floods(
     seed_salon(QUIET)
     close_process_pool()
     client = redis.Redis.from_url(fleet_env["REDIS_URL"])
-    with gateway_stand_in() as gateway:
-        env = {**fleet_env, "FLEET_GATEWAY__SEND_URL": gateway.url, "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0"}
+    with gateway_stand_in(companies=(COMPANY, QUIET)) as gateway:
+        env = {
+            **fleet_env,
+            "FLEET_GATEWAY__SEND_URL": gateway.url,
+            "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0",
+            "FLEET_YCLIENTS__COMPANY_IDS": f"[{COMPANY}, {QUIET}]",  # lanes are for served salons only
+        }
         with running_worker("inbound", env, tmp_path, concurrency=2):
             flood = [chat_message(COMPANY, FLOOD_CHATS[n % len(FLOOD_CHATS)], n) for n in range(FLOOD)]
             ids, rejected = enqueue_many(flood)
@@ -70,8 +77,11 @@ def test_a_quiet_salon_is_answered_within_a_second_while_another_floods(
     [
         (json.dumps(envelope(RECEIVE, kwargs={"payload": {"company_id": 5, "text": "x"}}, queue="inbound")), "5"),
         (json.dumps(envelope(RECEIVE, args=[{"company_id": "77"}], queue="inbound")), "77"),
+        (json.dumps(envelope(RECEIVE, args=[{"company_id": " 077"}], queue="inbound")), "77"),
         (json.dumps(envelope("workers.inbound.drain_chat", args=[962302, "+79110000001"], queue="inbound")), "962302"),
         (json.dumps(envelope("workers.inbound.deliver_reply", args=[123456], queue="inbound")), "fleet"),
+        (json.dumps(envelope(RECEIVE, kwargs={"payload": {"company_id": 6, "text": "x"}}, queue="inbound")), "fleet"),
+        (json.dumps(envelope("workers.inbound.drain_chat", args=[962303, "+79110000001"], queue="inbound")), "fleet"),
         (json.dumps(envelope(RECEIVE, kwargs={"payload": {"company_id": True}}, queue="inbound")), "fleet"),
         (json.dumps(envelope(RECEIVE, kwargs={"payload": {"company_id": "1; DROP"}}, queue="inbound")), "fleet"),
         (json.dumps(envelope(RECEIVE, kwargs={"payload": "not a mapping"}, queue="inbound")), "fleet"),
@@ -82,8 +92,9 @@ def test_a_quiet_salon_is_answered_within_a_second_while_another_floods(
     ],
 )
 def test_every_queued_message_gets_a_lane_whatever_it_holds(raw: bytes | str, lane: str) -> None:
-    """The router reads each message's salon; nothing a producer sends can stop it (the workers judge it)."""
-    assert lane_of(raw) == lane
+    """The router reads each message's salon, given a lane only when served; nothing a producer sends can stop
+    it (the workers judge it)."""
+    assert lane_of(raw, SERVED) == lane
 
 
 def _queued(company: int, n: int) -> str:
@@ -99,7 +110,7 @@ def test_the_lanes_deal_one_message_of_each_salon_in_turn_keeping_each_salons_or
     for n in range(3):
         client.lpush(INTAKE, _queued(1, n))
     client.lpush(INTAKE, _queued(2, 0), _queued(3, 0))
-    steps = Lanes(client)
+    steps = Lanes(client, served=[1, 2, 3], max_bytes=MAX_BYTES)
     assert steps.route("fleet:inflight:inbound:router-test", 500) == 5
     assert client.llen("fleet:inflight:inbound:router-test") == 0
     assert steps.dispatch(4) == (4, 1)
@@ -114,7 +125,7 @@ def test_a_lane_another_router_added_meanwhile_takes_its_turn(clean_redis: str) 
     """The dispatch step is given the lanes it may reach; one it was not given ends the step, keeps its turn,
     and is named in the step run at once after it."""
     client = redis.Redis.from_url(clean_redis)
-    routing, dealing = Lanes(client), Lanes(client)
+    routing, dealing = (Lanes(client, served=[1, 2], max_bytes=MAX_BYTES) for _ in range(2))
     client.lpush(INTAKE, _queued(1, 0), _queued(1, 1))
     routing.route("fleet:inflight:inbound:router-a", 500)
     assert dealing.dispatch(1) == (1, 1)  # the dealing router now knows lane 1 only

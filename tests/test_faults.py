@@ -30,6 +30,7 @@ from shared.core.budget import connection_budget
 from shared.core.migrate import upgrade
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import load_settings
+from shared.inbound.gateway import gateway_id
 from shared.inbound.payload import TASK_NAME
 from tests.support.postgres_server import OwnPostgres
 from tests.support.processes import FleetProcess, Supervised, wait_until
@@ -240,7 +241,9 @@ def check_outcome(
     outbox = db.execute("SELECT id, chat_id, idempotency_key, message_ids FROM outbox ORDER BY id").fetchall()
     answered = [message_id for *_, ids in outbox for message_id in ids]
     assert len(answered) == len(set(answered)) == len(producer.sent), "each message in exactly one reply"
-    assert {d.id for d in gateway.deliveries} == {key for _, _, key, _ in outbox}, "every reply reached the client"
+    assert {d.id for d in gateway.deliveries} == {gateway_id(COMPANY, key) for _, _, key, _ in outbox}, (
+        "every reply reached the client"
+    )
     # Per-chat order: replies in send order, except a message the crash held back, answered when it came.
     sent_at = dict(db.execute("SELECT id, sent_at FROM messages").fetchall())
     received_at = dict(db.execute("SELECT id, received_at FROM messages").fetchall())
@@ -261,7 +264,7 @@ def check_outcome(
     for delivery in gateway.deliveries:
         replies_per_chat[delivery.phone].append(delivery.id)
     for _, chat, _, _ in outbox:
-        expected = [key for _, c, key, _ in outbox if c == chat]
+        expected = [gateway_id(COMPANY, key) for _, c, key, _ in outbox if c == chat]
         assert replies_per_chat[chat] == expected, "replies reached the gateway in reply order"
     # Within the budget all along.
     assert 0 < watch.peak <= connection_budget(load_settings()).total

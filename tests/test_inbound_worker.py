@@ -14,6 +14,7 @@ import redis
 
 from ops.standins.gateway import GatewayStandIn
 from shared.core.kombu_contract import ALIVE, INFLIGHT_KEYS, inflight_key
+from shared.inbound.gateway import gateway_id
 from shared.inbound.payload import TASK_NAME
 from tests.support.chats import assert_each_chat_answered_once_in_order
 from tests.support.payloads import inbound_payload
@@ -72,7 +73,8 @@ def test_twenty_messages_in_one_chat_are_answered_in_order_by_two_processes(
     outbox = db.execute("SELECT idempotency_key, message_ids FROM outbox ORDER BY id").fetchall()
     answered_order = [message_id for _, ids in outbox for message_id in ids]
     assert answered_order == sent_order, "every message answered once, in the order it was sent"
-    assert [d.id for d in gateway.to(chat)] == [key for key, _ in outbox], "replies reached the gateway in order"
+    expected = [gateway_id(COMPANY, key) for key, _ in outbox]
+    assert [d.id for d in gateway.to(chat, company=COMPANY)] == expected, "replies reached the gateway in order"
     assert gateway.repeats == 0
 
 

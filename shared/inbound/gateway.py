@@ -1,4 +1,9 @@
-"""The WhatsApp gateway's send endpoint: POST {phone, message, id}; the id lets the gateway drop repeats."""
+"""The WhatsApp gateway's send endpoint: POST {company_id, phone, message, id}.
+
+The gateway holds many salons' WhatsApp sessions; `company_id` chooses the one a message leaves from, so a
+salon's reply, reminder or CRM notice never goes out from another salon's number. The id, `<company>:<key>`,
+lets the gateway drop repeats and names the salon as well, so two salons' keys can never be taken for one.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,8 @@ import httpx
 
 from shared.core.failure import FleetError
 from shared.core.settings import GatewaySettings
+
+REASON_CHARS = 300  # of a refusal's reason, kept with the given-up reply
 
 
 class GatewayError(FleetError):
@@ -17,6 +24,24 @@ class GatewayError(FleetError):
         self.status = status
 
 
+def gateway_id(company_id: int, key: str) -> str:
+    """The id a message carries to the gateway: its salon, then its outbox key (and part)."""
+    return f"{company_id}:{key}"
+
+
+def refusal_reason(response: httpx.Response) -> str:
+    """What the gateway said about a refusal (its JSON `error`, `reason` or `message`, else the body's start),
+    so the failed reply says why, e.g. that the gateway holds no session of that salon."""
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    said = [data.get(field) for field in ("error", "reason", "message")] if isinstance(data, dict) else []
+    text = next((value for value in said if isinstance(value, str) and value.strip()), response.text)
+    printable = "".join(ch if ch.isprintable() else " " for ch in text)
+    return " ".join(printable.split())[:REASON_CHARS] or "no reason given"
+
+
 class GatewayClient:
     def __init__(self, settings: GatewaySettings, client: httpx.Client | None = None) -> None:
         self.settings = settings
@@ -25,11 +50,13 @@ class GatewayClient:
             headers["Authorization"] = f"Bearer {settings.token.get_secret_value()}"
         self._client = client or httpx.Client(timeout=settings.timeout_seconds, headers=headers)
 
-    def send(self, phone: str, message: str, message_id: str) -> None:
+    def send(self, *, company_id: int, phone: str, message: str, key: str) -> None:
+        """Send one message from the salon's own WhatsApp session; `key` is stable across attempts."""
+        message_id = gateway_id(company_id, key)
         try:
             response = self._client.post(
                 self.settings.send_url,
-                json={"phone": phone, "message": message, "id": message_id},
+                json={"company_id": company_id, "phone": phone, "message": message, "id": message_id},
                 headers={"Idempotency-Key": message_id},
             )
         except httpx.TimeoutException as exc:
@@ -39,8 +66,12 @@ class GatewayClient:
         if response.status_code >= 500 or response.status_code in (408, 425, 429):
             raise GatewayError(f"gateway answered {response.status_code}", retryable=True, status=response.status_code)
         if response.status_code >= 400:
+            # A refusal no retry mends (no session of this salon, a malformed request): the reply is given up
+            # at once, with the gateway's reason.
             raise GatewayError(
-                f"gateway refused the reply: {response.status_code}", retryable=False, status=response.status_code
+                f"gateway refused the reply: {response.status_code} ({refusal_reason(response)})",
+                retryable=False,
+                status=response.status_code,
             )
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """The reply outbox: replies are written with the chat's state and delivered afterwards, at least once.
 
 A delivery claims its row with a lease (so two workers do not send it at once and a crashed sender's row
-is picked up by the sweep), sends every part with a stable id, then marks the row done; the row counts the
-attempts and is given up (failed) at `FLEET_GATEWAY__MAX_ATTEMPTS` (shared/data/work_rows.py).
+is picked up by the sweep), sends every part from the row's salon with a stable id, then marks the row done;
+the row counts the attempts and is given up (failed) at `FLEET_GATEWAY__MAX_ATTEMPTS` (shared/data/work_rows.py),
+or at the first refusal no retry mends (a 4xx such as a salon the gateway holds no session of), with its reason.
 """
 
 from __future__ import annotations
@@ -89,10 +90,12 @@ def give_up(row: dict[str, Any], error: str) -> int | None:
 
 
 def send_parts(row: dict[str, Any], gateway: GatewayClient, settings: GatewaySettings) -> int:
+    """Every part from the row's own salon (its WhatsApp session), whatever wrote the row: a reply, a reminder
+    or a CRM notice; the gateway id is `<company>:<key>`, with `#n/m` for a part."""
     parts = split_message(row["body"], settings.max_part_chars)
     for index, part in enumerate(parts, 1):
-        part_id = row["idempotency_key"] if len(parts) == 1 else f"{row['idempotency_key']}#{index}/{len(parts)}"
-        gateway.send(row["chat_id"], part, part_id)
+        part_key = row["idempotency_key"] if len(parts) == 1 else f"{row['idempotency_key']}#{index}/{len(parts)}"
+        gateway.send(company_id=row["company_id"], phone=row["chat_id"], message=part, key=part_key)
     return len(parts)
 
 
