@@ -13,7 +13,7 @@ from shared.alerts.delivery import deliver_due, raise_alert
 from shared.core.settings import AlertSettings, get_settings, load_settings
 from shared.health.checks import check_outbox
 from shared.health.report import build_report, store_and_alert
-from tests.support.fake_tools import real_program, wrapper
+from tests.support.fake_tools import pg_dump_as_a_role_that_does_not_exist, real_program, wrapper
 from tests.support.healthy_fleet import NAME, PHONE, make_healthy
 from tests.support.seed import COMPANY
 
@@ -108,10 +108,7 @@ def test_a_failed_nightly_backup_is_told_once_per_run(
     from workers.backups import backup
 
     tools = tmp_path / "bin"
-    real = real_program("pg_dump")  # the real pg_dump as a role that does not exist: it fails as bad credentials do
-    wrapper(
-        tools, "pg_dump", f'[ "$1" = --version ] && exec {real} --version\nexec {real} --username=no_such_role "$@"'
-    )
+    pg_dump_as_a_role_that_does_not_exist(tools)
     wrapper(tools, "pg_restore", f'exec {real_program("pg_restore")} "$@"')
     os.environ["FLEET_BACKUP__PG_BIN_DIR"] = str(tools)
     os.environ["FLEET_BACKUP__DIRECTORY"] = str(tmp_path / "backups")

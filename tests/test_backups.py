@@ -28,7 +28,7 @@ from shared.core.preflight import offsite_encryption_problems
 from shared.core.settings import BackupSettings, Settings
 from shared.inbound.payload import InboundPayload
 from shared.inbound.store import store_message
-from tests.support.fake_tools import real_program, wrapper
+from tests.support.fake_tools import pg_dump_as_a_role_that_does_not_exist, real_program, wrapper
 from tests.support.processes import ROOT
 from tests.support.seed import COMPANY
 
@@ -146,15 +146,7 @@ def test_pg_dump_failing_is_reported_and_leaves_no_half_file(
     salon: psycopg.Connection, settings: Settings, tmp_path: Path
 ) -> None:
     tools = tmp_path / "bin"
-    # The real pg_dump, connecting as a role that does not exist: it fails as bad credentials do.
-    real = real_program("pg_dump")
-    as_no_such_role = 'case "$arg" in --dbname=*) arg="$arg user=no_such_role";; esac'  # the later keyword wins
-    wrapper(
-        tools,
-        "pg_dump",
-        f'[ "$1" = --version ] && exec {real} --version\n'
-        f'for arg; do shift; {as_no_such_role}; set -- "$@" "$arg"; done\nexec {real} "$@"',
-    )
+    pg_dump_as_a_role_that_does_not_exist(tools)
     wrapper(tools, "pg_restore", f'exec {real_program("pg_restore")} "$@"')
     backup_settings = BackupSettings(directory=tmp_path / "backups", pg_bin_dir=tools)
     with pytest.raises(BackupError, match=r"pg_dump failed .*no_such_role"):

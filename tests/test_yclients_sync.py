@@ -190,6 +190,7 @@ def test_two_worker_processes_syncing_at_once_stay_under_the_rate_limit(
             "FLEET_YCLIENTS__BASE_URL": stand_in.url,
             "FLEET_YCLIENTS__PARTNER_TOKEN": "partner-token",
             "FLEET_YCLIENTS__USER_TOKEN": "user-token",
+            "FLEET_YCLIENTS__COMPANY_IDS": "[1001, 1002]",
         }
         with running_worker("yclients", env, tmp_path, concurrency=2):
             for company in (1001, 1002):

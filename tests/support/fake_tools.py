@@ -20,3 +20,16 @@ def wrapper(directory: Path, program: str, body: str) -> None:
     script = directory / program
     script.write_text(f"#!/bin/sh\n{body}\n")
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
+
+
+def pg_dump_as_a_role_that_does_not_exist(directory: Path) -> None:
+    """The real pg_dump, connecting as a role the server does not have: it fails as bad credentials do. The
+    fleet passes its connection options as `--dbname=<conninfo>`; a keyword appended there wins."""
+    real = real_program("pg_dump")
+    as_no_such_role = 'case "$arg" in --dbname=*) arg="$arg user=no_such_role";; esac'
+    wrapper(
+        directory,
+        "pg_dump",
+        f'[ "$1" = --version ] && exec {real} --version\n'
+        f'for arg; do shift; {as_no_such_role}; set -- "$@" "$arg"; done\nexec {real} "$@"',
+    )
