@@ -23,15 +23,16 @@ from ops.standins.gateway import GatewayStandIn
 from ops.standins.yclients import YClientsStandIn
 from shared.core.pool import close_process_pool
 from shared.core.settings import load_settings
+from shared.data.repositories.webhook_events import WebhookSecretRepository
 from shared.health.server import make_server
-from tests.support.booking_loop import COMPANY, WEBHOOK_SECRET
+from tests.support.booking_loop import COMPANY
 from tests.support.processes import ROOT, running_worker, running_workers, wait_until
 from workers.app import app
+from workers.cli.webhooks import new_secret
 from workers.producer import enqueue_message
 
 pytestmark = pytest.mark.slow
 CHAT = "+79110001122"
-SECRET = WEBHOOK_SECRET
 
 
 class Chat:
@@ -245,17 +246,19 @@ def test_reminders_are_sent_once_each_also_across_a_worker_restart_and_the_answe
 
 @pytest.fixture
 def webhook_url(loop_env: dict[str, str]) -> Iterator[str]:
+    """The salon's own webhook URL (`/yclients/webhook/<company>/<secret>`), its secret set as an operator does."""
     settings = load_settings(
-        redis_url=loop_env["REDIS_URL"],
-        yclients={"company_ids": [COMPANY], "webhook_secret": SECRET, "partner_token": "partner-token"},
+        redis_url=loop_env["REDIS_URL"], yclients={"company_ids": [COMPANY], "partner_token": "partner-token"}
     )
     server = make_server(
         settings, port=0, enqueue_webhook=lambda event: app.send_task("workers.yclients.apply_webhook", (event,))
     )
+    secret = new_secret()
+    WebhookSecretRepository().replace(COMPANY, secret, None)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/yclients/webhook"
+        yield f"http://127.0.0.1:{server.server_address[1]}/yclients/webhook/{COMPANY}/{secret}"
     finally:
         server.shutdown()
         server.server_close()
@@ -274,7 +277,7 @@ def post(url: str, body: bytes) -> tuple[int, dict]:
 def test_a_record_made_in_the_salon_reaches_postgres_through_a_webhook_once(
     fleet: dict, loop_stand_in: YClientsStandIn, db: psycopg.Connection, webhook_url: str
 ) -> None:
-    loop_stand_in.webhook_url = f"{webhook_url}?secret={SECRET}"
+    loop_stand_in.webhook_url = webhook_url
     staff_id = int(loop_stand_in.salons[COMPANY].staff[1]["id"])
     service_id = int(loop_stand_in.salons[COMPANY].services[0]["id"])
     start = (datetime.now(UTC) + timedelta(days=2)).replace(hour=8, minute=0, second=0, microsecond=0)
@@ -287,15 +290,27 @@ def test_a_record_made_in_the_salon_reaches_postgres_through_a_webhook_once(
     )
     print(f"\nwebhook to PostgreSQL: {time.monotonic() - started:.2f} s")
     event = json.dumps(loop_stand_in.webhooks_sent[-1], ensure_ascii=False).encode()
+    wait_until(
+        lambda: db.execute("SELECT count(*) FROM yclients_webhook_events WHERE status = 'pending'").fetchone()[0] == 0,
+        20,
+        "the event applied",
+    )
     before = db.execute("SELECT count(*), max(xmin::text) FROM bookings").fetchone()
-    status, answer = post(f"{webhook_url}?secret={SECRET}", event)
-    assert (status, answer) == (200, {"accepted": False, "repeat": True})
-    time.sleep(1)
-    assert db.execute("SELECT count(*), max(xmin::text) FROM bookings").fetchone() == before
-    assert db.execute("SELECT count(*) FROM yclients_webhook_events").fetchone()[0] == 1
-    assert post(webhook_url, event)[0] == 403
-    assert post(f"{webhook_url}?secret=wrong", event)[0] == 403
-    assert post(f"{webhook_url}?secret={SECRET}", b"[1, 2]")[0] == 400
+    done = "SELECT count(*) FROM yclients_webhook_events WHERE status = 'done'"
+    applied = db.execute(done).fetchone()[0]
+    status, answer = post(webhook_url, event)
+    assert (status, answer) == (202, {"accepted": True}), "applied events fold nothing: a new read of the record"
+    wait_until(
+        lambda: db.execute(done).fetchone()[0] == applied + 1,
+        20,
+        "the second event applied",
+    )
+    assert db.execute("SELECT count(*), max(xmin::text) FROM bookings").fetchone() == before, "nothing changed"
+    base = webhook_url.rsplit("/", 2)[0]
+    assert post(base, event) == (403, {"error": "refused"})
+    assert post(f"{base}/{COMPANY}/wrong-secret", event) == (403, {"error": "refused"})
+    assert post(f"{webhook_url}?x=1", event) == (403, {"error": "refused"})
+    assert post(webhook_url, b"[1, 2]") == (400, {"error": "refused"})
 
     loop_stand_in.cancel_in_widget(COMPANY, record_id)
     wait_until(
@@ -308,7 +323,7 @@ def test_a_record_made_in_the_salon_reaches_postgres_through_a_webhook_once(
 def test_a_client_changed_in_the_salon_reaches_postgres_through_a_webhook(
     fleet: dict, loop_stand_in: YClientsStandIn, db: psycopg.Connection, webhook_url: str
 ) -> None:
-    loop_stand_in.webhook_url = f"{webhook_url}?secret={SECRET}"
+    loop_stand_in.webhook_url = webhook_url
     salon = loop_stand_in.salons[COMPANY]
     salon.clients[5_100_001] = {"id": 5_100_001, "name": "Ольга", "phone": "+79990007766", "email": ""}
     loop_stand_in.client_changed(COMPANY, 5_100_001, name="Ольга Петрова")

@@ -152,8 +152,8 @@ def status_of(answer: bytes) -> int:
 
 
 def webhook_head(length: bytes, secret: bool = False, extra: bytes = b"") -> bytes:
-    query = f"?secret={SECRET}".encode() if secret else b""
-    return b"POST /yclients/webhook" + query + b" HTTP/1.1\r\nHost: fleet\r\n" + length + extra + b"\r\n"
+    door = f"/{COMPANY}/{SECRET}".encode() if secret else b""
+    return b"POST /yclients/webhook" + door + b" HTTP/1.1\r\nHost: fleet\r\n" + length + extra + b"\r\n"
 
 
 def test_150_mib_offered_without_the_secret_or_with_a_bad_length_are_refused_at_once_and_never_read(
@@ -254,10 +254,10 @@ def test_webhooks_and_health_answers_still_work_each_on_its_own_listener(
     service: Service, db: psycopg.Connection
 ) -> None:
     event = json.dumps({"company_id": COMPANY, "resource": "record", "resource_id": 77, "status": "create"}).encode()
-    path = f"/yclients/webhook?secret={SECRET}"
+    path = f"/yclients/webhook/{COMPANY}/{SECRET}"  # the fleet-wide secret, outside production only
     status, answer = post(service.public, path, event)
     assert status == 202, answer
-    assert post(service.public, path, event) == (200, {"accepted": False, "repeat": True})
+    assert post(service.public, path, event) == (200, {"accepted": True}), "folded into the waiting event"
     assert post(service.public, "/yclients/webhook", event)[0] == 403
     assert post(service.public, path, b"[1, 2]")[0] == 400
     assert db.execute("SELECT count(*) FROM yclients_webhook_events").fetchone()[0] == 1

@@ -163,3 +163,42 @@ def test_the_work_rows_revision_moves_every_row_to_one_vocabulary_and_back(scrat
         assert events == [(1, False, None), (2, True, None), (3, True, "YClientsError: 500")]
         conn.execute("TRUNCATE outbox, crm_operations, alerts, yclients_webhook_events, companies CASCADE")
     assert _schema_dump(scratch_db) == before, "the downgrade restores the schema exactly"
+
+
+def test_the_webhook_doors_revision_keeps_ids_only_and_folds_waiting_duplicates(scratch_db: str) -> None:
+    config = alembic_config(scratch_db)
+    ensure_database(scratch_db)
+    command.upgrade(config, "0010")
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        conn.execute(
+            """
+            INSERT INTO yclients_webhook_events (id, event_key, company_id, resource, resource_id, action, payload,
+                                                 status, attempts) VALUES
+                (1, 'e1', 962302, 'record', 5, 'create', '{"data": {"phone": "+79110000001"}}', 'pending', 0),
+                (2, 'e2', 962302, 'record', 5, 'update', '{"data": {"name": "Анна"}}', 'pending', 0),
+                (3, 'e3', 962302, 'record', 5, 'update', '{}', 'done', 1),
+                (4, 'e4', 962302, 'client', 5, 'update', '{}', 'pending', 0);
+            """
+        )
+
+    command.upgrade(config, "0011")
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT id, status, repeats, row_to_json(e)::text FROM yclients_webhook_events e ORDER BY id"
+        ).fetchall()
+        assert [row[:3] for row in rows] == [(1, "pending", 1), (3, "done", 0), (4, "pending", 0)]
+        assert not any("+7911" in row[3] or "Анна" in row[3] for row in rows), "the bodies are gone"
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(
+                "INSERT INTO yclients_webhook_events (company_id, resource, resource_id, action)"
+                " VALUES (962302, 'record', 5, 'update')"
+            )
+        conn.execute("INSERT INTO yclients_webhook_secrets (company_id, secret_hash) VALUES (962302, repeat('a', 64))")
+
+    command.downgrade(config, "0010")
+    with psycopg.connect(scratch_db, autocommit=True) as conn:
+        events = conn.execute("SELECT id, event_key, payload FROM yclients_webhook_events ORDER BY id").fetchall()
+        assert events == [(1, "v11:1", {}), (3, "v11:3", {}), (4, "v11:4", {})]
+        tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+        assert "yclients_webhook_secrets" not in tables
+    command.upgrade(config, "head")

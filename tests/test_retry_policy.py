@@ -210,8 +210,7 @@ def webhook_event(salon: psycopg.Connection, monkeypatch: pytest.MonkeyPatch) ->
     settings = get_settings().yclients
     monkeypatch.setattr(settings, "webhook_max_attempts", 4)
     monkeypatch.setattr(settings, "webhook_retry_base_seconds", 0.0001)
-    event = {"company_id": COMPANY, "resource": "client", "resource_id": 7, "status": "update"}
-    event_id = WebhookEventRepository().store("client-7-update", COMPANY, "client", 7, "update", event)
+    event_id = WebhookEventRepository().store(COMPANY, "client", 7, "update")
     assert event_id is not None
     return event_id
 

@@ -5,7 +5,7 @@ to a distinctive value and do work that writes URLs and errors down: an alert to
 bot's token is part of the request's URL, which the HTTP client logs and Sentry keeps as a breadcrumb), an
 alert Telegram refuses until it is given up (an error event carrying those breadcrumbs), a reply through the
 gateway (its token in a header), a task that fails into Sentry, and the health service answering with its
-token and taking a webhook with its secret in the URL.
+token and taking a webhook with its secret.
 """
 
 from __future__ import annotations
@@ -220,13 +220,15 @@ def test_no_secret_reaches_logs_or_sentry(
                 # A task failing in the inbound worker, into Sentry.
                 app.send_task(TaskName.INBOUND_PING, kwargs={"hold_seconds": "soon"})
                 wait_until(lambda: sentry_events(recorded, "InvalidTaskArguments"), 30, "the failed task's event")
-                # The health service, asked with its token, and a webhook with its secret in the URL.
+                # The health service, asked with its token, and a webhook with the fleet-wide secret (a header: the
+                # query string is refused).
                 base = f"http://127.0.0.1:{env['FLEET_HEALTH__PORT']}"
                 wait_until(lambda: "health service on" in health.output(), 30, "the health service")
                 token = {"Authorization": f"Bearer {env['FLEET_HEALTH__TOKEN']}"}
                 assert httpx.get(f"{base}/health/heartbeat", headers=token, timeout=10).status_code in (200, 503)
                 webhook = httpx.post(
-                    f"{base}/yclients/webhook?secret={env['FLEET_YCLIENTS__WEBHOOK_SECRET']}",
+                    f"{base}/yclients/webhook",
+                    headers={"X-Fleet-Webhook-Secret": env["FLEET_YCLIENTS__WEBHOOK_SECRET"]},
                     json={"company_id": 1, "resource": "record", "resource_id": 1, "status": "update"},
                     timeout=10,
                 )

@@ -103,6 +103,11 @@ def test_production_accepts_a_local_redis_with_a_password_and_an_open_health_ser
         ({"yclients": {"webhook_secret": "CHANGE-ME"}}, "FLEET_YCLIENTS__WEBHOOK_SECRET is the example's placeholder"),
         ({"yclients": {"webhook_secret": "x"}}, "FLEET_YCLIENTS__WEBHOOK_SECRET is shorter than 16 characters"),
         ({"yclients": {"webhook_secret": ""}}, "FLEET_YCLIENTS__WEBHOOK_SECRET is set but empty"),
+        # The fleet-wide webhook secret is for a migration outside production: each salon has its own there.
+        (
+            {"yclients": {"webhook_secret": "a-long-and-random-fleet-wide-secret"}},
+            "FLEET_YCLIENTS__WEBHOOK_SECRET is the fleet-wide webhook secret, not taken in production",
+        ),
         ({"yclients": {"partner_token": "abc123"}}, "FLEET_YCLIENTS__PARTNER_TOKEN is shorter than 16 characters"),
         ({"alerts": {"telegram_bot_token": "secret"}}, "FLEET_ALERTS__TELEGRAM_BOT_TOKEN is the example's placeholder"),
         ({"flower_password": "short-pw"}, "FLEET_FLOWER_PASSWORD is shorter than 16 characters"),
@@ -177,7 +182,7 @@ def test_production_refuses_each_unsafe_value_by_name(unsafe: dict, named: str) 
         {"replica": {"url": f"postgresql://fleet:{LONG_SECRET}@replica.internal/fleet?sslmode=verify-ca"}},
         {"gateway": {"token": LONG_SECRET, "send_url": "http://127.0.0.1:3000/send"}},
         {"gateway": {"token": LONG_SECRET, "send_url": "https://gateway.internal/send"}},
-        {"yclients": {"base_url": "http://localhost:8089/api/v1", "webhook_secret": LONG_SECRET}},
+        {"yclients": {"base_url": "http://localhost:8089/api/v1"}},
         {"alerts": {"telegram_api_url": "http://127.0.0.1:8091", "telegram_bot_token": "123456:" + LONG_SECRET}},
     ],
 )

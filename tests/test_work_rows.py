@@ -52,8 +52,7 @@ class Table:
             assert self.rows.add(f"{key}:{n}", "health", f"🔴 alert {n}")
             return self.rows.get({"key": f"{key}:{n}"})["id"]
         assert isinstance(self.rows, WebhookEventRepository)
-        event = {"company_id": COMPANY, "resource": "record", "resource_id": n, "status": "update"}
-        event_id = self.rows.store(f"event-{key}-{n}", COMPANY, "record", n, "update", event)
+        event_id = self.rows.store(COMPANY, "record", n, "update")
         assert event_id is not None
         return event_id
 

@@ -13,11 +13,10 @@ from shared.core.settings import get_settings
 from shared.core.topology import TaskName
 from shared.data.models import PositiveId, ServedCompanyId
 from shared.data.repositories.crm_operations import CrmOperationRepository
-from shared.data.repositories.webhook_events import WebhookEventRepository
 from shared.yclients.client import YClientsClient, make_client
 from shared.yclients.push import Pushed, push
 from shared.yclients.sync import ENTITIES, SyncFailedError, sync_entity
-from shared.yclients.webhooks import Applied, apply_event
+from shared.yclients.webhooks import Applied, apply_event, drive_due_events
 from workers.app import app
 from workers.base import FleetTask
 from workers.ping import define_ping, define_report
@@ -133,9 +132,14 @@ def sweep() -> dict[str, int]:
     operations = CrmOperationRepository().due_ids(200)
     for operation_id in operations:
         push_booking.delay(operation_id)
-    events = WebhookEventRepository().due_ids(200, grace_seconds=60)  # a minute for its own task to start
-    for event_id in events:
-        apply_webhook.delay(event_id)
-    if operations or events:
-        log.info("yclients sweep re-drove %s CRM operations and %s webhook events", len(operations), len(events))
-    return {"operations": len(operations), "webhooks": len(events)}
+    # Events due a minute ago (their task lost, or never sent), within each salon's reads per minute.
+    events, waiting = drive_due_events(get_settings(), apply_webhook.delay)
+    if operations or events or waiting:
+        log.info(
+            "yclients sweep re-drove %s CRM operations and %s webhook events (%s wait: their salons are over their"
+            " reads)",
+            len(operations),
+            events,
+            waiting,
+        )
+    return {"operations": len(operations), "webhooks": events, "webhooks_waiting": waiting}

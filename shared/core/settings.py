@@ -248,7 +248,10 @@ class YClientsSettings(BaseModel):
     base_url: str = Field(default="https://api.yclients.com/api/v1", description="the API's base URL")
     partner_token: SecretStr | None = Field(default=None, description="partner (Bearer) token")
     user_token: SecretStr | None = Field(default=None, description="user token of the salons' account")
-    company_ids: list[int] = Field(default_factory=list, description="companies the sync keeps current")
+    company_ids: list[int] = Field(
+        default_factory=list,
+        description="the salons served: the sync keeps them current; only they get a lane (fair turns) in the router",
+    )
     requests_per_second: int = Field(default=5, ge=1, description="fleet-wide limit (the API counts per IP)")
     requests_per_minute: int = Field(default=200, ge=1, description="fleet-wide limit (the API counts per IP)")
     timeout_seconds: float = Field(default=30.0, gt=0, description="seconds per API request")
@@ -275,7 +278,20 @@ class YClientsSettings(BaseModel):
     push_retry_base_seconds: float = Field(default=5.0, gt=0, description="first CRM retry delay; doubles")
     push_retry_max_seconds: float = Field(default=300.0, gt=0, description="longest delay between CRM attempts")
     webhook_secret: SecretStr | None = Field(
-        default=None, description="shared secret of the YClients webhook URL; unset, the endpoint answers 404"
+        default=None,
+        description=(
+            "the old fleet-wide webhook secret: outside production only, for salons without a secret of their own"
+            " (`fleet webhook-secret set`); refused in production"
+        ),
+    )
+    webhook_secret_grace_hours: float = Field(
+        default=24.0, ge=0, description="`fleet webhook-secret rotate`: the old secret stays valid this long"
+    )
+    webhook_reads_per_minute: int = Field(
+        default=30, ge=1, description="targeted syncs webhooks may start per salon per minute; the rest wait a sweep"
+    )
+    webhook_crm_wait_seconds: float = Field(
+        default=30.0, gt=0, description="a record's webhook waits this long while a CRM write of it is pending"
     )
     webhook_lease_seconds: float = Field(
         default=60.0, gt=0, description="a claimed webhook event is retried after this"
@@ -385,6 +401,7 @@ class RetentionSettings(BaseModel):
     dead_letters_days: int = Field(default=90, ge=1, description="dead letters")
     sync_runs_days: int = Field(default=180, ge=1, description="sync journal and refused rows (newest run kept)")
     alerts_days: int = Field(default=90, ge=1, description="alerts delivered to (or given up on) Telegram")
+    webhook_events_days: int = Field(default=14, ge=1, description="webhook events applied or given up (ids only)")
     flower_tasks: int = Field(default=10_000, ge=100, description="tasks Flower keeps in its state")
 
 
@@ -646,6 +663,11 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append("FLEET_FLOWER_USER is not set: name the operators' Flower user (Flower needs basic auth)")
     if settings.flower_password is None:
         problems.append(f"FLEET_FLOWER_PASSWORD is not set: set it to {RANDOM_SECRET}")
+    if settings.yclients.webhook_secret is not None:
+        problems.append(
+            "FLEET_YCLIENTS__WEBHOOK_SECRET is the fleet-wide webhook secret, not taken in production: give each salon"
+            " its own (`fleet webhook-secret set --company ID`), then unset it"
+        )
     if settings.gateway.token is None:
         problems.append("FLEET_GATEWAY__TOKEN is not set: set it to the Bearer token the WhatsApp gateway expects")
     if not is_loopback(settings.health.address) and settings.health.token is None:

@@ -282,14 +282,12 @@ class AlertIn(Entity):
 
 
 class WebhookEventIn(Entity):
-    """A YClients webhook as it arrived, stored before it is applied; `event_key` recognises a repeat."""
+    """A YClients webhook as ids only, stored before it is applied: never the body's names and phones."""
 
-    event_key: NonEmpty
     company_id: PositiveId
     resource: Literal["record", "client"]
     resource_id: PositiveId
     action: Annotated[str, StringConstraints(max_length=40)]
-    payload: dict[str, Any]
 
 
 INFORMATION_TOPICS = ("address", "directions", "hours", "phone", "payment", "parking", "about")

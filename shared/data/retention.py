@@ -1,6 +1,6 @@
 """How long the fleet keeps what it no longer needs: chat messages and replies (personal data), dead letters,
-sync journals, delivered alerts. Deleted in small batches, so no delete holds locks for long; pending work is
-never touched."""
+sync journals, delivered alerts, handled webhook events. Deleted in small batches, so no delete holds locks for
+long; pending work is never touched."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ RULES = (
     ),
     Rule("sync_rejected_rows", "last_seen_at", "sync_runs_days"),
     Rule("alerts", "created_at", "alerts_days", "status <> 'pending'"),
+    # Applied or given up: the ids are only worth keeping while someone may ask what a webhook did.
+    Rule("yclients_webhook_events", "finished_at", "webhook_events_days", "status <> 'pending'"),
 )
 
 

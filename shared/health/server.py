@@ -32,7 +32,7 @@ from shared.health.http_limits import MAX_HEADER_BYTES, BodyRefused, CloseUnread
 from shared.health.prometheus import render
 from shared.health.report import build_report, redis_client
 from shared.observability.pool_health import pool_health
-from shared.yclients.webhooks import MAX_BODY_BYTES, receive_webhook
+from shared.yclients.webhooks import MAX_BODY_BYTES, WebhookAnswer, open_door, receive_webhook, refused
 
 WEBHOOK_PATH = "/yclients/webhook"
 
@@ -95,14 +95,30 @@ def _reply(status: int, value: Any, headers: dict[str, str] | None = None) -> Re
     return Response(_json(value), status, {"Cache-Control": "no-store", **(headers or {})}, "application/json")
 
 
-def _secret_matches(settings: Settings, secret: str | None) -> bool:
-    """Checked before the body is read: a sender without the secret never gets a byte of its body taken."""
-    expected = settings.yclients.webhook_secret
-    return (
-        secret is not None
-        and expected is not None
-        and hmac.compare_digest(secret.encode(), expected.get_secret_value().encode())
-    )
+def _refused(answer: WebhookAnswer) -> Response:
+    return _reply(answer.status, answer.body)
+
+
+def _is_webhook_path(path: str) -> bool:
+    return path == WEBHOOK_PATH or path.startswith(WEBHOOK_PATH + "/")
+
+
+SECRET_HEADER = "X-Fleet-Webhook-Secret"  # noqa: S105  (a header name, not a secret)
+
+
+def webhook_door(path: str, header: str | None) -> tuple[int | None, str | None] | None:
+    """(company in the path, secret) of a webhook path: `/yclients/webhook` or `/yclients/webhook/<company>`
+    with the secret in the header, or `/yclients/webhook/<company>/<secret>`; None for any other shape."""
+    parts = path.removeprefix(WEBHOOK_PATH).strip("/").split("/") if path != WEBHOOK_PATH else []
+    if len(parts) > 2 or (parts and not (parts[0].isascii() and parts[0].isdigit() and len(parts[0]) <= 18)):
+        return None
+    company = int(parts[0]) if parts else None
+    if company == 0:
+        return None
+    in_path = parts[1] if len(parts) == 2 else None
+    if in_path is not None and header is not None and not hmac.compare_digest(in_path.encode(), header.encode()):
+        return None  # two different secrets: neither is trusted
+    return company, in_path or header or None
 
 
 def make_app(
@@ -111,29 +127,39 @@ def make_app(
     """One listener's application: the health answers, the webhooks, or both."""
     limit = min(settings.health.max_body_bytes, MAX_BODY_BYTES)
 
-    async def webhook(request: Request) -> Response:
-        if settings.yclients.webhook_secret is None:
-            return _reply(404, {"error": "webhooks are not enabled"})
-        secret = request.headers.get("X-Fleet-Webhook-Secret") or request.query_params.get("secret") or None
-        if not _secret_matches(settings, secret):
-            return _reply(403, {"error": "wrong or missing secret"})
+    async def webhook(request: Request, path: str, enqueue: Callable[[int], Any]) -> Response:
+        # Every refusal reads the same; which part was wrong goes to the log, without the secret.
+        if request.url.query:
+            return _refused(refused(403, "a query string: a secret there would reach proxies' and servers' logs"))
+        shape = webhook_door(path, request.headers.get(SECRET_HEADER))
+        if shape is None:
+            return _refused(refused(403, "not a webhook path, or two different secrets"))
+        company, secret = shape
+        try:
+            door = await run_in_threadpool(open_door, settings, secret, company)
+        except Exception:
+            log.exception("webhook secret check failed")
+            return _reply(503, {"error": "unavailable"})
+        if door is None:  # checked before the body is read: a stranger never gets a byte of it taken
+            detail = "no secret" if secret is None else "a secret of no salon (or not of this one)"
+            return _refused(refused(403, f"{detail}; company in path: {company}"))
         try:
             body = await read_body(request, limit)
-        except BodyRefused as refused:
-            return _reply(refused.status, {"error": refused.reason})
+        except BodyRefused as body_refused:
+            return _refused(refused(body_refused.status, body_refused.reason))
         try:
-            reply = await run_in_threadpool(receive_webhook, settings, body, secret, enqueue_webhook)
-        except Exception as exc:  # stored nothing, or stored and the enqueue failed: the sweep re-drives it
+            reply = await run_in_threadpool(receive_webhook, settings, body, door, enqueue)
+        except Exception:  # stored nothing, or stored and the enqueue failed: the sweep re-drives it
             log.exception("webhook failed")
-            return _reply(503, {"error": type(exc).__name__})
+            return _reply(503, {"error": "unavailable"})
         return _reply(reply.status, reply.body)
 
     async def endpoint(request: Request) -> Response:
         path = request.url.path.rstrip("/") or "/"
         if request.method == "POST":
-            if not webhooks or enqueue_webhook is None or path != WEBHOOK_PATH:
+            if not webhooks or enqueue_webhook is None or not _is_webhook_path(path):
                 return _reply(404, {"error": "not found"})
-            return await webhook(request)
+            return await webhook(request, path, enqueue_webhook)
         if not health:
             return _reply(404, {"error": "not found"})
         if not authorized(settings, request.headers.get("Authorization")):
@@ -194,6 +220,9 @@ class HealthServer:
             )
             for _, app in listeners
         ]
+        # A webhook's path may hold its salon's secret: no access line is ever written, whatever a later logging
+        # set-up does to the logger (uvicorn only detaches it when its Config is made).
+        logging.getLogger("uvicorn.access").disabled = True
         self.server_address: tuple[str, int] = self._sockets[0].getsockname()[:2]
         self.webhook_address: tuple[str, int] = self._sockets[-1].getsockname()[:2]
         self._started = threading.Event()

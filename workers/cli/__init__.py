@@ -83,6 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     handover.add_argument("action", choices=["list", "end"])
     handover.add_argument("--company", type=int, help="YClients company id")
     handover.add_argument("--chat", help="end: the client's phone, as `fleet handover list` prints it")
+    door = add(
+        "webhook-secret", "webhooks:webhook_secret", "a salon's own YClients webhook secret: set, rotate, revoke"
+    )
+    door.add_argument("action", choices=["set", "rotate", "revoke"])
+    door.add_argument("--company", type=int, required=True, help="YClients company id")
     health = add("health", "jobs:health", "print the fleet's health; exit 1 when anything is unhealthy")
     health.add_argument("--json", action="store_true")
     add("health-server", "processes:health_server", "serve /health, /health/<part> and /metrics over HTTP")
