@@ -21,7 +21,7 @@ from shared.core.settings import Settings, load_settings
 from shared.data.dead_letters import SPOOL_KEY
 from shared.health.process_stats import publish
 from shared.health.report import build_report, store_and_alert
-from shared.health.server import make_server
+from shared.health.server import authorized, make_server
 from shared.observability.prometheus_metrics import (
     POOL_WAIT_SECONDS,
     QUEUE_WAIT_SECONDS,
@@ -254,5 +254,24 @@ def test_with_a_token_only_bearer_requests_are_answered_and_a_stalled_client_is_
             stalled.settimeout(5)  # without the server's own timeout, recv would time out here instead
             assert stalled.recv(100) == b"", "the server closed the stalled connection"
             stalled.close()
+    finally:
+        close_process_pool()
+
+
+def test_an_empty_token_answers_no_one_not_everyone_who_says_bearer(db: psycopg.Connection) -> None:
+    """An empty line in fleet.env sets the token to nothing: the door closes (the HTTP server strips the space of
+    `Bearer `, so the check itself is asked too: whatever reaches it, it never compares against `Bearer `)."""
+    settings = load_settings(health={"token": ""})
+    assert not authorized(settings, "Bearer ")
+    assert not authorized(settings, None)
+    open_process_pool(role="test", max_size=2, wait=True)
+    try:
+        with make_server(settings, port=0).running() as server:
+            url = f"http://127.0.0.1:{server.server_address[1]}/metrics"
+            assert get(url)[0] == 401
+            empty_bearer = urllib.request.Request(url, headers={"Authorization": "Bearer "})
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(empty_bearer, timeout=5)
+            assert refused.value.code == 401
     finally:
         close_process_pool()

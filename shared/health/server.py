@@ -87,7 +87,10 @@ def authorized(settings: Settings, header: str | None) -> bool:
     """With FLEET_HEALTH__TOKEN set, only `Authorization: Bearer <token>` is answered (compared in constant time)."""
     if settings.health.token is None:
         return True
-    expected = f"Bearer {settings.health.token.get_secret_value()}".encode()
+    token = settings.health.token.get_secret_value()
+    if not token:  # set, but to nothing (an empty line in fleet.env): closes the door, never opens it to "Bearer "
+        return False
+    expected = f"Bearer {token}".encode()
     return hmac.compare_digest((header or "").encode(), expected)
 
 
