@@ -15,6 +15,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -35,6 +36,9 @@ from shared.observability.pool_health import pool_health
 from shared.yclients.webhooks import MAX_BODY_BYTES, WebhookAnswer, open_door, receive_webhook, refused
 
 WEBHOOK_PATH = "/yclients/webhook"
+# The webhooks' OpenAPI description, served on the private listener at /openapi.json (the fleet is installed
+# editable: docs/ sits beside the packages).
+OPENAPI_FILE = Path(__file__).resolve().parents[2] / "docs" / "webhook-openapi.json"
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,8 @@ def answer(settings: Settings, path: str) -> tuple[int, str, bytes]:
         return 200, "text/plain; version=0.0.4; charset=utf-8", body
     if path == "/health/database/metrics":
         return 200, "application/json", _json({"processes": query_metrics_report(client)})
+    if path == "/openapi.json" and OPENAPI_FILE.is_file():
+        return 200, "application/json", OPENAPI_FILE.read_bytes()
     if path == "/health":
         report = build_report(settings, client)
         return (503 if report["status"] == "unhealthy" else 200), "application/json", _json(report)
@@ -73,7 +79,7 @@ def answer(settings: Settings, path: str) -> tuple[int, str, bytes]:
         _json(
             {
                 "error": "not found",
-                "paths": ["/health", "/metrics", "/health/database/metrics", *sorted(COMPONENT_PATHS)],
+                "paths": ["/health", "/metrics", "/health/database/metrics", *sorted(COMPONENT_PATHS), "/openapi.json"],
             }
         ),
     )
@@ -174,7 +180,14 @@ def make_app(
             return _reply(503, {"status": "unhealthy", "error": type(exc).__name__})
         return Response(body, status, {"Cache-Control": "no-store"}, content_type)
 
-    app = Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
+    async def unrouted(request: Request, _: Exception) -> Response:
+        # Starlette's `{path:path}` does not match a path with a newline (`%0A`, e.g. in a path's secret): answered
+        # here like any other path, so a webhook's refusal still reads the same (found by tests/test_webhook_fuzz.py).
+        return await endpoint(request)
+
+    app = Starlette(
+        routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])], exception_handlers={404: unrouted}
+    )
     return CloseUnreadBodies(app)
 
 
