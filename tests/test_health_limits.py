@@ -23,6 +23,8 @@ import pytest
 from tests.support.processes import ROOT
 from tests.support.seed import COMPANY
 
+pytestmark = pytest.mark.slow  # `fleet health-server` as a subprocess, attacked for seconds
+
 SECRET = "limits-webhook-secret"
 DEADLINE = 2.0
 MAX_CONNECTIONS = 20

@@ -184,6 +184,7 @@ def _listening(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("named_in", ["environment", ".env"])
 def test_bootstrap_in_production_starts_nothing_and_names_what_is_down(tmp_path: Path, named_in: str) -> None:
     root = _bootstrap_root(tmp_path)
@@ -208,6 +209,7 @@ def test_bootstrap_in_production_starts_nothing_and_names_what_is_down(tmp_path:
     assert SECRET not in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_bootstrap_in_production_uses_running_services_as_they_are(
     tmp_path: Path, settings: Settings, migrated: str, clean_redis: str
 ) -> None:
@@ -227,6 +229,7 @@ def test_bootstrap_in_production_uses_running_services_as_they_are(
     assert not (root / "ops" / "services-ran").exists()
 
 
+@pytest.mark.slow
 def test_bootstrap_outside_production_still_makes_sure_of_the_services(tmp_path: Path) -> None:
     """Development and test machines keep the one-command set-up: ops/services.sh is still run for them."""
     root = _bootstrap_root(tmp_path)
