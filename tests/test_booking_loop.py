@@ -156,9 +156,11 @@ def test_a_create_that_times_out_after_the_salon_committed_leaves_exactly_one_re
     assert booking["yclients_id"] == int(records(loop_stand_in, booking["id"])[0]["id"])
 
 
+@pytest.mark.parametrize("as_success_false", [False, True], ids=["422 code 433", "200 success false"])
 def test_a_slot_taken_in_the_widget_meanwhile_gives_alternatives_and_no_booking(
-    fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+    fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection, as_success_false: bool
 ) -> None:
+    loop_stand_in.slot_taken_as_success_false = as_success_false
     chat = Chat(gateway, db)
     slots = chat.choose_first_service()
     staff_id, start = slots[0]

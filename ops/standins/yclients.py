@@ -208,6 +208,8 @@ class YClientsStandIn:
     # The calendar's behaviour, set by tests: creates that commit, then answer after `stall_seconds`.
     stall_after_commit: int = 0
     stall_seconds: float = 3.0
+    # A taken time refused as 200 with `success: false` and a Russian message (no status, no code) instead of 422.
+    slot_taken_as_success_false: bool = False
     webhook_url: str | None = None
     webhooks_sent: list[dict[str, Any]] = field(default_factory=list)
     # Record ids are never reused in YClients: a restarted stand-in continues past every id it could have issued
@@ -361,6 +363,8 @@ class YClientsStandIn:
         if staff_id not in {int(member["id"]) for member in salon.staff}:
             return 422, _error("Сотрудник не найден")
         if not body.get("save_if_busy") and self._busy(salon, staff_id, start, seconds, record_id):
+            if self.slot_taken_as_success_false:  # the other form YClients answers in: 200, success false, words only
+                return 200, {"success": False, "data": None, "meta": {"message": "время уже занято"}}
             return 422, {"success": False, "data": None, "meta": {"message": "Выбранное время уже занято", "code": 433}}
         titles = {int(item["id"]): item for item in salon.services}
         return {

@@ -111,7 +111,8 @@ def _row_key(row: Any) -> str | None:
 
 
 class RecordRefusedError(YClientsError):
-    """YClients refused a write (409 or 422): the record was not saved, and asking again changes nothing."""
+    """YClients refused a write (409 or 422, or 200 with `success: false` and a message): the record was not
+    saved, and asking again changes nothing."""
 
     SLOT_TAKEN_CODES = frozenset({433})
 
@@ -231,6 +232,12 @@ class YClientsClient:
             kind = response.headers.get("Content-Type", "no content type").split(";")[0][:60]
             raise YClientsError(
                 f"{method} {path}: answer is not JSON ({status}, {kind})", status=status, retryable=True
+            )
+        if method != "GET" and isinstance(body, dict) and body.get("success") is False and message:
+            # A write refused in the envelope alone ("время уже занято" with 200): read like a 422, so a taken
+            # time releases the booking and offers others. One with no message stays a failure below.
+            raise RecordRefusedError(
+                f"{method} {path}: refused ({status}) {message}", status=status, code=_api_code(body)
             )
         if not isinstance(body, dict) or body.get("success") is False:
             raise YClientsError(f"{method} {path}: unsuccessful answer: {message or 'no envelope'}", status=status)
