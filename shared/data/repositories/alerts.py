@@ -5,25 +5,12 @@ from __future__ import annotations
 
 from shared.core.db import Connection
 from shared.data.models import MAX_ALERT_CHARS, AlertIn
-from shared.data.work_rows import WorkRows
+from shared.data.work_rows import WORK_COLUMNS, WorkRows
 
 
 class AlertRepository(WorkRows):
     table = "alerts"
-    columns = frozenset(
-        {
-            "id",
-            "key",
-            "kind",
-            "text",
-            "status",
-            "attempts",
-            "next_attempt_at",
-            "last_error",
-            "created_at",
-            "finished_at",
-        }
-    )
+    columns = WORK_COLUMNS | frozenset({"key", "kind", "text", "created_at"})
     key = ("key",)
     model = AlertIn
 

@@ -9,7 +9,7 @@ from psycopg.types.json import Jsonb
 from shared.core.db import Connection, run
 from shared.data.models import DialogContextIn, MessageIn, OutboxIn
 from shared.data.repository import Repository, Row
-from shared.data.work_rows import WorkRows
+from shared.data.work_rows import WORK_COLUMNS, WorkRows
 
 
 class DialogContextRepository(Repository):
@@ -194,21 +194,8 @@ class OutboxRepository(WorkRows):
     reach the client in order (the order key), each claimed with a lease (shared/data/work_rows.py)."""
 
     table = "outbox"
-    columns = frozenset(
-        {
-            "id",
-            "company_id",
-            "chat_id",
-            "idempotency_key",
-            "body",
-            "message_ids",
-            "status",
-            "attempts",
-            "next_attempt_at",
-            "last_error",
-            "created_at",
-            "finished_at",
-        }
+    columns = WORK_COLUMNS | frozenset(
+        {"company_id", "chat_id", "idempotency_key", "body", "message_ids", "created_at"}
     )
     key = ("idempotency_key",)
     model = OutboxIn

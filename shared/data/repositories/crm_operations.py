@@ -9,7 +9,7 @@ from typing import Any
 from shared.core.db import Connection
 from shared.data.models import CrmOperationIn
 from shared.data.repository import Row
-from shared.data.work_rows import WorkRows
+from shared.data.work_rows import WORK_COLUMNS, WorkRows
 
 REFUSED = "refused: "  # how a done operation's outcome starts when YClients said no (the slot was taken, say)
 
@@ -36,22 +36,8 @@ class CrmOperationRepository(WorkRows):
     """A booking's operations reach YClients one at a time, oldest first (the order key)."""
 
     table = "crm_operations"
-    columns = frozenset(
-        {
-            "id",
-            "company_id",
-            "booking_id",
-            "kind",
-            "chat_id",
-            "details",
-            "status",
-            "attempts",
-            "next_attempt_at",
-            "last_error",
-            "outcome",
-            "created_at",
-            "finished_at",
-        }
+    columns = WORK_COLUMNS | frozenset(
+        {"company_id", "booking_id", "kind", "chat_id", "details", "outcome", "created_at"}
     )
     model = CrmOperationIn
     json_columns = frozenset({"details"})

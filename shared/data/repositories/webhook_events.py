@@ -15,27 +15,12 @@ import hmac
 from shared.core.db import Connection, run
 from shared.data.models import WebhookEventIn
 from shared.data.repository import Repository, Row
-from shared.data.work_rows import WorkRows
+from shared.data.work_rows import WORK_COLUMNS, WorkRows
 
 
 class WebhookEventRepository(WorkRows):
     table = "yclients_webhook_events"
-    columns = frozenset(
-        {
-            "id",
-            "company_id",
-            "resource",
-            "resource_id",
-            "action",
-            "repeats",
-            "received_at",
-            "status",
-            "attempts",
-            "next_attempt_at",
-            "last_error",
-            "finished_at",
-        }
-    )
+    columns = WORK_COLUMNS | frozenset({"company_id", "resource", "resource_id", "action", "repeats", "received_at"})
     model = WebhookEventIn
     created_column = "received_at"
 
