@@ -213,7 +213,7 @@ class BookingIn(Entity):
     ends_at: AwareDatetime
     status: BookingStatus = "confirmed"
     source: Literal["yclients", "assistant"] = "yclients"
-    crm_state: Literal["pending", "synced", "refused"] = "synced"
+    crm_state: Literal["pending", "synced", "refused", "failed", "vanished"] = "synced"
     comment: str | None = None
     changed_at: AwareDatetime | None = None
     synced_at: AwareDatetime | None = None
