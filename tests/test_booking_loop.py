@@ -7,91 +7,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 
 from ops.standins.gateway import GatewayStandIn
 from ops.standins.yclients import YClientsStandIn
-from shared.core.pool import close_process_pool
-from shared.core.settings import load_settings
-from shared.data.repositories.webhook_events import WebhookSecretRepository
-from shared.health.server import make_server
 from tests.support.booking_loop import COMPANY
+from tests.support.chat import CHAT, Chat, booking_of, post, records
 from tests.support.processes import ROOT, running_worker, running_workers, wait_until
 from workers.app import app
-from workers.cli.webhooks import new_secret
-from workers.producer import enqueue_message
 
 pytestmark = pytest.mark.slow
-CHAT = "+79110001122"
-
-
-class Chat:
-    """One client talking to the assistant through the real queue, reading replies at the gateway."""
-
-    def __init__(self, gateway: GatewayStandIn, db: psycopg.Connection, chat: str = CHAT) -> None:
-        self.gateway, self.db, self.chat, self.n = gateway, db, chat, 0
-
-    def replies(self) -> list[str]:
-        return [d.message for d in self.gateway.to(self.chat)]
-
-    def say(self, text: str) -> str:
-        self.n += 1
-        before = len(self.replies())
-        enqueue_message(
-            {
-                "company_id": COMPANY,
-                "chat_id": self.chat,
-                "gateway_message_id": f"loop-{self.chat}-{self.n}-{time.time()}",
-                "text": text,
-                "sent_at": datetime.now(UTC).isoformat(),
-            }
-        )
-        wait_until(lambda: len(self.replies()) > before, 30, f"the answer to {text!r}")
-        return self.replies()[before]
-
-    def wait_for(self, fragment: str, timeout: float = 30) -> str:
-        wait_until(lambda: any(fragment in r for r in self.replies()), timeout, f"a reply with {fragment!r}")
-        return next(r for r in self.replies() if fragment in r)
-
-    def offered(self) -> list[tuple[int, datetime]]:
-        """The slots the last list offered, as the dialog holds them: (staff id, start)."""
-        data = self.db.execute(
-            "SELECT data FROM dialog_contexts WHERE company_id = %s AND chat_id = %s", (COMPANY, self.chat)
-        ).fetchone()[0]
-        return [(staff, datetime.fromisoformat(start)) for staff, start in data["slots"]]
-
-    def choose_first_service(self) -> list[tuple[int, datetime]]:
-        self.say("2")
-        assert "Выберите услугу" in self.replies()[-1]
-        self.say("1")
-        return self.offered()
-
-
-def booking_of(db: psycopg.Connection, chat: str = CHAT) -> dict[str, Any] | None:
-    row = db.execute(
-        "SELECT b.id, b.yclients_id, b.staff_id, b.starts_at, b.status, b.crm_state FROM bookings b"
-        " JOIN clients c ON c.id = b.client_id WHERE c.phone = %s ORDER BY b.id DESC LIMIT 1",
-        (chat,),
-    ).fetchone()
-    return (
-        None
-        if row is None
-        else dict(zip(("id", "yclients_id", "staff_id", "starts_at", "status", "crm"), row, strict=True))
-    )
-
-
-def records(loop_stand_in: YClientsStandIn, booking_id: int) -> list[dict[str, Any]]:
-    return loop_stand_in.calendar(COMPANY, api_id=f"fleet-booking-{booking_id}")
 
 
 def test_book_move_and_cancel_in_the_chat_reach_the_salons_calendar(
@@ -244,36 +174,6 @@ def test_reminders_are_sent_once_each_also_across_a_worker_restart_and_the_answe
         assert "Ждём вас" in Chat(gateway, db).say("Да")
         wait_until(lambda: salon.records[record]["attendance"] == 2, 30, "the visit confirmed in YClients")
     assert db.execute("SELECT answer FROM reminders").fetchone()[0] == "confirmed"
-
-
-@pytest.fixture
-def webhook_url(loop_env: dict[str, str]) -> Iterator[str]:
-    """The salon's own webhook URL (`/yclients/webhook/<company>/<secret>`), its secret set as an operator does."""
-    settings = load_settings(
-        redis_url=loop_env["REDIS_URL"], yclients={"company_ids": [COMPANY], "partner_token": "partner-token"}
-    )
-    server = make_server(
-        settings, port=0, enqueue_webhook=lambda event: app.send_task("workers.yclients.apply_webhook", (event,))
-    )
-    secret = new_secret()
-    WebhookSecretRepository().replace(COMPANY, secret, None)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/yclients/webhook/{COMPANY}/{secret}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        close_process_pool()
-
-
-def post(url: str, body: bytes) -> tuple[int, dict]:
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_a_record_made_in_the_salon_reaches_postgres_through_a_webhook_once(

@@ -8,6 +8,8 @@ It keeps a calendar: records created (`POST /records/{company}`), moved (`PUT /r
 deleted (`DELETE /record/{company}/{id}`) through the API appear in its answers; a create over a busy staff
 time is refused as YClients does (422, code 433) unless `save_if_busy`; `stall_after_commit` makes the next
 creates commit and then answer too late for the caller (the unknown outcome a retry must not duplicate);
+`fail_after_commit` makes them commit and answer 500; an update (`PUT`) replaces the record with what it is
+sent, as YClients does (a comment, a client name or a service's price left out is lost);
 `book_in_widget` books as the salon's own online widget would; every change is sent to `webhook_url`.
 Tests drive it in-process; the demo runs it with
 
@@ -208,6 +210,8 @@ class YClientsStandIn:
     # The calendar's behaviour, set by tests: creates that commit, then answer after `stall_seconds`.
     stall_after_commit: int = 0
     stall_seconds: float = 3.0
+    # Creates that commit (and send their webhook), then answer 500.
+    fail_after_commit: int = 0
     # A taken time refused as 200 with `success: false` and a Russian message (no status, no code) instead of 422.
     slot_taken_as_success_false: bool = False
     webhook_url: str | None = None
@@ -357,7 +361,10 @@ class YClientsStandIn:
             staff_id = int(body["staff_id"])
             start = _parse_any(str(body["datetime"]))
             seconds = int(body.get("seance_length") or 3600)
-            services = [{"id": int(item["id"])} for item in body.get("services") or []]
+            services = [
+                {"id": int(item["id"]), **{k: item[k] for k in ("cost", "discount") if k in item}}
+                for item in body.get("services") or []
+            ]
         except (KeyError, TypeError, ValueError):
             return 422, _error("staff_id, datetime and services are required")
         if staff_id not in {int(member["id"]) for member in salon.staff}:
@@ -369,7 +376,7 @@ class YClientsStandIn:
         titles = {int(item["id"]): item for item in salon.services}
         return {
             "staff_id": staff_id,
-            "services": [_priced(s["id"], titles) for s in services],
+            "services": [{**_priced(s["id"], titles), **s} for s in services],
             "datetime": start.astimezone(MOSCOW).isoformat(),
             "seance_length": seconds,
         }
@@ -407,9 +414,14 @@ class YClientsStandIn:
             stall = self.stall_after_commit > 0
             if stall:
                 self.stall_after_commit -= 1
+            fail = self.fail_after_commit > 0
+            if fail:
+                self.fail_after_commit -= 1
         self._notify(salon, "record", record_id, "create", record)
         if stall:
             time.sleep(self.stall_seconds)  # committed, but the caller gives up before the answer
+        if fail:
+            return 500, _error("Внутренняя ошибка сервера")  # committed, and the answer says it failed
         return 201, _ok(record)
 
     def _one_record(
@@ -425,9 +437,14 @@ class YClientsStandIn:
                 written = self._write(salon, body, record_id)
                 if isinstance(written, tuple):
                     return written
+                # YClients replaces the record with what it is sent: a field sent empty is emptied.
                 row.update(written)
-                if str(body.get("attendance", "")).lstrip("-").isdigit():
-                    row["attendance"] = int(body["attendance"])
+                row["comment"] = str(body.get("comment") or "")
+                if isinstance(body.get("client"), dict):
+                    row["client"] = {**(row.get("client") or {}), "name": str(body["client"].get("name") or "")}
+                row["attendance"] = (
+                    int(body["attendance"]) if str(body.get("attendance", "")).lstrip("-").isdigit() else 0
+                )
                 action = "update"
             elif method == "DELETE":
                 row["deleted"] = True

@@ -171,12 +171,36 @@ def crm_slot_taken(
     )
 
 
+def _call_the_salon(tools: SalonTools) -> str:
+    phone = str(tools.company.get("phone") or "").strip()
+    return f"позвоните в салон: {phone}" if phone else "позвоните в салон"
+
+
 def crm_failed(tools: SalonTools, booking: dict[str, Any], kind: str) -> str:
+    """The fleet could not carry the change to the salon's calendar: what stands now, and what to do next.
+    For a move, `booking` is the booking as it stays (back at its old time)."""
     what = describe(tools, booking)
     if kind == "create":
-        return f"Не удалось передать запись {what} в салон. Администратор свяжется с вами, чтобы подтвердить её."
+        return (
+            f"Не удалось передать запись {what} в салон: запись не создана, и это время за вами не закреплено."
+            f" Напишите 2, чтобы выбрать время снова, или {_call_the_salon(tools)}."
+        )
     if kind == "reschedule":
-        return f"Не удалось подтвердить перенос ({what}) в салоне. Администратор свяжется с вами."
+        return (
+            f"Не удалось перенести запись в салоне; ваша запись остаётся {what}."
+            f" Напишите 6, чтобы выбрать другое время, или {_call_the_salon(tools)}."
+        )
     if kind == "confirm":
-        return f"Не удалось отметить в салоне, что вы придёте ({what}). Администратор свяжется с вами."
-    return f"Не удалось подтвердить отмену записи {what} в салоне. Администратор свяжется с вами."
+        return f"Не удалось отметить в салоне, что вы придёте ({what}). Ваша запись остаётся в силе."
+    return (
+        f"Запись {what} отменена у нас, но салон пока не получил отмену: администратор отменит её в календаре"
+        " салона, приходить не нужно."
+    )
+
+
+def crm_vanished(tools: SalonTools, booking: dict[str, Any]) -> str:
+    """The record was deleted in the salon's calendar while the client's change was on its way there."""
+    return (
+        f"Записи {describe(tools, booking)} больше нет в календаре салона: её отменили в салоне."
+        f" Напишите 2, чтобы записаться снова, или {_call_the_salon(tools)}."
+    )

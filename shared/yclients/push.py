@@ -137,7 +137,9 @@ def _conclude(
     job: Job, outcome: str, *, failed: bool = False, change: Any = None, tell: str | Reply | None = None
 ) -> list[int]:
     """Booking change, the operation done (or, `failed`, given up with `outcome` as its reason) and the client's
-    message in one transaction, under the chat's lock."""
+    message in one transaction, under the chat's lock. The message belongs to the operation, not to the path
+    that ended it: one outbox key per operation (and one more for giving up, so an operator's retry that then
+    succeeds is still told), so two attempts that both reach an end tell the client once."""
     op = job.op
     outbox_ids: list[int] = []
     with transaction() as conn:
@@ -155,18 +157,25 @@ def _conclude(
             reply = tell if isinstance(tell, Reply) else Reply(tell)
             dialog = (reply.state, reply.data) if isinstance(tell, Reply) else None
             outbox_ids.append(
-                write_notice(op["company_id"], chat, f"crm:{op['id']}", reply.text, conn=conn, dialog=dialog)
+                write_notice(
+                    op["company_id"], chat, outcome_key(op["id"], failed), reply.text, conn=conn, dialog=dialog
+                )
             )
     return outbox_ids
 
 
-def _linked(job: Job, record_id: int) -> PushResult:
+def outcome_key(operation_id: int, given_up: bool = False) -> str:
+    """The outbox key of what the client is told about an operation's end."""
+    return f"crm:{operation_id}:given-up" if given_up else f"crm:{operation_id}"
+
+
+def _linked(job: Job, record_id: int, note: str = "") -> PushResult:
     bookings = BookingRepository()
     booking = job.booking
     confirmed = notices.crm_confirmed(job.tools(), booking, "create") if booking["status"] != "cancelled" else None
     ids = _conclude(
         job,
-        f"record {record_id}",
+        f"record {record_id} {note}".strip(),
         change=lambda conn: bookings.link_to_record(booking["id"], booking["company_id"], record_id, conn=conn),
         tell=confirmed,
     )
@@ -176,7 +185,9 @@ def _linked(job: Job, record_id: int) -> PushResult:
 def _create(job: Job, client: YClientsClient) -> PushResult:
     booking = job.booking
     if booking["yclients_id"] is not None:
-        return PushResult(Pushed.DONE, _conclude(job, f"record {booking['yclients_id']} (linked already)"))
+        # A webhook or the records sync saw the record first (the answer to our create was lost) and linked it:
+        # the salon has accepted, and this operation is still the one to say so.
+        return _linked(job, booking["yclients_id"], note="(linked already)")
     if job.op["attempts"] > 1:
         found = find_record(job, client)
         if found is not None:
@@ -226,40 +237,131 @@ def _refused(job: Job, exc: RecordRefusedError, client: YClientsClient) -> PushR
     return PushResult(Pushed.REFUSED, ids)
 
 
+def updated_record(record: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`PUT /record` replaces the record with what it is sent: so the record as YClients holds it now, with only
+    `changes` applied. The salon's comment, its prices and discounts per service, the client's name, the
+    attendance and the labels stay what the administrators made them."""
+    services = [
+        {key: item[key] for key in SERVICE_FIELDS if key in item}
+        for item in record.get("services") or []
+        if isinstance(item, dict) and item.get("id") is not None
+    ]
+    person = record.get("client") if isinstance(record.get("client"), dict) else {}
+    body = {key: record[key] for key in KEPT_FIELDS if record.get(key) is not None}
+    body.update(
+        {
+            "services": services,
+            "client": {key: person[key] for key in ("id", "phone", "name", "email") if person.get(key) is not None},
+            "save_if_busy": False,
+            "send_sms": False,
+        }
+    )
+    body.update(changes)
+    return body
+
+
+# What a record read back keeps when it is sent back (everything `PUT /record` takes that the salon may have set).
+KEPT_FIELDS = (
+    "staff_id",
+    "datetime",
+    "seance_length",
+    "comment",
+    "attendance",
+    "api_id",
+    "sms_remain_hours",
+    "email_remain_hours",
+    "custom_fields",
+    "record_labels",
+    "custom_color",
+)
+SERVICE_FIELDS = ("id", "amount", "first_cost", "discount", "cost")
+
+
+def _time_and_master(job: Job) -> dict[str, Any]:
+    booking = job.booking
+    return {
+        "staff_id": booking["staff_id"],
+        "datetime": booking["starts_at"].astimezone(job.zone).isoformat(),
+        "seance_length": int((booking["ends_at"] - booking["starts_at"]).total_seconds()),
+    }
+
+
+def _update(job: Job, client: YClientsClient, changes: dict[str, Any]) -> bool:
+    """Read the record, change only `changes`, send it back; False when the record is gone in YClients."""
+    path = f"record/{job.booking['company_id']}/{job.booking['yclients_id']}"
+    record = client.one(path)
+    if record is None:
+        return False
+    try:
+        client.write("PUT", path, updated_record(record, changes))
+    except YClientsError as exc:
+        if exc.status == 404:  # deleted between the read and the write
+            return False
+        raise
+    return True
+
+
 def _reschedule(job: Job, client: YClientsClient) -> PushResult:
     booking = job.booking
     record_id = booking["yclients_id"]
     if record_id is None:
         return PushResult(Pushed.DONE, _conclude(job, "no YClients record to move"))
     try:
-        client.write("PUT", f"record/{booking['company_id']}/{record_id}", record_body(job))
+        present = _update(job, client, _time_and_master(job))
     except RecordRefusedError as exc:
         return _move_back(job, exc, client)
-    except YClientsError as exc:
-        if exc.status == 404:
-            return _move_back(job, exc, client)
-        raise
+    if not present:
+        return _vanished(job, record_id)
     tell = notices.crm_confirmed(job.tools(), booking, "reschedule")
     return PushResult(Pushed.DONE, _conclude(job, f"record {record_id} moved", tell=tell))
 
 
-def _move_back(job: Job, exc: YClientsError, client: YClientsClient) -> PushResult:
-    """A refused move: the booking goes back to where YClients still has it, and the client hears why."""
+def _vanished(job: Job, record_id: int) -> PushResult:
+    """The record was deleted in YClients (its webhook lost) while the client's change was on its way: the
+    booking no longer holds a time here either, and the client hears it once, with what to do next."""
     bookings = BookingRepository()
     booking = job.booking
+    _keep_dead_letter(job, f"{job.op['kind']}: record {record_id} is gone in YClients", "RecordVanished")
+    before = job.op.get("details") or {}
+    told = dict(booking)
+    if job.op["kind"] == "reschedule" and before.get("starts_at"):  # the visit the salon had is the one gone
+        told.update(
+            starts_at=datetime.fromisoformat(before["starts_at"]),
+            ends_at=datetime.fromisoformat(before["ends_at"]),
+            staff_id=before["staff_id"],
+        )
+    tell = notices.crm_vanished(job.tools(), told) if booking["status"] != "cancelled" else None
+    ids = _conclude(
+        job,
+        refusal(f"record {record_id} is gone in YClients"),
+        change=lambda conn: bookings.release(booking["id"], "vanished", conn=conn),
+        tell=tell,
+    )
+    return PushResult(Pushed.REFUSED, ids)
+
+
+def _put_back(job: Job) -> Row | None:
+    """A move that did not reach YClients: the booking goes back to the time YClients still has. None when
+    that time was taken here meanwhile (the booking stays where the chat moved it, for an administrator)."""
     before = job.op["details"]
-    days, limit = job.settings.inbound.slot_days_ahead, job.settings.inbound.slots_offered
-    slot_taken = isinstance(exc, RecordRefusedError) and exc.slot_taken
     try:
-        kept = bookings.reschedule(
-            booking["id"],
+        return BookingRepository().reschedule(
+            job.booking["id"],
             datetime.fromisoformat(before["starts_at"]),
             datetime.fromisoformat(before["ends_at"]),
             staff_id=before["staff_id"],
         )
     except SlotTakenError:
-        # The old time was taken locally meanwhile: the booking stays where the chat moved it, for an
-        # administrator to settle with the client.
+        return None
+
+
+def _move_back(job: Job, exc: YClientsError, client: YClientsClient) -> PushResult:
+    """A refused move: the booking goes back to where YClients still has it, and the client hears why."""
+    booking = job.booking
+    days, limit = job.settings.inbound.slot_days_ahead, job.settings.inbound.slots_offered
+    slot_taken = isinstance(exc, RecordRefusedError) and exc.slot_taken
+    kept = _put_back(job)
+    if kept is None:
         _keep_dead_letter(job, f"move refused ({exc}) and the old time is taken", "RecordRefused")
         tell_failed = notices.crm_failed(job.tools(), booking, "reschedule")
         return PushResult(Pushed.REFUSED, _conclude(job, refusal(f"the move: {exc}"), tell=tell_failed))
@@ -269,6 +371,7 @@ def _move_back(job: Job, exc: YClientsError, client: YClientsClient) -> PushResu
         if slot_taken:
             tell: str | Reply = notices.crm_slot_taken(job.tools(), booking, days=days, limit=limit, kept=kept)
         else:
+            _keep_dead_letter(job, f"YClients refused the move: {exc}", "RecordRefused")
             tell = notices.crm_failed(job.tools(), kept, "reschedule")
         ids = _conclude(job, refusal(f"the move: {exc}"), tell=tell)
     return PushResult(Pushed.REFUSED, ids)
@@ -293,14 +396,12 @@ def _confirm(job: Job, client: YClientsClient) -> PushResult:
     if record_id is None or job.booking["status"] == "cancelled":
         return PushResult(Pushed.DONE, _conclude(job, "no YClients record to confirm"))
     try:
-        client.write("PUT", f"record/{job.booking['company_id']}/{record_id}", {**record_body(job), "attendance": 2})
+        present = _update(job, client, {"attendance": 2})
     except RecordRefusedError as exc:
         _keep_dead_letter(job, f"YClients refused the confirmation: {exc}", "RecordRefused")
         return PushResult(Pushed.REFUSED, _conclude(job, refusal(str(exc))))
-    except YClientsError as exc:
-        if exc.status != 404:
-            raise
-        return PushResult(Pushed.DONE, _conclude(job, f"record {record_id} is gone"))
+    if not present:
+        return _vanished(job, record_id)
     return PushResult(Pushed.DONE, _conclude(job, f"record {record_id} confirmed"))
 
 
@@ -321,8 +422,18 @@ def _give_up(job: Job, error: str) -> PushResult:
         scope.set_tag("company_id", str(job.op["company_id"]))
         scope.set_tag("crm_operation", job.op["kind"])
         sentry_sdk.capture_message(f"CRM {job.op['kind']} given up after {job.op['attempts']} attempts", level="error")
-    tell = notices.crm_failed(job.tools(), job.booking, job.op["kind"])
-    return PushResult(Pushed.FAILED, _conclude(job, error, failed=True, tell=tell))
+    booking, kind = job.booking, job.op["kind"]
+    change, stands = None, booking
+    if kind == "create":
+        # YClients holds no record the fleet knows of: the local booking frees its time, and the client is
+        # told that nothing is booked (the reconciliation deletes a record that turns up after all).
+        change = lambda conn: BookingRepository().release(booking["id"], "failed", conn=conn)  # noqa: E731
+    elif kind == "reschedule":
+        stands = _put_back(job) or booking  # YClients still has the old time, as far as the fleet knows
+    tell = (
+        notices.crm_failed(job.tools(), stands, kind) if booking["status"] != "cancelled" or kind == "cancel" else None
+    )
+    return PushResult(Pushed.FAILED, _conclude(job, error, failed=True, change=change, tell=tell))
 
 
 def push(operation_id: int, client: YClientsClient, settings: Settings) -> PushResult:

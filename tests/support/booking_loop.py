@@ -5,6 +5,7 @@ Registered in tests/conftest.py (`pytest_plugins`)."""
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,13 @@ from ops.standins.gateway import GatewayStandIn, gateway_stand_in
 from ops.standins.yclients import Salon, YClientsStandIn, generate_salon, yclients_stand_in
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import Settings, load_settings
+from shared.data.repositories.webhook_events import WebhookSecretRepository
+from shared.health.server import make_server
 from shared.yclients.client import make_client
 from shared.yclients.sync import SyncSummary, sync_entity
 from tests.support.processes import FleetProcess, running_workers
+from workers.app import app
+from workers.cli.webhooks import new_secret
 
 COMPANY = 962302
 WEBHOOK_SECRET = "webhook-secret-for-tests"
@@ -86,3 +91,24 @@ def loop_env(fleet_env: dict[str, str], loop_stand_in: YClientsStandIn, gateway:
 def fleet(loop_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, FleetProcess]]:
     with running_workers(("inbound", "yclients"), loop_env, tmp_path) as workers:
         yield workers
+
+
+@pytest.fixture
+def webhook_url(loop_env: dict[str, str]) -> Iterator[str]:
+    """The salon's own webhook URL (`/yclients/webhook/<company>/<secret>`), its secret set as an operator does."""
+    settings = load_settings(
+        redis_url=loop_env["REDIS_URL"], yclients={"company_ids": [COMPANY], "partner_token": "partner-token"}
+    )
+    server = make_server(
+        settings, port=0, enqueue_webhook=lambda event: app.send_task("workers.yclients.apply_webhook", (event,))
+    )
+    secret = new_secret()
+    WebhookSecretRepository().replace(COMPANY, secret, None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/yclients/webhook/{COMPANY}/{secret}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        close_process_pool()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Literal
 
 from shared.core.db import Connection, run, transaction
 from shared.data.errors import ConflictError, NotFoundError
@@ -128,9 +128,13 @@ class BookingRepository(Repository):
     ) -> bool:
         """YClients holds this booking as `record_id`. A row the sync made for the same record before the link
         (its answer raced ours) is the same visit: it goes, and this booking takes the record id. False when
-        the booking is not ours to link (gone, another company's, or linked to another record)."""
+        the booking is not ours to link (gone, another company's, linked to another record, or ended without
+        a record: a booking the fleet gave up on, or whose record vanished, stays as the client was told)."""
         params = {"booking": booking_id, "company": company_id, "record": record_id}
-        ours = "id = %(booking)s AND company_id = %(company)s AND (yclients_id IS NULL OR yclients_id = %(record)s)"
+        ours = (
+            "id = %(booking)s AND company_id = %(company)s AND (yclients_id IS NULL OR yclients_id = %(record)s)"
+            " AND crm_state IN ('pending', 'synced')"
+        )
         with transaction(conn) as tx:
             run(
                 "DELETE FROM bookings WHERE company_id = %(company)s AND yclients_id = %(record)s"
@@ -150,11 +154,18 @@ class BookingRepository(Repository):
             )
         return bool(rows)
 
-    def release(self, booking_id: int, *, conn: Connection | None = None) -> None:
-        """YClients refused the booking: it no longer holds the time here either."""
+    def release(
+        self,
+        booking_id: int,
+        state: Literal["refused", "failed", "vanished"] = "refused",
+        *,
+        conn: Connection | None = None,
+    ) -> None:
+        """The booking ended without a record in YClients (`state` says how: YClients refused it, the fleet gave
+        up carrying it there, or the record was deleted there): it no longer holds the time here either."""
         run(
-            "UPDATE bookings SET status = 'cancelled', crm_state = 'refused' WHERE id = %s",
-            (booking_id,),
+            "UPDATE bookings SET status = 'cancelled', crm_state = %s WHERE id = %s",
+            (state, booking_id),
             table=self.table,
             operation="update",
             conn=conn,
