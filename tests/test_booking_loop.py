@@ -236,8 +236,13 @@ def test_a_client_changed_in_the_salon_reaches_postgres_through_a_webhook(
     )
 
 
+@pytest.mark.parametrize(
+    ("crm_state", "status"),
+    [("failed", "cancelled"), ("pending", "confirmed")],
+    ids=["freed when given up", "kept by an older fleet"],
+)
 def test_an_operator_lists_a_given_up_booking_and_retries_it_into_the_calendar(
-    fleet: dict, loop_stand_in: YClientsStandIn, db: psycopg.Connection, loop_env: dict
+    fleet: dict, loop_stand_in: YClientsStandIn, db: psycopg.Connection, loop_env: dict, crm_state: str, status: str
 ) -> None:
     staff_id = int(loop_stand_in.salons[COMPANY].staff[2]["id"])
     start = (datetime.now(UTC) + timedelta(days=3)).replace(hour=9, minute=0, second=0, microsecond=0)
@@ -245,9 +250,9 @@ def test_an_operator_lists_a_given_up_booking_and_retries_it_into_the_calendar(
         "INSERT INTO clients (company_id, name, phone) VALUES (%s, 'Ирина', '+79110003344') RETURNING id", (COMPANY,)
     ).fetchone()[0]
     booking = db.execute(
-        "INSERT INTO bookings (company_id, client_id, staff_id, starts_at, ends_at, source, crm_state)"
-        " VALUES (%s, %s, %s, %s, %s, 'assistant', 'pending') RETURNING id",
-        (COMPANY, client_id, staff_id, start, start + timedelta(hours=1)),
+        "INSERT INTO bookings (company_id, client_id, staff_id, starts_at, ends_at, source, crm_state, status)"
+        " VALUES (%s, %s, %s, %s, %s, 'assistant', %s, %s) RETURNING id",
+        (COMPANY, client_id, staff_id, start, start + timedelta(hours=1), crm_state, status),
     ).fetchone()[0]
     operation = db.execute(
         "INSERT INTO crm_operations (company_id, booking_id, kind, status, attempts, last_error)"
@@ -266,4 +271,13 @@ def test_an_operator_lists_a_given_up_booking_and_retries_it_into_the_calendar(
     assert fleet_crm("--retry", "999999").returncode == 1
     assert fleet_crm("--retry", str(operation)).returncode == 0
     wait_until(lambda: records(loop_stand_in, booking), 30, "the retried booking in the calendar")
-    assert db.execute("SELECT status FROM crm_operations WHERE id = %s", (operation,)).fetchone()[0] == "done"
+    wait_until(
+        lambda: db.execute("SELECT status FROM crm_operations WHERE id = %s", (operation,)).fetchone()[0] == "done",
+        10,
+        "the operation done",
+    )
+    assert db.execute("SELECT status, crm_state FROM bookings WHERE id = %s", (booking,)).fetchone() == (
+        "confirmed",
+        "synced",
+    ), "the booking holds its time again, linked to its record"
+    assert fleet_crm("--retry", str(operation)).returncode == 1, "a done operation is not retried"

@@ -436,6 +436,28 @@ def _give_up(job: Job, error: str) -> PushResult:
     return PushResult(Pushed.FAILED, _conclude(job, error, failed=True, change=change, tell=tell))
 
 
+class RetryRefusedError(Exception):
+    """An operator's retry that cannot be carried out (the operation is not a given-up one, or its time is gone)."""
+
+
+def retry_given_up(operation_id: int) -> None:
+    """An operator mended the cause: the given-up operation is tried again from its first attempt, and a
+    booking it had freed holds its time again (the client is told the outcome when it comes)."""
+    operations = CrmOperationRepository()
+    with transaction() as conn:
+        op = operations.find_one({"id": operation_id}, conn=conn)
+        if op is None or op["status"] != "failed":
+            raise RetryRefusedError(f"operation {operation_id} is not a failed one")
+        if op["kind"] == "create":
+            try:
+                BookingRepository().rehold(op["booking_id"], conn=conn)
+            except SlotTakenError:
+                raise RetryRefusedError(
+                    f"operation {operation_id}: the booking's time has been taken since; book the client anew"
+                ) from None
+        operations.reopen(operation_id, outcome=None, conn=conn)
+
+
 def push(operation_id: int, client: YClientsClient, settings: Settings) -> PushResult:
     """One attempt at one operation."""
     operations = CrmOperationRepository()

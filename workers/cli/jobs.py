@@ -23,6 +23,7 @@ from shared.health.report import build_report
 from shared.whatsapp.cleanup import cleanup_keys
 from shared.whatsapp.health import check_sessions
 from shared.yclients.client import YClientsError, make_client
+from shared.yclients.push import RetryRefusedError, retry_given_up
 from shared.yclients.sync import SyncFailedError, sync_entity
 from workers.app import app
 from workers.producer import enqueue_message
@@ -170,8 +171,10 @@ def health(args: argparse.Namespace, settings: Settings) -> int:
 def crm(args: argparse.Namespace, settings: Settings) -> int:
     """List the CRM operations (chat bookings on their way to YClients), or try a given-up one again."""
     if args.retry is not None:
-        if not CrmOperationRepository().reopen(args.retry, outcome=None):
-            print(f"fleet crm: operation {args.retry} is not a failed one", file=sys.stderr)
+        try:
+            retry_given_up(args.retry)
+        except RetryRefusedError as exc:
+            print(f"fleet crm: {exc}", file=sys.stderr)
             return 1
         app.send_task(TaskName.PUSH_BOOKING, (args.retry,))
         print(f"operation {args.retry} reopened and sent to the yclients worker")

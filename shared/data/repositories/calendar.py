@@ -171,6 +171,23 @@ class BookingRepository(Repository):
             conn=conn,
         )
 
+    def rehold(self, booking_id: int, *, conn: Connection | None = None) -> None:
+        """A booking the fleet gave up carrying to YClients, taken up again by an operator: it holds its time
+        again and waits for YClients (`SlotTakenError` when someone has the time now)."""
+        try:
+            run(
+                "UPDATE bookings SET status = 'confirmed', crm_state = 'pending'"
+                " WHERE id = %s AND crm_state = 'failed'",
+                (booking_id,),
+                table=self.table,
+                operation="update",
+                conn=conn,
+            )
+        except ConflictError as exc:
+            if exc.constraint == OVERLAP_CONSTRAINT:
+                raise SlotTakenError(str(exc), table=self.table, operation="update") from None
+            raise
+
     def mark_record_deleted(self, company_id: int, record_id: int) -> int:
         """YClients no longer has the record (a webhook said so and the API confirmed): one soft delete."""
         return len(
