@@ -40,6 +40,8 @@ def build_beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         **{run.name: _sync(run) for run in SYNC_RUNS},
         # Chat bookings on their way to YClients and webhooks on their way in: re-driven if their task was lost.
         "yclients-sweep": _job(TaskName.YCLIENTS_SWEEP, timedelta(seconds=30), 25),
+        # Chat bookings compared with each salon's YClients calendar, and disagreements repaired (hourly).
+        "yclients-reconcile": _job(TaskName.RECONCILE_ALL, crontab(minute=20), 50 * 60),
         # Reminders before visits (the evening before and a few hours before), each sent once.
         "inbound-reminders": _job(TaskName.SEND_REMINDERS, crontab(minute="*"), 50),
         # beat -> Redis -> maintenance worker -> PostgreSQL, end to end; its row's age is the fleet's pulse.

@@ -192,7 +192,8 @@ def test_two_worker_processes_syncing_at_once_stay_under_the_rate_limit(
             "FLEET_YCLIENTS__USER_TOKEN": "user-token",
             "FLEET_YCLIENTS__COMPANY_IDS": "[1001, 1002]",
         }
-        with running_worker("yclients", env, tmp_path, concurrency=2):
+        # Three processes: one is kept for CRM writes (workers/crm_lane.py), so two syncs run at once.
+        with running_worker("yclients", env, tmp_path, concurrency=3):
             for company in (1001, 1002):
                 app.send_task("workers.yclients.sync_entity", args=("clients", company))
             wait_until(

@@ -11,7 +11,8 @@ by that row: the row gives up at its cap and says when it is due again, and the 
 `max_retries=None`, only comes back then (`retry_when_due`); a chat's messages count its answering attempts
 the same way, and its next drain follows when they are due. Work no row counts declares its policy on the
 task (`max_retries`, `retry_backoff_base`, `retry_backoff_max`) and retries through `retry_later`. Every
-delay is `backoff_delay`'s.
+delay is `backoff_delay`'s. Work that only has to wait its turn (a sync while the yclients worker's sync slots
+are taken) is deferred (`defer`), which is not a retry and counts against neither policy.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import typing
 from typing import Any, ClassVar, NoReturn
 
 from celery import Task
+from celery.exceptions import Retry
 from pydantic import TypeAdapter, ValidationError
 
 from shared.core.failure import backoff_delay
@@ -92,6 +94,15 @@ class FleetTask(Task):
         if self.max_retries is not None:
             raise TypeError(f"{self.name}: its row counts the attempts, so the task declares max_retries=None")
         raise self.retry(countdown=retry_in)
+
+    def defer(self, countdown: float) -> NoReturn:
+        """Not now, through no fault of the work (a long task finds no free slot, workers/crm_lane.py): sent
+        again as the same task, due in `countdown` seconds, with its tries untouched, so neither `max_retries`
+        nor the backoff of its real failures is spent on waiting. Celery records a retry, not a failure."""
+        request = self.request
+        again = self.signature_from_request(request, countdown=countdown, retries=request.retries)
+        again.apply_async()
+        raise Retry(f"deferred for {countdown:.0f} s", when=countdown, sig=again)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         self.check_arguments(args, kwargs)

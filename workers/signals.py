@@ -13,6 +13,7 @@ from celery.signals import (
     after_setup_task_logger,
     beat_init,
     before_task_publish,
+    celeryd_after_setup,
     celeryd_init,
     import_modules,
     task_failure,
@@ -103,6 +104,17 @@ def _accept_only_own_work(sender: Any = None, **_: Any) -> None:
     for command in [command for command in control.Panel.data if command not in REMOTE_CONTROL]:
         control.Panel.data[command] = _refusal(command)
     log.info("%s worker accepts %s", worker_type.value, ", ".join(sorted(tasks)))
+
+
+@celeryd_after_setup.connect
+def _keep_a_child_for_crm_writes(instance: Any = None, **_: Any) -> None:
+    """The yclients worker's long tasks leave one child free for CRM writes (workers/crm_lane.py); set up in the
+    main process once logging is (its warning is seen), before the pool forks, from the node name and process
+    count this worker really runs with."""
+    if get_settings().worker_type is WorkerType.YCLIENTS and instance is not None:
+        from workers.crm_lane import set_up_lane
+
+        set_up_lane(instance.hostname, instance.concurrency)
 
 
 @worker_ready.connect

@@ -7,7 +7,6 @@ import logging
 from typing import Any, Literal
 
 from shared.core.failure import is_retryable
-from shared.core.redis_clients import process_redis
 from shared.core.resources import resource
 from shared.core.settings import get_settings
 from shared.core.topology import TaskName
@@ -15,10 +14,12 @@ from shared.data.models import PositiveId, ServedCompanyId
 from shared.data.repositories.crm_operations import CrmOperationRepository
 from shared.yclients.client import YClientsClient, make_client
 from shared.yclients.push import Pushed, push
+from shared.yclients.reconcile import reconcile
 from shared.yclients.sync import ENTITIES, SyncFailedError, sync_entity
 from shared.yclients.webhooks import Applied, apply_event, drive_due_events
 from workers.app import app
 from workers.base import FleetTask
+from workers.crm_lane import long_task_turn
 from workers.ping import define_ping, define_report
 
 log = logging.getLogger(__name__)
@@ -44,13 +45,14 @@ def sync_entity_task(
     self: FleetTask, entity: str, company_id: ServedCompanyId, mode: SyncMode | None = None
 ) -> dict[str, Any]:
     """Sync one entity of one company; a run already going for the same pair is not started twice. No row counts
-    the tries (the journal records pages, not attempts), so the task's own policy does."""
+    the tries (the journal records pages, not attempts), so the task's own policy does. A `partial` run (it read
+    less than YClients claimed) is returned, not retried: a server that repeats or empties its pages would most
+    likely do it again at once; the health report warns with its figures, and the next scheduled run reads again."""
     settings = get_settings()
-    lock = process_redis(settings.redis_url.get_secret_value()).lock(
-        f"fleet:sync:{company_id}:{entity}", timeout=settings.workers.yclients.time_limit, blocking=False
-    )
-    if not lock.acquire():
-        log.info("sync %s for company %s is already running; skipped", entity, company_id)
+    # Waits (deferred, not failed) while the worker's sync slots are taken: a child stays free for bookings.
+    turn = long_task_turn(self, f"fleet:sync:{company_id}:{entity}", settings.workers.yclients.time_limit)
+    if turn is None:
+        log.info("sync %s for company %s is already running or waiting; skipped", entity, company_id)
         return {"status": "skipped"}
     try:
         summary = sync_entity(yclients_client(), settings.yclients, company_id, entity, mode=mode)
@@ -59,10 +61,11 @@ def sync_entity_task(
             self.retry_later(exc)  # resumes after the last saved page
         raise
     finally:
-        lock.release()
+        turn.end()
     c = summary.counters
     return {
         "status": summary.status,
+        "error": summary.error,
         "run_id": summary.run_id,
         "pages": c.pages,
         "fetched": c.fetched,
@@ -143,3 +146,27 @@ def sweep() -> dict[str, int]:
             waiting,
         )
     return {"operations": len(operations), "webhooks": events, "webhooks_waiting": waiting}
+
+
+@app.task(name=TaskName.RECONCILE_SALON.value, bind=True, reject_on_worker_lost=True)
+def reconcile_salon(self: FleetTask, company_id: ServedCompanyId) -> dict[str, Any]:
+    """One salon's chat bookings compared with its YClients calendar, and each disagreement repaired. It walks
+    the salon's records like a sync, so it takes a long task's turn: the child kept for bookings stays free."""
+    settings = get_settings()
+    turn = long_task_turn(self, f"fleet:reconcile:{company_id}", settings.workers.yclients.time_limit)
+    if turn is None:
+        return {"status": "skipped"}
+    try:
+        result = reconcile(yclients_client(), settings.yclients, company_id)
+    finally:
+        turn.end()
+    return {"checked": result.checked, "found": result.found, "repaired": result.repaired, "left": result.left}
+
+
+@app.task(name=TaskName.RECONCILE_ALL.value)
+def reconcile_all() -> int:
+    """Beat's entry point: one reconciliation per configured company."""
+    companies = get_settings().yclients.company_ids
+    for company_id in companies:
+        reconcile_salon.delay(company_id)
+    return len(companies)

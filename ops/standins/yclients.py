@@ -11,6 +11,10 @@ creates commit and then answer too late for the caller (the unknown outcome a re
 `fail_after_commit` makes them commit and answer 500; an update (`PUT`) replaces the record with what it is
 sent, as YClients does (a comment, a client name or a service's price left out is lost);
 `book_in_widget` books as the salon's own online widget would; every change is sent to `webhook_url`.
+Hostile listings and answers, for the read side's tests: `ignore_page` makes the records and clients lists
+answer page 1's rows whatever `page` asks; `inflate_total_count` adds that many to their `total_count` (more
+than the pages hold); `drip_answers` makes the next answers to `drip_methods` (GET by default) send their body
+`drip_bytes` at a time, `drip_seconds` apart (status and headers at once, as a slow proxy or server does).
 Tests drive it in-process; the demo runs it with
 
     python -m ops.standins.yclients --port 8081 --company 962302 --clients 5000 --records 3000
@@ -214,6 +218,15 @@ class YClientsStandIn:
     fail_after_commit: int = 0
     # A taken time refused as 200 with `success: false` and a Russian message (no status, no code) instead of 422.
     slot_taken_as_success_false: bool = False
+    # Listings (records, clients) that answer page 1's rows whatever `page` asks (the server ignores it).
+    ignore_page: bool = False
+    # Added to the listings' `total_count`: a count above what the pages hold (they go empty first).
+    inflate_total_count: int = 0
+    # The next `drip_answers` answers to `drip_methods` send their body `drip_bytes` at a time, `drip_seconds` apart.
+    drip_answers: int = 0
+    drip_seconds: float = 0.0
+    drip_bytes: int = 16
+    drip_methods: tuple[str, ...] = ("GET",)
     webhook_url: str | None = None
     webhooks_sent: list[dict[str, Any]] = field(default_factory=list)
     # Record ids are never reused in YClients: a restarted stand-in continues past every id it could have issued
@@ -316,8 +329,10 @@ class YClientsStandIn:
             return 400, _error(f"page_size must not exceed {self.max_page_size}")
         fields = body.get("fields") or ["id"]
         rows = list(salon.clients.values())
+        page = 1 if self.ignore_page else page
         chunk = rows[(page - 1) * size : page * size]
-        return 200, _ok([{k: row.get(k) for k in fields} for row in chunk], {"total_count": len(rows)})
+        total = len(rows) + self.inflate_total_count
+        return 200, _ok([{k: row.get(k) for k in fields} for row in chunk], {"total_count": total})
 
     def _records(self, salon: Salon, query: dict[str, list[str]]) -> tuple[int, dict[str, Any]]:
         page = int(query.get("page", ["1"])[0])
@@ -339,8 +354,9 @@ class YClientsStandIn:
             if changed_after and _parse_any(row["last_change_date"]) <= _parse_any(changed_after):
                 continue
             rows.append(row)
+        page = 1 if self.ignore_page else page
         chunk = rows[(page - 1) * size : page * size]
-        return 200, _ok(chunk, {"page": page, "total_count": len(rows)})
+        return 200, _ok(chunk, {"page": page, "total_count": len(rows) + self.inflate_total_count})
 
     # ---- the calendar ---------------------------------------------------------------------------
     def _busy(self, salon: Salon, staff_id: int, start: datetime, seconds: int, except_id: int | None) -> bool:
@@ -603,8 +619,20 @@ def make_handler(state: YClientsStandIn) -> type[BaseHTTPRequestHandler]:
             for name, value in extra_headers.items():
                 self.send_header(name, value)
             self.end_headers()
+            with state.lock:  # this answer's body dripped (seconds between chunks), or sent at once (0)
+                drip = state.drip_seconds if state.drip_answers > 0 and method in state.drip_methods else 0.0
+                if drip:
+                    state.drip_answers -= 1
             with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the caller gave up (a timeout)
-                self.wfile.write(encoded)
+                if not drip:
+                    self.wfile.write(encoded)
+                    return
+                step = max(state.drip_bytes, 1)
+                for start in range(0, len(encoded), step):  # a few bytes, a pause: every read timeout is met
+                    if start:
+                        time.sleep(drip)
+                    self.wfile.write(encoded[start : start + step])
+                    self.wfile.flush()
 
         def do_GET(self) -> None:
             self._serve("GET")

@@ -72,7 +72,12 @@ class InboundWorkerSettings(WorkerTypeSettings):
 
 
 class YClientsWorkerSettings(WorkerTypeSettings):
-    concurrency: int = Field(default=1, ge=1, le=64)
+    concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="processes of this worker type; syncs may take all but one, kept for CRM writes (at 1, none is)",
+    )
     soft_time_limit: int = 1500
     time_limit: int = 1800
     visibility_timeout: int = 2400
@@ -254,7 +259,17 @@ class YClientsSettings(BaseModel):
     )
     requests_per_second: int = Field(default=5, ge=1, description="fleet-wide limit (the API counts per IP)")
     requests_per_minute: int = Field(default=200, ge=1, description="fleet-wide limit (the API counts per IP)")
-    timeout_seconds: float = Field(default=30.0, gt=0, description="seconds per API request")
+    timeout_seconds: float = Field(
+        default=30.0, gt=0, description="seconds one read (or connect, or write) of an API request may wait"
+    )
+    request_deadline_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description=(
+            "a whole API request (connect, send, every byte of the answer) not done within this is cut and tried"
+            " again (an answer dripping a few bytes a second defeats the per-read timeout)"
+        ),
+    )
     max_attempts: int = Field(default=6, ge=1, description="tries per request (rate limits, 5xx, network)")
     retry_initial_seconds: float = Field(default=1.0, gt=0, description="first backoff; doubles, with jitter")
     retry_max_wait_seconds: float = Field(default=30.0, gt=0, description="longest backoff between tries")

@@ -52,6 +52,8 @@ class TaskName(StrEnum):
     PUSH_BOOKING = "workers.yclients.push_booking"
     APPLY_WEBHOOK = "workers.yclients.apply_webhook"
     YCLIENTS_SWEEP = "workers.yclients.sweep"
+    RECONCILE_ALL = "workers.yclients.reconcile_all"
+    RECONCILE_SALON = "workers.yclients.reconcile_salon"
     YCLIENTS_PING = "workers.yclients.ping"
     YCLIENTS_REPORT = "workers.yclients.report_process"
 

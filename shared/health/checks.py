@@ -22,6 +22,7 @@ from shared.data.repositories.alerts import AlertRepository
 from shared.data.repositories.backups import BackupRepository
 from shared.data.repositories.conversations import OutboxRepository
 from shared.data.repositories.crm_operations import CrmOperationRepository
+from shared.data.repositories.crm_repairs import CrmRepairRepository
 from shared.data.repositories.health_checks import HealthCheckRepository
 from shared.data.repositories.sync_runs import SyncRunRepository
 from shared.data.repositories.webhook_events import WebhookEventRepository
@@ -241,7 +242,14 @@ def check_sync(settings: Settings) -> Component:
             elif age > 1.5 * period:
                 component.flag("warning", f"{entity} of company {company} is late ({age / 3600:.1f} h)")
     failing = SyncRunRepository().failed_within_hours(24)
-    component.details.update({"hours_since_success": report, "failed_runs_last_day": failing})
+    partial = SyncRunRepository().partial_within_hours(24)
+    component.details.update(
+        {"hours_since_success": report, "failed_runs_last_day": failing, "partial_runs_last_day": partial}
+    )
+    # A partial run read less than YClients claimed (a server that ignores `page`, a total_count its pages do not
+    # hold): what it read is saved, but the salon's data may be incomplete until a run succeeds again.
+    for row in SyncRunRepository().still_partial(24):
+        component.flag("warning", f"{row['entity']} of company {row['company_id']} ended {row['error']}")
     return component
 
 
@@ -291,11 +299,14 @@ def check_crm(settings: Settings) -> Component:
     component = Component("crm")
     shown, oldest = _backlog(CrmOperationRepository().backlog())
     waiting = WebhookEventRepository().backlog()
+    repairs = CrmRepairRepository().last_day()
     component.details.update(
         {
             **shown,
             "webhooks_unprocessed": waiting["pending"],
             "webhooks_failed_last_day": waiting["failed_last_day"],
+            "disagreements_repaired_last_day": repairs["repaired"],
+            "disagreements_left_last_day": repairs["unrepaired"],
         }
     )
     if oldest is not None and oldest > settings.health.crm_stuck_minutes * 60:
@@ -304,6 +315,11 @@ def check_crm(settings: Settings) -> Component:
         component.flag("warning", f"{shown['failed']} bookings could not be carried into YClients (dead letters)")
     if waiting["failed_last_day"]:
         component.flag("warning", f"{waiting['failed_last_day']} webhooks failed in the last day")
+    if repairs["unrepaired"]:
+        component.flag(
+            "warning",
+            f"{repairs['unrepaired']} bookings disagree with YClients and need an operator (fleet crm --repairs)",
+        )
     return component
 
 

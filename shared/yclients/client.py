@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -78,14 +79,19 @@ class Page:
 
 @dataclass
 class Walk:
-    """What one walk through a paged list saw: the proof (or not) that it saw every row upstream."""
+    """What one walk through a paged list saw: the proof (or not) that it saw every row upstream, and whether it
+    read as many rows as the server claimed (a walk that read fewer ends its run `partial`)."""
 
     start_page: int = 1
+    page_size: int = 0
     pages: int = 0
     total_count: int | None = None
     ids: set[str] = field(default_factory=set)
+    unkeyed: int = 0  # rows of the pages read that had no usable id: read, but not countable among `ids`
     short_page: bool = False
     end: str = ""
+    last_page: int = 0  # the page whose answer ended the walk
+    repeated: int | None = None  # the earlier page the repeated answer copied, when it was the one before
 
     def missing_proof(self) -> str | None:
         """None when the walk saw every row; else why it cannot prove that (deletion then waits)."""
@@ -102,6 +108,40 @@ class Walk:
         if self.short_page:
             return "without total_count, a short page came before the end"
         return None
+
+    def shortfall(self) -> str | None:
+        """Why the walk read fewer rows than the server claimed, with the figures; None when it read them all.
+
+        A walk that ended on a repeated page or at the page cap fell short whatever the count; one that read fewer
+        distinct rows than `total_count` (its own pages' share of it, for a resumed walk) fell short too. A walk
+        without `total_count` that ended on an empty page claimed nothing more: not short. Unlike `missing_proof`
+        this does not ask for proof of completeness, so a resumed walk that read its own pages is not short.
+        """
+        read = len(self.ids) + self.unkeyed
+        claimed = self.total_count
+        expected = None if claimed is None else max(claimed - (self.start_page - 1) * self.page_size, 0)
+        if claimed is None:
+            of = "with no total_count"
+        elif self.start_page != 1:
+            of = f"of the {expected} left by total_count {claimed} from page {self.start_page}"
+        else:
+            of = f"of total_count {claimed}"
+        if self.end == "repeated page":
+            why = (
+                f"the server repeated page {self.repeated}"
+                if self.repeated is not None
+                else f"page {self.last_page} listed only rows already read"
+            )
+        elif self.end == "page cap":
+            why = f"the walk stopped at the page cap after {self.pages} pages"
+        elif expected is not None and read < expected:
+            why = {
+                "empty page": f"page {self.last_page} came back empty",
+                "total reached": f"the pages up to page {self.last_page} were short or overlapped",
+            }.get(self.end, f"the walk ended at page {self.last_page}")
+        else:
+            return None
+        return f"read {read} distinct rows {of} ({why})"
 
 
 def _row_key(row: Any) -> str | None:
@@ -136,6 +176,47 @@ def _api_code(body: Any) -> int | None:
 
 class DeadlineExceededError(YClientsError):
     """The walk ran past its deadline: fail the run before the soft time limit does it mid-write."""
+
+
+class AnswerDeadlineError(YClientsError):
+    """One request had no complete answer within `request_deadline_seconds` (a server dripping its answer, a
+    stalled proxy): cut, and retryable like any lost connection."""
+
+    def __init__(self, method: str, path: str, seconds: float) -> None:
+        super().__init__(f"{method} {path}: no complete answer within {seconds:g} s", retryable=True)
+
+
+MIN_WAIT_SECONDS = 0.001  # a phase starting at the deadline still gets a wait: 0 would make the socket non-blocking
+DEADLINE_SLACK_SECONDS = 0.05  # a timeout this close to the deadline is the deadline's doing
+
+
+class _AnswerClock:
+    """One request's overall deadline, kept with httpx's own `timeout` and `trace` extensions: as each phase
+    starts (send the headers, send the body, read the headers, read the body) its timeouts shrink to the time
+    left, and the body is checked between chunks. httpx's timeouts alone are per read, so an answer that drips a
+    few bytes a second would hold the worker for the whole run's deadline. No thread, no signal."""
+
+    def __init__(self, seconds: float, per_read: float) -> None:
+        self.seconds = seconds
+        self.per_read = per_read
+        self.at = time.monotonic() + seconds
+        self.timeouts: dict[str, float | None] = {}  # the request's `timeout` extension, which httpcore reads
+
+    def first_wait(self) -> float:
+        return min(self.per_read, self.seconds)
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace callback: before each phase reads its timeout, make it no longer than the time left."""
+        if event.endswith(".started"):
+            wait = max(min(self.per_read, self.left()), MIN_WAIT_SECONDS)
+            for phase in ("connect", "read", "write", "pool"):
+                self.timeouts[phase] = wait
+
+    def passed(self) -> bool:
+        return self.left() <= DEADLINE_SLACK_SECONDS
 
 
 def _api_message(body: Any) -> str:
@@ -195,12 +276,9 @@ class YClientsClient:
 
     def _send_once(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
         self.limiter.acquire()
+        response, content = self._exchange(method, path, **kwargs)
         try:
-            response = self._http.request(method, path.lstrip("/"), **kwargs)
-        except httpx.TransportError as exc:
-            raise YClientsError(f"{method} {path}: {type(exc).__name__}", retryable=True) from None
-        try:
-            body = response.json()
+            body = json.loads(content) if content else None
         except (ValueError, RecursionError):  # not JSON, or JSON nested deeper than Python decodes
             body = None
         message = _api_message(body)[:300]
@@ -243,6 +321,33 @@ class YClientsClient:
             raise YClientsError(f"{method} {path}: unsuccessful answer: {message or 'no envelope'}", status=status)
         return body
 
+    def _exchange(self, method: str, path: str, **kwargs: Any) -> tuple[httpx.Response, bytes]:
+        """Send one request and read its whole answer within `request_deadline_seconds` (connect, send, headers
+        and every byte of the body), else cut it: `AnswerDeadlineError`, retryable. Returns the response (status
+        and headers) and its body."""
+        clock = _AnswerClock(self.settings.request_deadline_seconds, self.settings.timeout_seconds)
+        request = self._http.build_request(
+            method, path.lstrip("/"), timeout=clock.first_wait(), extensions={"trace": clock.trace}, **kwargs
+        )
+        clock.timeouts = request.extensions["timeout"]
+        try:
+            response = self._http.send(request, stream=True)
+            try:
+                chunks: list[bytes] = []
+                for chunk in response.iter_bytes():
+                    chunks.append(chunk)
+                    if clock.left() < 0:
+                        raise AnswerDeadlineError(method, path, clock.seconds)
+            finally:
+                response.close()
+        except httpx.TransportError as exc:
+            if isinstance(exc, httpx.TimeoutException) and clock.passed():
+                raise AnswerDeadlineError(method, path, clock.seconds) from None
+            raise YClientsError(f"{method} {path}: {type(exc).__name__}", retryable=True) from None
+        if clock.left() < 0:  # the last bytes came after the deadline: as late as none at all
+            raise AnswerDeadlineError(method, path, clock.seconds)
+        return response, b"".join(chunks)
+
     def one(self, path: str) -> dict[str, Any] | None:
         """One object (a record, a client) read back by id; None when YClients answers 404 (it is gone)."""
         try:
@@ -281,12 +386,16 @@ class YClientsClient:
         - an empty page ("empty page": the only end when the API sends no `total_count`);
         - a page with no id not seen before ("repeated page": the server ignores `page`);
         - the page cap, `total_count` pages plus two, or `max_pages` without it ("page cap").
-        Past `deadline` (a `time.monotonic()` value) the walk fails with `DeadlineExceededError`.
+        Past `deadline` (a `time.monotonic()` value) the walk fails with `DeadlineExceededError`. Afterwards
+        `walk.missing_proof()` says whether deletion may be judged, `walk.shortfall()` whether it read less than
+        the server claimed.
         """
         walk = walk if walk is not None else Walk()
         walk.start_page = start_page
         size = min(page_size or self.settings.page_size, self.settings.page_size)
+        walk.page_size = size
         number = start_page
+        previous: set[str] = set()
         while True:
             if deadline is not None and time.monotonic() > deadline:
                 raise DeadlineExceededError(f"{method} {path}: deadline passed at page {number} ({walk.pages} read)")
@@ -297,10 +406,12 @@ class YClientsClient:
             rows = _list_of(body, method, path, number)
             meta = body.get("meta") if isinstance(body.get("meta"), dict) else {}
             total = _int_or_none(meta.get("total_count"))
-            keys = {key for key in map(_row_key, rows) if key is not None}
+            keyed = [key for key in map(_row_key, rows) if key is not None]
+            keys = set(keyed)
             fresh = keys - walk.ids
             walk.ids |= keys
             walk.pages += 1
+            walk.last_page = number
             walk.total_count = total
             walk.short_page = walk.short_page or 0 < len(rows) < size
             if not rows:
@@ -308,7 +419,10 @@ class YClientsClient:
                 return
             if keys and not fresh:
                 walk.end = "repeated page"
+                walk.repeated = number - 1 if previous and keys <= previous else None
                 return
+            walk.unkeyed += len(rows) - len(keyed)
+            previous = keys
             yield Page(rows, total, number)
             cap = (-(-total // size) + 2) if total is not None else self.settings.max_pages
             if total is not None and number * size >= total:

@@ -50,6 +50,7 @@ class RecordsSync:
             seen += raw_ids(page.rows)
             self._page_done(run_id, c, page, "records")
         self._cursor = None  # the walk is over: a failure from here on is not resumed past the last page
+        self._shortfall = walk.shortfall()  # an incremental walk too must read every change it was told of
         if mode != "full":
             return  # an incremental answer lists only what changed: it proves nothing about what is gone
         self._delete_vanished(

@@ -10,6 +10,9 @@ next run resumes after its last page.
 Deletion only on proof: rows gone upstream are marked deleted only after a walk that proves it saw every row
 (`Walk.missing_proof`), never from an empty answer while rows exist, and never more than
 `max_delete_share` of an entity unless an operator confirms it (`fleet sync ... --allow-mass-delete`).
+
+Success only when nothing claimed is missing: a walk that read fewer rows than the server claimed (`Walk.shortfall`:
+a repeated page, the page cap, fewer distinct rows than `total_count`) ends its run `partial`, with the figures.
 """
 
 from __future__ import annotations
@@ -57,6 +60,9 @@ class MassDeleteRefusedError(RuntimeError):
 
 @dataclass
 class SyncSummary:
+    """What one run did. `status`: "succeeded", "partial" (it read fewer rows than YClients claimed: saved what
+    it read, deleted nothing, and is no success: `error` holds the figures) or "failed"."""
+
     run_id: int
     entity: str
     company_id: int
@@ -97,6 +103,7 @@ class EntitySync(RecordsSync):
         self.allow_mass_delete = allow_mass_delete
         self.deadline = time.monotonic() + settings.run_deadline_seconds
         self._cursor: dict[str, Any] | None = None
+        self._shortfall: str | None = None  # set by a walk that read fewer rows than the server claimed
 
     def zone(self) -> ZoneInfo:
         row = CompanyRepository().find_one({"id": self.company_id})
@@ -123,6 +130,14 @@ class EntitySync(RecordsSync):
                 SyncSummary(run_id, entity, self.company_id, mode, "failed", counters, f"{type(exc).__name__}: {exc}")
             ) from exc
         SyncRunRepository().save_progress(run_id, counters, None)
+        if self._shortfall is not None:
+            # What was read is saved and nothing was deleted, but the run cannot say it has the salon's data:
+            # no success (freshness and the incremental start stay where they were), and no retry either, since
+            # a server that repeats or empties its pages will most likely do it again at once.
+            error = f"partial: {self._shortfall}"
+            SyncRunRepository().finish(run_id, "partial", error)
+            log.warning("sync %s for company %s ended %s", entity, self.company_id, error)
+            return SyncSummary(run_id, entity, self.company_id, mode, "partial", counters, error)
         SyncRunRepository().finish(run_id, "succeeded", None)
         return SyncSummary(run_id, entity, self.company_id, mode, "succeeded", counters)
 
@@ -299,6 +314,7 @@ class EntitySync(RecordsSync):
             seen += raw_ids(page.rows)
             self._page_done(run_id, c, page, "clients")
         self._cursor = None  # the walk is over: a failure from here on is not resumed past the last page
+        self._shortfall = walk.shortfall()
         self._delete_vanished(
             c,
             Vanished(ClientRepository(), {"company_id": self.company_id}, ("yclients_id",), seen),

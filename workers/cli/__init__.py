@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     crm.add_argument("--status", choices=["pending", "done", "failed"])
     crm.add_argument("--limit", type=int, default=20)
     crm.add_argument("--retry", type=int, metavar="ID", help="try a failed operation again from its first attempt")
+    crm.add_argument(
+        "--repairs", action="store_true", help="what the reconciliation found between bookings and YClients, and did"
+    )
     salon = add("salon", "assistant:salon", "a salon's own words and information for the assistant")
     salon.add_argument("action", choices=["show", "set"])
     salon.add_argument("--company", type=int, required=True, help="YClients company id")

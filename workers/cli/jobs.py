@@ -19,6 +19,7 @@ from shared.data.dead_letters import record_dead_letter
 from shared.data.errors import ValidationFailedError
 from shared.data.repositories.backups import BackupRepository
 from shared.data.repositories.crm_operations import CrmOperationRepository
+from shared.data.repositories.crm_repairs import CrmRepairRepository
 from shared.health.report import build_report
 from shared.whatsapp.cleanup import cleanup_keys
 from shared.whatsapp.health import check_sessions
@@ -108,7 +109,7 @@ def sync(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         client.close()
     print(summary.render())
-    return 0
+    return 0 if summary.status == "succeeded" else 3  # partial: saved what it read, read less than YClients said
 
 
 def keys(args: argparse.Namespace, settings: Settings) -> int:
@@ -178,6 +179,13 @@ def crm(args: argparse.Namespace, settings: Settings) -> int:
             return 1
         app.send_task(TaskName.PUSH_BOOKING, (args.retry,))
         print(f"operation {args.retry} reopened and sent to the yclients worker")
+        return 0
+    if args.repairs:
+        for repair in CrmRepairRepository().find_many(None, order_by=["-id"], limit=args.limit):
+            print(
+                f"{repair['created_at']:%Y-%m-%d %H:%M} company {repair['company_id']} booking {repair['booking_id']}"
+                f" record {repair['record_id']}: {repair['found']} -> {repair['repair']}"
+            )
         return 0
     for row in CrmOperationRepository().recent(args.status, args.limit):
         print(

@@ -58,6 +58,10 @@ def worker(args: argparse.Namespace, settings: Settings) -> int:
         args.name or f"{worker_type.value}@%h",
         "--pool",
         "prefork",
+        # A task is written to an idle child only, never queued in a busy child's pipe: a CRM write reserved
+        # while a sync runs goes to the child kept free for it (workers/crm_lane.py). Celery 5's default, pinned.
+        "--optimization",
+        "fair",
         "--loglevel",
         args.loglevel,
         "--task-events",

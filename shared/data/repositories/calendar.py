@@ -188,6 +188,18 @@ class BookingRepository(Repository):
                 raise SlotTakenError(str(exc), table=self.table, operation="update") from None
             raise
 
+    def ours_to_reconcile(self, company_id: int, first: datetime, last: datetime) -> list[Row]:
+        """The chat's own bookings in [first, last) that no CRM operation is still carrying: what the
+        reconciliation compares with YClients (one in flight is its operation's to settle)."""
+        return run(
+            "SELECT b.* FROM bookings b WHERE b.company_id = %s AND b.source = 'assistant' AND b.deleted_at IS NULL"
+            " AND b.starts_at >= %s AND b.starts_at < %s AND NOT EXISTS (SELECT 1 FROM crm_operations o"
+            " WHERE o.booking_id = b.id AND o.status = 'pending') ORDER BY b.id",
+            (company_id, first, last),
+            table=self.table,
+            operation="select",
+        )
+
     def mark_record_deleted(self, company_id: int, record_id: int) -> int:
         """YClients no longer has the record (a webhook said so and the API confirmed): one soft delete."""
         return len(

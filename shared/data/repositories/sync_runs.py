@@ -98,7 +98,8 @@ class SyncRunRepository(Repository):
         return int(rows[0]["cursor"].get("page", 0)) + 1
 
     def last_success(self, company_id: int, entity: str) -> datetime | None:
-        """When the entity's newest successful run started (an incremental run reads changes since then)."""
+        """When the entity's newest successful run started (an incremental run reads changes since then). A
+        `partial` run is no success: it read less than YClients claimed, so changes it missed stay due."""
         rows = run(
             "SELECT max(started_at) AS at FROM sync_runs WHERE company_id = %s AND entity = %s"
             " AND status = 'succeeded'",
@@ -119,10 +120,31 @@ class SyncRunRepository(Repository):
         return {(row["company_id"], row["entity"]): float(row["age"]) for row in rows}
 
     def failed_within_hours(self, hours: int) -> int:
+        return self._count_within_hours("failed", hours)
+
+    def partial_within_hours(self, hours: int) -> int:
+        """Runs that read less than YClients claimed (a repeated page, the page cap, fewer rows than total_count)."""
+        return self._count_within_hours("partial", hours)
+
+    def _count_within_hours(self, status: str, hours: int) -> int:
         return run(
-            "SELECT count(*) AS n FROM sync_runs WHERE status = 'failed'"
-            " AND started_at > now() - make_interval(hours => %s)",
-            (hours,),
+            "SELECT count(*) AS n FROM sync_runs WHERE status = %s AND started_at > now() - make_interval(hours => %s)",
+            (status, hours),
             table=self.table,
             operation="select",
         )[0]["n"]
+
+    def still_partial(self, hours: int) -> list[dict[str, Any]]:
+        """Per company and entity, the newest run of the last `hours` that ended partial, unless a later run
+        succeeded: what still needs an operator's eye (its `error` holds the figures). A later failed run does not
+        hide it: the partial one is still the newest that read anything to the end."""
+        return run(
+            "SELECT company_id, entity, error, started_at FROM ("
+            " SELECT DISTINCT ON (company_id, entity) company_id, entity, status, error, started_at FROM sync_runs"
+            " WHERE status IN ('succeeded', 'partial') AND started_at > now() - make_interval(hours => %s)"
+            " ORDER BY company_id, entity, started_at DESC, id DESC"
+            ") newest WHERE status = 'partial' ORDER BY company_id, entity",
+            (hours,),
+            table=self.table,
+            operation="select",
+        )
