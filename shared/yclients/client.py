@@ -160,9 +160,15 @@ class RecordRefusedError(YClientsError):
         super().__init__(message, status=status)
         self.code = code
 
+    # How the API words a time that is not free: "Выбранное время уже занято", "время занято", "Мастер занят",
+    # "пересекается с другой записью", in Russian or English.
+    SLOT_TAKEN_WORDS = ("занят", "пересека", "пересечени", "already booked", "already taken", "time is busy")
+
     @property
     def slot_taken(self) -> bool:
-        return self.code in self.SLOT_TAKEN_CODES or "занят" in str(self).lower()
+        """The time asked for is not free: the booking is released and the nearest free times offered."""
+        text = str(self).lower()
+        return self.code in self.SLOT_TAKEN_CODES or any(word in text for word in self.SLOT_TAKEN_WORDS)
 
 
 def _api_code(body: Any) -> int | None:
@@ -298,9 +304,9 @@ class YClientsClient:
         if status in (401, 403):
             raise AuthError(f"{method} {path}: {status} {message or 'unauthorized'}", status=status)
         if status in (409, 422):
-            raise RecordRefusedError(
-                f"{method} {path}: {status} {message}".strip(), status=status, code=_api_code(body)
-            )
+            code = _api_code(body)
+            said = message or (f"code {code}" if code is not None else "")
+            raise RecordRefusedError(f"{method} {path}: {status} {said}".strip(), status=status, code=code)
         if status >= 400:
             raise YClientsError(f"{method} {path}: {status} {message}".strip(), status=status)
         if status == 204:
@@ -311,11 +317,13 @@ class YClientsClient:
             raise YClientsError(
                 f"{method} {path}: answer is not JSON ({status}, {kind})", status=status, retryable=True
             )
-        if method != "GET" and isinstance(body, dict) and body.get("success") is False and message:
-            # A write refused in the envelope alone ("время уже занято" with 200): read like a 422, so a taken
-            # time releases the booking and offers others. One with no message stays a failure below.
+        code = _api_code(body)
+        if method != "GET" and isinstance(body, dict) and body.get("success") is False and (message or code):
+            # A write refused in the envelope alone ("время уже занято", or only a booking error code, with 200):
+            # read like a 422, so a taken time releases the booking and offers others. One with neither a message
+            # nor a code cannot be read: it stays a failure below, its reason kept.
             raise RecordRefusedError(
-                f"{method} {path}: refused ({status}) {message}", status=status, code=_api_code(body)
+                f"{method} {path}: refused ({status}) {message or f'code {code}'}", status=status, code=code
             )
         if not isinstance(body, dict) or body.get("success") is False:
             raise YClientsError(f"{method} {path}: unsuccessful answer: {message or 'no envelope'}", status=status)
