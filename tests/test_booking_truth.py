@@ -199,3 +199,53 @@ def test_a_move_given_up_puts_the_booking_back_where_the_salon_has_it(
     assert (int(record["staff_id"]), datetime.fromisoformat(record["datetime"])) == booked_at
     settled()
     assert told(chat, "Не удалось перенести запись") == 1
+
+
+def test_a_record_the_salon_shows_as_deleted_is_never_written_back(
+    fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+) -> None:
+    chat = Chat(gateway, db)
+    book_first_slot(chat)
+    chat.wait_for("Салон подтвердил запись")
+    booking = booking_of(db)
+    assert booking is not None
+    path = f"/record/{COMPANY}/{booking['yclients_id']}"
+
+    def shown_deleted(method: str, asked: str, query: dict, body: dict) -> tuple[int, dict] | None:
+        if method == "GET" and asked == path:  # YClients answers the read with the record marked deleted
+            row = dict(loop_stand_in.salons[COMPANY].records[booking["yclients_id"]], deleted="1")
+            return 200, {"success": True, "data": row, "meta": []}
+        return None
+
+    loop_stand_in.override = shown_deleted
+    chat.say("6")
+    assert "Переношу запись" in chat.say("2")
+    chat.wait_for("больше нет в календаре салона")
+    asked_for_it = [asked for _, asked, _ in loop_stand_in.requests if asked == path]
+    assert len(asked_for_it) == 1, "only the read: an update would bring the deleted visit back"
+    assert (booking_of(db) or {}).get("crm") == "vanished"
+    settled()
+    assert told(chat, "больше нет в календаре салона") == 1
+
+
+def test_a_cancellation_answered_with_record_not_found_is_done_without_alarming_the_client(
+    fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+) -> None:
+    chat = Chat(gateway, db)
+    book_first_slot(chat)
+    chat.wait_for("Салон подтвердил запись")
+    booking = booking_of(db)
+    assert booking is not None
+    loop_stand_in.override = lambda method, path, query, body: (
+        (200, {"success": False, "data": None, "meta": {"message": "Запись не найдена"}})
+        if method == "DELETE"
+        else None
+    )
+    assert "Отменить запись" in chat.say("4")
+    assert "отменена" in chat.say("1")
+    wait_until(lambda: operation(db, booking["id"], "cancel")["status"] != "pending", 30, "the cancel carried out")
+    cancel = operation(db, booking["id"], "cancel")
+    assert (cancel["status"], cancel["outcome"]) == ("done", f"record {booking['yclients_id']} was gone already")
+    settled()
+    assert told(chat, "салон пока не получил отмену") == 0
+    assert db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0

@@ -171,6 +171,15 @@ class RecordRefusedError(YClientsError):
         return self.code in self.SLOT_TAKEN_CODES or any(word in text for word in self.SLOT_TAKEN_WORDS)
 
 
+GONE_WORDS = ("не найден", "не существует", "not found", "does not exist")  # never "удален": "не может быть удалена"
+
+
+def record_gone(exc: YClientsError) -> bool:
+    """YClients says the record is not there (any more): a 404, or a refusal in the words it uses for that."""
+    text = str(exc).lower()
+    return exc.status == 404 or (isinstance(exc, RecordRefusedError) and any(word in text for word in GONE_WORDS))
+
+
 def _api_code(body: Any) -> int | None:
     """The booking error code YClients puts in `meta.code` (431-438) or `errors.code`."""
     if isinstance(body, dict):

@@ -34,7 +34,7 @@ from shared.data.repository import Row
 from shared.inbound.outbox import write_notice
 from shared.inbound.store import chat_key
 from shared.yclients import rows as convert
-from shared.yclients.client import RecordRefusedError, YClientsClient, YClientsError
+from shared.yclients.client import RecordRefusedError, YClientsClient, YClientsError, record_gone
 from shared.yclients.saving import phone_or_none
 from shared.yclients.sync import sync_staff_day
 
@@ -289,16 +289,26 @@ def _time_and_master(job: Job) -> dict[str, Any]:
 def _update(job: Job, client: YClientsClient, changes: dict[str, Any]) -> bool:
     """Read the record, change only `changes`, send it back; False when the record is gone in YClients."""
     path = f"record/{job.booking['company_id']}/{job.booking['yclients_id']}"
-    record = client.one(path)
-    if record is None:
-        return False
+    try:
+        record = client.one(path)
+    except YClientsError as exc:
+        if record_gone(exc):
+            return False
+        raise
+    if record is None or _truthy(record.get("deleted")):
+        return False  # never written back: an update could bring a deleted visit back to the salon's calendar
     try:
         client.write("PUT", path, updated_record(record, changes))
     except YClientsError as exc:
-        if exc.status == 404:  # deleted between the read and the write
+        if record_gone(exc):  # deleted between the read and the write
             return False
         raise
     return True
+
+
+def _truthy(value: Any) -> bool:
+    """YClients' flags arrive as true, 1 or "1"."""
+    return value is True or str(value).strip().lower() in ("1", "true")
 
 
 def _reschedule(job: Job, client: YClientsClient) -> PushResult:
@@ -384,7 +394,7 @@ def _cancel(job: Job, client: YClientsClient) -> PushResult:
     try:
         client.write("DELETE", f"record/{job.booking['company_id']}/{record_id}")
     except YClientsError as exc:
-        if exc.status != 404:
+        if not record_gone(exc):
             raise
         return PushResult(Pushed.DONE, _conclude(job, f"record {record_id} was gone already"))
     return PushResult(Pushed.DONE, _conclude(job, f"record {record_id} deleted"))

@@ -28,7 +28,7 @@ from shared.data.repositories.catalogue import CompanyRepository
 from shared.data.repositories.crm_operations import booking_of
 from shared.data.repositories.crm_repairs import CrmRepairRepository
 from shared.yclients import rows as convert
-from shared.yclients.client import Walk, YClientsClient, YClientsError
+from shared.yclients.client import Walk, YClientsClient, YClientsError, record_gone
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def reconcile(client: YClientsClient, settings: YClientsSettings, company_id: in
             try:
                 client.write("DELETE", f"record/{company_id}/{record_id}")
             except YClientsError as exc:
-                if exc.status != 404:
+                if not record_gone(exc):
                     repairs.record(company_id, booking["id"], record_id, found, f"left: the delete failed: {exc}")
                     result.left += 1
                     continue
