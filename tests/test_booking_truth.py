@@ -249,3 +249,45 @@ def test_a_cancellation_answered_with_record_not_found_is_done_without_alarming_
     settled()
     assert told(chat, "салон пока не получил отмену") == 0
     assert db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
+
+
+def test_a_create_answered_as_the_booking_endpoint_answers_is_linked_at_once(
+    fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+) -> None:
+    loop_stand_in.create_answers_as_list = True  # [{id: 1, record_id, record_hash}]
+    chat = Chat(gateway, db)
+    book_first_slot(chat)
+    chat.wait_for("Салон подтвердил запись")
+    booking = booking_of(db)
+    assert booking is not None
+    [record] = records(loop_stand_in, booking["id"])
+    assert booking["yclients_id"] == int(record["id"]), "linked to the appointment's number, not the record"
+    assert operation(db, booking["id"], "create")["attempts"] == 1
+
+
+def test_a_move_answered_success_with_the_record_unchanged_is_not_told_as_done(
+    impatient_fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
+) -> None:
+    chat = Chat(gateway, db)
+    booked_at = book_first_slot(chat)
+    chat.wait_for("Салон подтвердил запись")
+    booking = booking_of(db)
+    assert booking is not None
+    loop_stand_in.updates_ignored = 1  # the first try is ignored; the second, after reading again, goes through
+    chat.say("6")
+    new_staff, new_start = chat.offered()[1]
+    assert "Переношу запись" in chat.say("2")
+    chat.wait_for("Салон подтвердил перенос")
+    [moved] = records(loop_stand_in, booking["id"])
+    assert (int(moved["staff_id"]), datetime.fromisoformat(moved["datetime"])) == (new_staff, new_start)
+    assert operation(db, booking["id"], "reschedule")["attempts"] == 2
+    loop_stand_in.updates_ignored = 10  # now YClients never takes the change: the client hears it stays
+    chat.say("6")
+    assert "Переношу запись" in chat.say("1")
+    chat.wait_for("Не удалось перенести запись")
+    kept = booking_of(db)
+    assert kept is not None
+    assert (kept["staff_id"], kept["starts_at"]) == (new_staff, new_start), "not put back where YClients has it"
+    assert booked_at != (new_staff, new_start)
+    settled()
+    assert told(chat, "Салон подтвердил перенос") == 1

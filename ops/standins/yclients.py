@@ -8,7 +8,9 @@ It keeps a calendar: records created (`POST /records/{company}`), moved (`PUT /r
 deleted (`DELETE /record/{company}/{id}`) through the API appear in its answers; a create over a busy staff
 time is refused as YClients does (422, code 433) unless `save_if_busy`; `stall_after_commit` makes the next
 creates commit and then answer too late for the caller (the unknown outcome a retry must not duplicate);
-`fail_after_commit` makes them commit and answer 500; an update (`PUT`) replaces the record with what it is
+`fail_after_commit` makes them commit and answer 500; `create_answers_as_list` answers a create as the public
+booking endpoint does (`[{id, record_id, record_hash}]`); `updates_ignored` answers the next updates with
+success and the record unchanged; an update (`PUT`) replaces the record with what it is
 sent, as YClients does (a comment, a client name or a service's price left out is lost);
 `book_in_widget` books as the salon's own online widget would; every change is sent to `webhook_url`.
 Hostile listings and answers, for the read side's tests: `ignore_page` makes the records and clients lists
@@ -216,6 +218,10 @@ class YClientsStandIn:
     stall_seconds: float = 3.0
     # Creates that commit (and send their webhook), then answer 500.
     fail_after_commit: int = 0
+    # Creates answered as the public booking endpoint answers: a list of {id, record_id, record_hash}.
+    create_answers_as_list: bool = False
+    # The next updates answered 200 with the record as it was, the change not made.
+    updates_ignored: int = 0
     # A taken time refused as 200 with `success: false` and a Russian message (no status, no code) instead of 422.
     slot_taken_as_success_false: bool = False
     # Listings (records, clients) that answer page 1's rows whatever `page` asks (the server ignores it).
@@ -438,6 +444,8 @@ class YClientsStandIn:
             time.sleep(self.stall_seconds)  # committed, but the caller gives up before the answer
         if fail:
             return 500, _error("Внутренняя ошибка сервера")  # committed, and the answer says it failed
+        if self.create_answers_as_list:
+            return 201, _ok([{"id": 1, "record_id": record_id, "record_hash": f"{record_id:x}"}])
         return 201, _ok(record)
 
     def _one_record(
@@ -453,6 +461,9 @@ class YClientsStandIn:
                 written = self._write(salon, body, record_id)
                 if isinstance(written, tuple):
                     return written
+                if self.updates_ignored > 0:  # answered as a success, the record as it was
+                    self.updates_ignored -= 1
+                    return 200, _ok(dict(row))
                 # YClients replaces the record with what it is sent: a field sent empty is emptied.
                 row.update(written)
                 row["comment"] = str(body.get("comment") or "")
@@ -489,7 +500,10 @@ class YClientsStandIn:
                 "client": {"phone": phone, "name": name},
             },
         )
-        return int(answer["data"]["id"]) if status == 201 else None
+        if status != 201:
+            return None
+        data = answer["data"]
+        return int(data[0]["record_id"] if isinstance(data, list) else data["id"])
 
     def client_changed(self, company_id: int, client_id: int, **fields: Any) -> None:
         """Change a client as an administrator does in YClients (a webhook follows, when configured)."""

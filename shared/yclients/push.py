@@ -124,8 +124,14 @@ def find_record(job: Job, client: YClientsClient) -> int | None:
 
 
 def _record_id(data: Any) -> int:
+    """The new record's id, from the record itself (`{id, ...}`) or as the public booking endpoint answers
+    (`[{id, record_id, record_hash}]`, where `id` is the appointment's number in the request)."""
+    if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+        data, field = data[0], "record_id"
+    else:
+        field = "id"
     try:
-        return convert.as_int(data if isinstance(data, dict) else {}, "id")  # type: ignore[return-value]
+        return convert.as_int(data if isinstance(data, dict) else {}, field)  # type: ignore[return-value]
     except convert.RowError:
         # The record may exist: the next attempt looks it up instead of creating another.
         raise YClientsError(
@@ -295,20 +301,45 @@ def _update(job: Job, client: YClientsClient, changes: dict[str, Any]) -> bool:
         if record_gone(exc):
             return False
         raise
-    if record is None or _truthy(record.get("deleted")):
+    if record is None or _deleted(record):
         return False  # never written back: an update could bring a deleted visit back to the salon's calendar
     try:
-        client.write("PUT", path, updated_record(record, changes))
+        answer = client.write("PUT", path, updated_record(record, changes))
     except YClientsError as exc:
         if record_gone(exc):  # deleted between the read and the write
             return False
         raise
+    _check_applied(job, answer, changes)
     return True
 
 
-def _truthy(value: Any) -> bool:
-    """YClients' flags arrive as true, 1 or "1"."""
-    return value is True or str(value).strip().lower() in ("1", "true")
+def _check_applied(job: Job, answer: Any, changes: dict[str, Any]) -> None:
+    """An update answered with success but the record as it was is not taken at its word: the client is told
+    only what YClients shows. A retryable failure: the next attempt reads the record and writes again."""
+    if not isinstance(answer, dict):
+        return  # no record in the answer: nothing to hold it against (the reconciliation is the net)
+    try:
+        shown = convert.record(job.booking["company_id"], {"id": job.booking["yclients_id"], **answer}, job.zone)
+    except convert.RowError:
+        return
+    wanted = {
+        "staff_id": changes.get("staff_id", shown["staff_id"]),
+        "starts_at": job.booking["starts_at"] if "datetime" in changes else shown["starts_at"],
+    }
+    if (shown["staff_id"], shown["starts_at"]) != (wanted["staff_id"], wanted["starts_at"]) or (
+        "attendance" in changes and str(answer.get("attendance")) != str(changes["attendance"])
+    ):
+        raise YClientsError(
+            f"record {job.booking['yclients_id']}: the update answered success, the record unchanged", retryable=True
+        )
+
+
+def _deleted(record: dict[str, Any]) -> bool:
+    """YClients' flag as it arrives (true, 1, "1"); a flag that makes no sense is not taken for "deleted"."""
+    try:
+        return convert.as_bool(record.get("deleted"))
+    except convert.RowError:
+        return False
 
 
 def _reschedule(job: Job, client: YClientsClient) -> PushResult:
