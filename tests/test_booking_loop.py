@@ -170,10 +170,16 @@ def test_reminders_are_sent_once_each_also_across_a_worker_restart_and_the_answe
     assert "Напоминаем: сегодня у вас запись" in reminders[0]
     assert db.execute("SELECT kind FROM reminders").fetchall() == [("before",)], "the evening one is past"
     assert salon.records[record]["attendance"] == 0
+    with loop_stand_in.lock:  # what the salon's administrator wrote on the record
+        salon.records[record]["comment"] = "Постоянный клиент, скидка 10%"
+        salon.records[record]["services"][0]["cost"] = "900.00"
     with running_workers(("inbound", "yclients"), loop_env, tmp_path):
         assert "Ждём вас" in Chat(gateway, db).say("Да")
         wait_until(lambda: salon.records[record]["attendance"] == 2, 30, "the visit confirmed in YClients")
     assert db.execute("SELECT answer FROM reminders").fetchone()[0] == "confirmed"
+    assert salon.records[record]["comment"] == "Постоянный клиент, скидка 10%", "the confirmation overwrote the note"
+    assert salon.records[record]["services"][0]["cost"] == "900.00"
+    assert salon.records[record]["client"]["name"] == "Мария"
 
 
 def test_a_record_made_in_the_salon_reaches_postgres_through_a_webhook_once(
