@@ -119,6 +119,18 @@ def test_negations_in_an_answer_to_a_reminder(text: str, intents: tuple[str, ...
     assert read(text, context="reminder").intents == intents
 
 
+@pytest.mark.parametrize(
+    "text",
+    ["+79215554433", "Покажи записи номера +7 (921) 555-44-33", "мой номер 8 921 555 44 33", "+7-921-555-4433 это я"],
+)
+@pytest.mark.parametrize("context", ["question", "reminder", "slots"])
+def test_a_phone_number_is_never_read_as_an_answer(text: str, context: str) -> None:
+    """Its "+" is not the chat's "+" for yes, and none of its digits picks an option."""
+    understood = read(text, context=context)
+    assert not {"yes", "confirm", "cancel"} & set(understood.intents), understood.intents
+    assert understood.pick is None
+
+
 def test_a_greeting_does_not_hide_the_request_and_two_requests_are_both_read() -> None:
     got = read("Здравствуйте! можно записаться на маникюр в субботу?")
     assert (got.greeting, got.intents) == (True, ("book",))

@@ -1,5 +1,6 @@
 """The message as one plain text: lower case, ё as е, emoji read as words, chat shorthand expanded, words
-typed in Latin letters read back into Cyrillic, letters held down squeezed ("приветттт")."""
+typed in Latin letters read back into Cyrillic, letters held down squeezed ("приветттт"), links as the word
+"ссылка", and phone numbers left out (a number is data: its "+" and digits must not read as an answer)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import unicodedata
 from shared.assistant.language import vocabulary
 
 URL = re.compile(r"(?:https?://|www\.)\S+|\b[\w.-]+\.(?:ru|com|me|net|org|su|рф)(?:/\S*)?", re.IGNORECASE)
+# A phone number as people type it (+7 (921) 555-44-33, 89215554433): ten digits or more, with separators.
+PHONE_NUMBER = re.compile(r"(?<![\w+])\+?\d(?:[\s\-().]{0,2}\d){9,14}(?!\w)")
 LATIN_WORD = re.compile(r"[a-z']+")
 REPEATED = re.compile(r"([а-яa-z])\1{2,}")
 VOWELS = set("aeiouy")
@@ -59,6 +62,8 @@ def normalise(text: str, *, latin: bool = True) -> str:
     """One plain text to read; URLs become the word "ссылка" (a mark of advertising, never followed)."""
     text = unicodedata.normalize("NFKC", text)
     text = URL.sub(" ссылка ", text)
+    # A phone number is data, never an answer: its "+" is not the chat's "+" for yes, its digits not a choice.
+    text = PHONE_NUMBER.sub(" ", text)
     text = _emoji(text).lower().replace("ё", "е")
     if latin:
         text = LATIN_WORD.sub(lambda m: _read_latin(m.group(0)), text)
