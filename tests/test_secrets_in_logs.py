@@ -53,6 +53,7 @@ MARKERS = {
     "FLEET_YCLIENTS__WEBHOOK_SECRET": "webhook-marker-m3",
     "FLEET_HEALTH__TOKEN": "healthtoken-marker-f2",
     "FLEET_FLOWER_PASSWORD": "flowerpw-marker-w7",
+    "FLEET_MODEL__API_KEY": "modelkey-marker-p8",
 }
 QUEUES = (*INBOUND_LISTS, queue_key(Queue.MAINTENANCE))
 BOT_TOKEN = f"7702914365:AAH-{MARKERS['FLEET_ALERTS__TELEGRAM_BOT_TOKEN']}-Qx81"
@@ -111,6 +112,7 @@ def secret_env(base: dict[str, str], dsn: str, bot_api: TelegramStandIn) -> dict
         "FLEET_HEALTH__PORT": str(free_port()),
         "FLEET_FLOWER_USER": "operator",
         "FLEET_FLOWER_PASSWORD": f"fp-{MARKERS['FLEET_FLOWER_PASSWORD']}",
+        "FLEET_MODEL__API_KEY": f"sk-{MARKERS['FLEET_MODEL__API_KEY']}",
     }
 
 

@@ -338,6 +338,36 @@ class ReplicaSettings(BaseModel):
     )
 
 
+class ModelSettings(BaseModel):
+    """The language-model assistant (`FLEET_ASSISTANT=shared.assistant.model:ModelAssistant`): a chat-completions
+    API with tool calling (a hosted model, or llama.cpp, Ollama or vLLM serving the same protocol). Salons not
+    listed in `company_ids`, and every turn the model cannot answer in time and within its walls, are answered
+    by the rule-based assistant (docs/assistant.md)."""
+
+    base_url: str = Field(default="https://api.openai.com/v1", description="the chat-completions API's base URL")
+    api_key: SecretStr | None = Field(default=None, description="the API key (None: every salon stays rule-based)")
+    model: str = Field(default="gpt-4o-mini", min_length=1, description="the model name the API knows")
+    company_ids: list[int] = Field(default_factory=list, description="salons answered by the model")
+    turn_deadline_seconds: float = Field(
+        default=8.0, gt=0, le=40, description="a turn past this is answered by the rule-based assistant"
+    )
+    max_tool_rounds: int = Field(default=4, ge=1, le=10, description="model calls per turn (each after tool results)")
+    max_completion_tokens: int = Field(default=400, ge=16, description="tokens the model may write per call")
+    max_reply_chars: int = Field(default=1000, ge=100, description="a longer reply is not sent (the fallback is)")
+    daily_tokens_per_salon: int = Field(
+        default=200_000, ge=0, description="a salon past this many tokens today is answered by the rules"
+    )
+    fallback_warning_share: float = Field(
+        default=0.3, gt=0, le=1, description="a salon whose fallbacks today pass this share is a health warning"
+    )
+    fallback_warning_min_turns: int = Field(
+        default=10, ge=1, description="turns a salon needs today before its fallback share is judged"
+    )
+
+    def answers(self, company_id: int) -> bool:
+        return self.api_key is not None and company_id in self.company_ids
+
+
 class HealthSettings(BaseModel):
     """The health service and the thresholds it judges by."""
 
@@ -473,6 +503,7 @@ class Settings(BaseSettings):
     assistant: str = Field(
         default="shared.assistant.rules:RuleBasedAssistant", description="module:Class of the chat assistant"
     )
+    model: ModelSettings = ModelSettings()
     yclients: YClientsSettings = YClientsSettings()
     keys: KeysSettings = KeysSettings()
     backup: BackupSettings = BackupSettings()

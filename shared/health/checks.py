@@ -10,6 +10,7 @@ from typing import Any
 import redis
 from celery.schedules import crontab
 
+from shared.assistant.model.ledger import Ledger
 from shared.core import replica
 from shared.core.budget import connection_budget, connections_by_role
 from shared.core.kombu_contract import unacked_keys
@@ -320,6 +321,46 @@ def check_crm(settings: Settings) -> Component:
             "warning",
             f"{repairs['unrepaired']} bookings disagree with YClients and need an operator (fleet crm --repairs)",
         )
+    return component
+
+
+def check_assistant(settings: Settings, client: redis.Redis) -> Component:
+    """The language-model assistant, per salon it answers, today (UTC): turns, tokens against the budget,
+    time per turn, tool calls and how many were refused, fallbacks to the rules by reason. A salon whose
+    fallbacks pass `FLEET_MODEL__FALLBACK_WARNING_SHARE` of its turns is a warning (Telegram hears of it)."""
+    component = Component("assistant")
+    model = settings.model
+    component.details["salons"] = {}
+    if model.api_key is None or not model.company_ids:
+        component.details["model"] = "off"
+        return component
+    component.details["model"] = model.model
+    ledger = Ledger(client)
+    for company_id in model.company_ids:
+        figures = ledger.today(company_id)
+        turns = int(figures.get("turns", 0))
+        fallbacks = int(figures.get("fallbacks", 0))
+        component.details["salons"][str(company_id)] = {
+            "turns": turns,
+            "tokens": int(figures.get("tokens", 0)),
+            "token_budget": model.daily_tokens_per_salon,
+            "seconds_per_turn": round(figures.get("seconds", 0.0) / turns, 3) if turns else None,
+            "tool_calls": int(figures.get("tool_calls", 0)),
+            "tool_calls_refused": int(figures.get("tool_refused", 0)),
+            "fallbacks": fallbacks,
+            "fallbacks_by_reason": {
+                name.removeprefix("fallback:"): int(value)
+                for name, value in figures.items()
+                if name.startswith("fallback:")
+            },
+        }
+        if turns >= model.fallback_warning_min_turns and fallbacks / turns > model.fallback_warning_share:
+            component.flag(
+                "warning",
+                f"the model of company {company_id} fell back to the rules in {fallbacks} of {turns} turns today",
+            )
+        if figures.get("tokens", 0) >= model.daily_tokens_per_salon:
+            component.flag("warning", f"company {company_id} spent its model tokens for today: the rules answer")
     return component
 
 

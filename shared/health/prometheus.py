@@ -84,6 +84,21 @@ def render(report: dict[str, Any], metrics: dict[str, Any], samples_directory: P
         )
         if standby["lag_seconds"] is not None:
             gauge("fleet_replica_lag_seconds", "the replica's replay lag").set(standby["lag_seconds"])
+    salons = parts.get("assistant", {}).get("salons", {})
+    if salons:
+        turns = gauge("fleet_model_turns_today", "turns the model was asked to answer today", ("company",))
+        tokens = gauge("fleet_model_tokens_today", "model tokens spent today", ("company",))
+        seconds = gauge("fleet_model_seconds_per_turn", "mean time of a model turn today", ("company",))
+        calls = gauge("fleet_model_tool_calls_today", "tool calls by the model today", ("company", "outcome"))
+        fallbacks = gauge("fleet_model_fallbacks_today", "turns the rules answered instead", ("company", "reason"))
+        for company, figures in salons.items():
+            turns.labels(company).set(figures["turns"])
+            tokens.labels(company).set(figures["tokens"])
+            seconds.labels(company).set(figures["seconds_per_turn"] or 0)
+            calls.labels(company, "run").set(figures["tool_calls"] - figures["tool_calls_refused"])
+            calls.labels(company, "refused").set(figures["tool_calls_refused"])
+            for reason, count in figures["fallbacks_by_reason"].items():
+                fallbacks.labels(company, reason).set(count)
     heartbeat = parts.get("heartbeat", {}).get("seconds_since_heartbeat")
     if heartbeat is not None:
         gauge("fleet_heartbeat_age_seconds", "seconds since the last beat heartbeat reached PostgreSQL").set(heartbeat)

@@ -41,6 +41,7 @@ def components(settings: Settings, client: redis.Redis) -> dict[str, Component]:
             safely("outbox", checks.check_outbox, settings),
             safely("crm", checks.check_crm, settings),
         ]
+    found.append(safely("assistant", checks.check_assistant, settings, client))
     return {component.name: component for component in found}
 
 
