@@ -56,6 +56,28 @@ def test_inbound_task_arguments_never_reach_events(clean_redis: str) -> None:
     assert "79991234567" not in json.dumps(headers)
 
 
+def test_inbound_task_arguments_never_reach_the_task_sent_event(clean_redis: str) -> None:
+    """Celery builds the task-sent event (Flower keeps what it says) from the reprs before `before_task_publish`
+    runs: they are hidden where the message is made (workers/app.py), or the event carried the chat."""
+    events = redis.Redis.from_url(clean_redis).pubsub()
+    events.psubscribe("*celeryev*")
+    assert events.get_message(timeout=5)["type"] == "psubscribe"  # subscribed before anything is sent
+    app.send_task("workers.inbound.receive_message", kwargs={"payload": {"chat_id": "+79991234567", "text": "секрет"}})
+    app.send_task("workers.yclients.sync_entity", args=["staff", COMPANY])
+    sent: dict[str, dict] = {}
+    while len(sent) < 2 and (message := events.get_message(timeout=5)) is not None:
+        envelope = json.loads(message["data"])
+        event = json.loads(base64.b64decode(envelope["body"]))
+        if event.get("type") == "task-sent":
+            sent[event["name"]] = event
+    events.close()
+    inbound = sent["workers.inbound.receive_message"]
+    assert inbound["args"] == inbound["kwargs"] == "<hidden: personal data>"
+    assert "79991234567" not in json.dumps(inbound)
+    assert "секрет" not in json.dumps(inbound, ensure_ascii=False)
+    assert str(COMPANY) in sent["workers.yclients.sync_entity"]["args"], "other tasks keep readable arguments"
+
+
 def test_retention_deletes_old_chat_text_and_keeps_pending_work_and_the_latest_sync(db: psycopg.Connection) -> None:
     open_process_pool(role="test", max_size=2, wait=True)
     try:
