@@ -151,6 +151,33 @@ def spool_length(client: redis.Redis | None = None) -> int:
     return int(client.llen(SPOOL_KEY))
 
 
+def spooled_letters(limit: int = 10_000, client: redis.Redis | None = None) -> list[dict[str, Any]]:
+    """The letters still waiting in the spool, oldest first, as rows plus `position` (1: the next to be filed)
+    and `spooled_at`: an operator sees them beside the table's (`fleet dead-letters list`). At most `limit`."""
+    client = client or process_redis(get_settings().redis_url.get_secret_value())
+    raw_entries = client.lrange(SPOOL_KEY, -limit, -1)
+    return [_spooled_letter(raw, position) for position, raw in enumerate(reversed(raw_entries), 1)]
+
+
+def spooled_letter(position: int, client: redis.Redis | None = None) -> dict[str, Any] | None:
+    """The spooled letter at `position` (as `spooled_letters` numbers them), or None."""
+    client = client or process_redis(get_settings().redis_url.get_secret_value())
+    raw = client.lindex(SPOOL_KEY, -position) if position > 0 else None
+    return None if raw is None else _spooled_letter(raw, position)
+
+
+def _spooled_letter(raw: bytes, position: int) -> dict[str, Any]:
+    row = _spooled_row(raw)
+    spooled_at = None
+    try:
+        stamp = json.loads(raw)["spooled_at"]
+        spooled_at = datetime.fromisoformat(stamp)
+        row["reason"] = row["reason"].removesuffix(f" (spooled at {stamp})")
+    except (ValueError, TypeError, KeyError):
+        pass  # an entry that is not ours any more: shown as it is, without a time
+    return {**row, "position": position, "spooled_at": spooled_at}
+
+
 def file_spooled(limit: int = 500, client: redis.Redis | None = None) -> int:
     """Move up to `limit` spooled letters into the table, oldest first; returns how many were filed.
 
