@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +27,9 @@ from shared.core.settings import BackupSettings
 from shared.data.repositories.backups import BackupRepository
 
 log = logging.getLogger(__name__)
+
+# The phases a backup tells its `on_progress` as each starts (the off-site copy only where one is configured).
+BACKUP_PHASES = ("dump", "verify", "off-site copy")
 
 
 @dataclass
@@ -98,14 +102,16 @@ def _dump_globals(tools: PgTools, path: Path) -> Path | None:
     return target
 
 
-def take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
+def take_backup(
+    settings: BackupSettings, conninfo: str, on_progress: Callable[[str], None] | None = None
+) -> BackupResult:
     """Dump, verify, copy off-site (encrypted), record; raises BackupError (with the row marked failed and its
-    files removed, here and off-site) on any failure."""
+    files removed, here and off-site) on any failure. `on_progress` is told each of BACKUP_PHASES as it starts."""
     with private_files():
-        return _take_backup(settings, conninfo)
+        return _take_backup(settings, conninfo, on_progress or (lambda phase: None))
 
 
-def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
+def _take_backup(settings: BackupSettings, conninfo: str, on_progress: Callable[[str], None]) -> BackupResult:
     tools = PgTools(settings, conninfo)
     directory = private_directory(settings.directory.resolve())
     backup_id = BackupRepository().start()
@@ -114,6 +120,7 @@ def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
     temporary = final.with_name(final.name + ".tmp")
     try:
         passphrase = passphrase_ready(settings) if settings.offsite_directory is not None else None
+        on_progress("dump")
         with psycopg.connect(conninfo) as snapshot_conn:
             # One repeatable-read transaction: its exported snapshot is what pg_dump dumps and what we count.
             snapshot_conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
@@ -131,6 +138,7 @@ def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
             os.fsync(stream.fileno())
         os.replace(temporary, final)
         size = final.stat().st_size
+        on_progress("verify")
         verify_archive(tools, final, None, list(counts), settings.min_archive_bytes)
         manifest = {
             "id": backup_id,
@@ -149,6 +157,7 @@ def _take_backup(settings: BackupSettings, conninfo: str) -> BackupResult:
         if passphrase is not None:
             local = [final, manifest_path, *([globals_path] if globals_path else [])]
             sums = [digest, *(sha256_of(path) for path in local[1:])]
+            on_progress("off-site copy")
             offsite = copy_offsite(settings, passphrase, list(zip(local, sums, strict=True)))
     except Exception as exc:
         error = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"

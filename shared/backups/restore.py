@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,10 @@ from shared.data.repositories.backups import BackupRepository
 from shared.data.repositories.health_checks import HealthCheckRepository
 
 log = logging.getLogger(__name__)
+
+# The phases a restore and a drill tell their `on_progress` as each starts.
+RESTORE_PHASES = ("verify", "prepare database", "restore")
+DRILL_PHASES = (*RESTORE_PHASES, "compare")
 
 
 def chosen_backup(backup_id: int | None) -> dict[str, Any]:
@@ -35,21 +40,31 @@ def chosen_backup(backup_id: int | None) -> dict[str, Any]:
 
 
 def restore_backup(
-    settings: BackupSettings, conninfo: str, target: str, *, backup_id: int | None = None, force: bool = False
+    settings: BackupSettings,
+    conninfo: str,
+    target: str,
+    *,
+    backup_id: int | None = None,
+    force: bool = False,
+    on_progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Restore into `target`; a non-empty target is refused unless `force` (then it is dropped first)."""
+    """Restore into `target`; a non-empty target is refused unless `force` (then it is dropped first).
+    `on_progress` is told each of RESTORE_PHASES as it starts."""
+    tell = on_progress or (lambda phase: None)
     checked_database_name(target)
     backup = chosen_backup(backup_id)
     if target == psycopg.conninfo.conninfo_to_dict(conninfo).get("dbname") and not force:
         raise BackupError(f"refusing to restore over the live database {target!r} without --force")
     tools = PgTools(settings, conninfo)
     path = archive_in(backup["path"], settings.directory)
+    tell("verify")
     try:
         verify_archive(tools, path, backup["sha256"], list(backup["table_counts"]), settings.min_archive_bytes)
     except BackupError as exc:
         # A backup that no longer verifies never counts as good again (retention keeps an older one).
         BackupRepository().mark_failed(backup["id"], f"re-verification failed: {exc}", finished=False)
         raise
+    tell("prepare database")
     state = catalog.has_tables(conninfo, target)
     with catalog.admin_connection(conninfo) as admin:
         if state and not force:
@@ -61,6 +76,7 @@ def restore_backup(
             catalog.create_database(admin, target)
     # The fleet's full connection options with `target` (a checked identifier, quoted) as the database name.
     into = tools.for_database(target)
+    tell("restore")
     archive.pg_restore(into, path, "--no-owner", "--exit-on-error", "--single-transaction", into.connection_option())
     log.info("backup %s restored into %s", backup["id"], target)
     return backup
@@ -85,16 +101,24 @@ class DrillResult:
         return f"restore drill of backup {self.backup_id}: FAILED: {detail}"
 
 
-def drill(settings: BackupSettings, conninfo: str, backup_id: int | None = None) -> DrillResult:
-    """Restore the newest verified backup into a scratch database, compare row counts, drop it, record it."""
+def drill(
+    settings: BackupSettings,
+    conninfo: str,
+    backup_id: int | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> DrillResult:
+    """Restore the newest verified backup into a scratch database, compare row counts, drop it, record it.
+    `on_progress` is told each of DRILL_PHASES as it starts."""
     live = str(psycopg.conninfo.conninfo_to_dict(conninfo).get("dbname"))
     scratch = scratch_name(live)
     if scratch == live:
         raise BackupError("the drill's scratch name equals the live database's: refusing")
     result = DrillResult(backup_id, passed=False)
     try:
-        backup = restore_backup(settings, conninfo, scratch, backup_id=backup_id, force=True)
+        backup = restore_backup(settings, conninfo, scratch, backup_id=backup_id, force=True, on_progress=on_progress)
         result.backup_id = backup["id"]
+        if on_progress is not None:
+            on_progress("compare")
         restored = count_rows(conninfo, scratch)
         recorded = backup["table_counts"]
         for table in sorted(set(recorded) | set(restored)):

@@ -82,6 +82,18 @@ class SyncSummary:
         return line + (f"\nerror: {self.error}" if self.error else "")
 
 
+@dataclass(frozen=True)
+class SyncProgress:
+    """A page of a paged entity (clients, records) saved: the page's number (a resumed walk starts past 1) and
+    the rows this run read, with the totals YClients' `total_count` implies when it sent one."""
+
+    entity: str
+    page: int
+    pages: int | None
+    rows: int
+    total_rows: int | None
+
+
 # ---- saving one page -----------------------------------------------------------------------------------
 
 
@@ -96,11 +108,13 @@ class EntitySync(RecordsSync):
         company_id: int,
         *,
         allow_mass_delete: bool = False,
+        on_progress: Callable[[SyncProgress], None] | None = None,
     ) -> None:
         self.client = client
         self.settings = settings
         self.company_id = company_id
         self.allow_mass_delete = allow_mass_delete
+        self.on_progress = on_progress
         self.deadline = time.monotonic() + settings.run_deadline_seconds
         self._cursor: dict[str, Any] | None = None
         self._shortfall: str | None = None  # set by a walk that read fewer rows than the server claimed
@@ -161,6 +175,10 @@ class EntitySync(RecordsSync):
         self._cursor = {"page": page.number}
         self._keep_held(entity, run_id, c)
         SyncRunRepository().save_progress(run_id, c, self._cursor)
+        if self.on_progress is not None:
+            total = page.total_count
+            pages = -(-total // self.settings.page_size) if total is not None else None
+            self.on_progress(SyncProgress(entity, page.number, pages, c.fetched, total))
 
     # deletion, only on proof ------------------------------------------------------------------------
     def _delete_vanished(
@@ -344,8 +362,11 @@ def sync_entity(
     *,
     mode: str | None = None,
     allow_mass_delete: bool = False,
+    on_progress: Callable[[SyncProgress], None] | None = None,
 ) -> SyncSummary:
-    return EntitySync(client, settings, company_id, allow_mass_delete=allow_mass_delete).run(entity, mode)
+    """One run; `on_progress` is told each page of a paged entity as it is saved (the CLI draws it)."""
+    sync = EntitySync(client, settings, company_id, allow_mass_delete=allow_mass_delete, on_progress=on_progress)
+    return sync.run(entity, mode)
 
 
 def sync_record(client: YClientsClient, settings: YClientsSettings, company_id: int, record_id: int) -> str:

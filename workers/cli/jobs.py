@@ -9,8 +9,8 @@ import uuid
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
-from shared.backups.engine import take_backup
-from shared.backups.restore import drill, restore_backup
+from shared.backups.engine import BACKUP_PHASES, take_backup
+from shared.backups.restore import DRILL_PHASES, RESTORE_PHASES, drill, restore_backup
 from shared.backups.retention import prune
 from shared.backups.tools import BackupError
 from shared.core.settings import Settings
@@ -27,6 +27,7 @@ from shared.yclients.client import YClientsError, make_client
 from shared.yclients.push import RetryRefusedError, retry_given_up
 from shared.yclients.sync import SyncFailedError, sync_entity
 from workers.app import app
+from workers.cli.progress import PhaseBar, SyncBar
 from workers.producer import enqueue_message
 
 
@@ -95,14 +96,16 @@ def sync(args: argparse.Namespace, settings: Settings) -> int:
         print(f"fleet sync: {exc}", file=sys.stderr)
         return 2
     try:
-        summary = sync_entity(
-            client,
-            settings.yclients,
-            args.company,
-            args.entity,
-            mode="full" if args.full else None,
-            allow_mass_delete=args.allow_mass_delete,
-        )
+        with SyncBar(args.entity) as progress:  # drawn on a terminal only
+            summary = sync_entity(
+                client,
+                settings.yclients,
+                args.company,
+                args.entity,
+                mode="full" if args.full else None,
+                allow_mass_delete=args.allow_mass_delete,
+                on_progress=progress,
+            )
     except SyncFailedError as exc:
         print(exc.summary.render(), file=sys.stderr)
         return 1
@@ -131,17 +134,29 @@ def backup(args: argparse.Namespace, settings: Settings) -> int:
     """Take a backup now (then prune), list backups, restore one, or run the drill."""
     try:
         if args.command == "backup":
-            result = take_backup(settings.backup, settings.session_conninfo)
+            with PhaseBar("backup", BACKUP_PHASES) as progress:  # drawn on a terminal only, like the others
+                result = take_backup(settings.backup, settings.session_conninfo, on_progress=progress)
+                progress.finish()
             print(result.render())
             pruned = prune(settings.backup, ZoneInfo(settings.timezone))
             print(f"pruned backups: {pruned or 'none'}")
         elif args.command == "restore":
-            backup = restore_backup(
-                settings.backup, settings.session_conninfo, args.to, backup_id=args.backup, force=args.force
-            )
+            with PhaseBar("restore", RESTORE_PHASES) as progress:
+                backup = restore_backup(
+                    settings.backup,
+                    settings.session_conninfo,
+                    args.to,
+                    backup_id=args.backup,
+                    force=args.force,
+                    on_progress=progress,
+                )
+                progress.finish()
             print(f"backup {backup['id']} ({backup['finished_at']:%Y-%m-%d %H:%M}) restored into {args.to}")
         elif args.command == "drill":
-            result = drill(settings.backup, settings.session_conninfo)
+            with PhaseBar("drill", DRILL_PHASES) as progress:
+                result = drill(settings.backup, settings.session_conninfo, on_progress=progress)
+                if result.passed:
+                    progress.finish()
             print(result.render())
             return 0 if result.passed else 1
         else:
