@@ -42,7 +42,7 @@ def model_env(loop_env: dict[str, str], model: ModelStandIn, **extra: str) -> di
         "FLEET_MODEL__API_KEY": "model-key",
         "FLEET_MODEL__MODEL": "stand-in",
         "FLEET_MODEL__COMPANY_IDS": f"[{COMPANY}]",
-        "FLEET_MODEL__TURN_DEADLINE_SECONDS": "2",
+        "FLEET_MODEL__TURN_DEADLINE_SECONDS": "8",  # a loaded CI machine still answers in time; a stall is 15 s
         **extra,
     }
 
