@@ -38,7 +38,7 @@ from shared.core.settings import WorkerType, get_settings
 from shared.core.topology import QUEUE_OF_WORKER, TaskName
 from shared.data.dead_letters import SPOOL_KEY
 from workers.app import app
-from workers.broker import CLAIM, PARK, QuarantiningChannel, QuarantiningTransport
+from workers.broker import CLAIM, PARK, QuarantiningChannel, QuarantiningTransport, RefusalTolerantQoS
 from workers.config import transport_options
 
 QUEUE = "contract"
@@ -62,6 +62,10 @@ INTERNAL: list[tuple[type, str, str]] = [
     (virtual.Channel, "basic_consume", "(self, queue, no_ack, callback, consumer_tag, **kwargs)"),
     (kombu_redis.Channel, "conn_or_acquire", "(self, client=None)"),
     (kombu_redis.QoS, "append", "(self, message, delivery_tag)"),
+    (kombu_redis.QoS, "ack", "(self, delivery_tag)"),
+    (kombu_redis.QoS, "reject", "(self, delivery_tag, requeue=False)"),
+    (virtual.QoS, "ack", "(self, delivery_tag)"),
+    (virtual.Channel, "basic_publish", "(self, message, exchange, routing_key, **kwargs)"),
     (kombu_redis.QoS, "restore_by_tag", "(self, tag, client=None, leftmost=False)"),
     (kombu_redis.QoS, "restore_visible", "(self, start=0, num=10, interval=10)"),
     (kombu_redis.MultiChannelPoller, "_register_BRPOP", "(self, channel)"),
@@ -71,10 +75,12 @@ INTERNAL: list[tuple[type, str, str]] = [
     (Consumer, "on_unknown_task", "(self, body, message, exc)"),
     (Consumer, "on_invalid_task", "(self, body, message, exc)"),
 ]
-# The extension's own private names: none may shadow one of kombu's or Celery's by accident.
+# The extension's own names (private ones, and the public ones it adds to kombu's classes): none may shadow one
+# of kombu's or Celery's by accident.
 OWN = {
     "_peeking", "_no_ack_queues", "_prechecked", "_claim", "_park", "_read", "_checked", "_reply", "_take",
-    "_give_back", "_protocol_1", "_keep",
+    "_give_back", "_protocol_1", "_keep", "_resume_at", "_waiting", "_owed", "_settle", "refused_writes",
+    "writes_refused", "writes_accepted",
 }  # fmt: skip
 
 
@@ -139,7 +145,7 @@ def test_each_private_name_exists_with_the_signature_the_extension_was_written_a
 
 def test_none_of_the_extensions_own_names_shadows_kombu_or_celery() -> None:
     for name in OWN:
-        for owner in (kombu_redis.Channel, virtual.Channel, virtual.Transport, Consumer):
+        for owner in (kombu_redis.Channel, virtual.Channel, virtual.Transport, Consumer, kombu_redis.QoS, virtual.QoS):
             assert not hasattr(owner, name), f"{owner.__name__}.{name} now exists: the extension would override it"
 
 
@@ -147,6 +153,7 @@ def test_the_live_channel_wires_the_poller_to_the_overridden_methods(fleet_conne
     channel = fleet_connection.default_channel
     assert isinstance(channel, QuarantiningChannel)
     assert channel.handlers["BRPOP"] == channel._brpop_read, "the poller no longer reads through _brpop_read"
+    assert isinstance(channel.qos, RefusalTolerantQoS), "kombu no longer builds the channel's QoS from its class"
     assert callable(channel._queue_cycle.consume)
     assert callable(channel._queue_cycle.rotate)
     assert channel._in_poll in (False, None)

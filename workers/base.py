@@ -23,7 +23,7 @@ import typing
 from typing import Any, ClassVar, NoReturn
 
 from celery import Task
-from celery.exceptions import Retry
+from celery.exceptions import Reject, Retry
 from pydantic import TypeAdapter, ValidationError
 
 from shared.core.failure import backoff_delay
@@ -86,8 +86,16 @@ class FleetTask(Task):
         return self.max_retries is not None and self.request.retries >= self.max_retries
 
     def retry_later(self, exc: BaseException) -> NoReturn:
-        """Work no row counts: try again after `backoff()`; once `max_retries` are spent, `exc` is raised."""
-        raise self.retry(exc=exc, countdown=self.backoff())
+        """Work no row counts: try again after `backoff()`; once `max_retries` are spent, `exc` is raised. A retry
+        the broker does not take (Redis out of memory, or away) would make Celery drop the message (its Reject,
+        not requeued): the task fails with `exc` instead, so a task that keeps its failures keeps this one."""
+        try:
+            raise self.retry(exc=exc, countdown=self.backoff())
+        except Reject as rejected:
+            if rejected.requeue or not isinstance(rejected.reason, Exception):
+                raise
+            log.warning("%s could not be sent again (%s): it fails with its own error", self.name, rejected.reason)
+            raise exc from rejected
 
     def retry_when_due(self, retry_in: float) -> NoReturn:
         """Work whose row counts the attempts: come back when the row is due; the row, not the task, gives up."""

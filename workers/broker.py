@@ -19,6 +19,11 @@ one of Celery's canvas built-ins (`task_allowed`), a message in Celery's protoco
 the queue's visibility timeout (Redis would deliver it again while it waits), and messages Celery itself
 cannot read or has no task for.
 
+A Redis that refuses writes (out of memory under noeviction, a read-only replica, unable to persist) ended the
+worker too: the refusal is a `ResponseError`, which Celery does not recover from. The channel waits it out
+instead (shared/core/refused_writes.py): no message is taken meanwhile, the next peek waits on the server,
+acknowledgements do without the transaction Redis then refuses, and the worker goes on by itself.
+
 Both classes reach into kombu and Celery internals (`_brpop_start`, `_brpop_read`, `_get`, `_callbacks`,
 `_deliver`, the consumer's `on_*` hooks); `shared/core/kombu_contract.py` holds what they assume about the
 envelope and the keys, and `tests/test_kombu_contract.py` checks all of it against the installed versions.
@@ -26,6 +31,7 @@ envelope and the keys, and `tests/test_kombu_contract.py` checks all of it again
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -33,8 +39,9 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import redis
 from celery.worker.consumer import Consumer
-from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 
 from shared.core.kombu_contract import (
@@ -44,6 +51,7 @@ from shared.core.kombu_contract import (
     protocol_1_task_id,
     queue_key,
 )
+from shared.core.refused_writes import RefusedWrites, refusal_cause
 from shared.core.settings import get_settings
 from shared.core.topology import hide_private_arguments, published_to
 from shared.data.dead_letters import SPOOL_KEY, dead_letter_row, spool
@@ -62,14 +70,18 @@ def _restore_to_own_queue(fields: dict[str, Any], queue: str) -> None:
 
 
 KEPT_END = 50_000  # bytes kept from each end of an oversized queue entry
+WAIT_KEY = "fleet:broker:wait"  # a stream nobody writes: a consumer waits on it after Redis refused a write
 
 # Take the entry at the consuming end of a queue if it is still the one the consumer peeked, and record it
-# as unacknowledged the way kombu's QoS.append does, in one step. 0: another consumer took it first.
+# as unacknowledged the way kombu's QoS.append does, in one step. 0: another consumer took it first. The record
+# is written before the entry is taken: a Redis that refuses writes (over its maxmemory) refuses a script's first
+# write that needs memory but lets a script that has written once finish, so with RPOP first the message would
+# be taken while kombu's own record of it (QoS.append) is refused; this way nothing is taken at all.
 CLAIM = """
 if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then return 0 end
-redis.call('RPOP', KEYS[1])
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
+redis.call('RPOP', KEYS[1])
 return 1
 """
 
@@ -108,9 +120,53 @@ class Unreadable(NamedTuple):
         return dead_letter_row(self.source, self.reason, self.payload, error_type=self.error_type)
 
 
+class RefusalTolerantQoS(kombu_redis.QoS):
+    """kombu's record of unacknowledged messages, for a Redis that may refuse writes (refused_writes.py).
+
+    kombu removes an acknowledged message's record inside MULTI/EXEC, and a Redis over its maxmemory refuses
+    every command queued in a transaction, even the two that free memory: the ack raised into the event loop and
+    ended the worker. Here the record is removed without a transaction (ZREM and HDEL alone are never refused for
+    memory). Where Redis refuses even those (a read-only replica, MISCONF), or a requeue (it pushes the message
+    back), the record stays: kombu's visibility-timeout restore delivers the message again later (every task is
+    idempotent), and the worker is not held up meanwhile."""
+
+    def ack(self, delivery_tag: str) -> None:
+        self._settle(delivery_tag, requeue=False)
+
+    def reject(self, delivery_tag: str, requeue: bool = False) -> None:
+        self._settle(delivery_tag, requeue)
+
+    def _settle(self, tag: str, requeue: bool) -> None:
+        try:
+            if requeue:
+                self.restore_by_tag(tag, leftmost=True)
+            else:
+                with self.channel.conn_or_acquire() as client:
+                    pipe = client.pipeline(transaction=False)
+                    pipe.zrem(self.unacked_index_key, tag).hdel(self.unacked_key, tag).execute()
+        except redis.exceptions.ResponseError as exc:
+            cause = refusal_cause(exc)
+            if cause is None:
+                raise
+            self.channel.writes_refused(cause)
+        virtual.QoS.ack(self, tag)  # settled here: the prefetch slot is free again
+
+    def restore_visible(self, start: int = 0, num: int = 10, interval: int = 10) -> None:
+        """kombu's timer restores messages whose consumer died; while Redis refuses writes it waits too."""
+        try:
+            super().restore_visible(start, num, interval)
+        except redis.exceptions.ResponseError as exc:
+            cause = refusal_cause(exc)
+            if cause is None:
+                raise
+            self.channel.writes_refused(cause)
+
+
 class QuarantiningChannel(kombu_redis.Channel):
     """A Redis channel that parks undecodable messages instead of raising into the event loop, and takes each
     message from its queue together with kombu's unacked record of it, so a killed consumer loses nothing."""
+
+    QoS = RefusalTolerantQoS
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -119,6 +175,11 @@ class QuarantiningChannel(kombu_redis.Channel):
         self._prechecked: dict[str, Any] | None = None
         self._claim = self.client.register_script(CLAIM)
         self._park = self.client.register_script(PARK)
+        # Redis refusing writes (refused_writes.py): no peek before `_resume_at`, the poll meanwhile a wait.
+        self.refused_writes = RefusedWrites("the worker's consumer (messages wait in their queue)", log)
+        self._resume_at = 0.0
+        self._waiting = False
+        self._owed: list[str] = []  # taken, kombu's record of them refused: given back once writes go through
 
     # ---- reading an entry -------------------------------------------------------------------------------------
 
@@ -151,6 +212,16 @@ class QuarantiningChannel(kombu_redis.Channel):
     # ---- the blocking pop -------------------------------------------------------------------------------------
 
     def _brpop_start(self, timeout: float | None = None) -> None:
+        self._waiting = False
+        wait = self._resume_at - time.monotonic()
+        if wait > 0:
+            # Redis refused a write: the next peek waits. The wait is a blocking read on the server (a stream
+            # nobody writes), not a sleep, so the event loop goes on meanwhile (acks, remote control, heartbeats,
+            # the pool's results); no refusal applies to a read.
+            self._peeking, self._waiting = None, True
+            self._in_poll = self.client.connection
+            self.client.connection.send_command("XREAD", "BLOCK", max(int(wait * 1000), 1), "STREAMS", WAIT_KEY, "$")
+            return
         timeout = self.brpop_timeout if timeout is None else timeout
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
@@ -167,11 +238,21 @@ class QuarantiningChannel(kombu_redis.Channel):
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
+            if self._waiting:  # the wait after a refused write is over: the next poll peeks again
+                with contextlib.suppress(redis.exceptions.ResponseError):  # a wait, whatever it answers
+                    self._reply("XREAD", **options)
+                raise kombu_redis.Empty()
             if self._peeking is not None:
-                raw = self._reply("BLMOVE", **options)
+                raw = self._reply("BLMOVE", **options)  # Redis accepted the write command it refuses first
+                self.writes_accepted()
+                if raw is None:
+                    raise kombu_redis.Empty()
                 self._queue_cycle.rotate(self._peeking)
                 return self._take(self._peeking, raw)
-            key, raw = self._reply("BRPOP", **options)
+            reply = self._reply("BRPOP", **options)
+            if reply is None:
+                raise kombu_redis.Empty()
+            key, raw = reply
             queue = kombu_redis.bytes_to_str(key).rsplit(self.sep, 1)[0]
             self._queue_cycle.rotate(queue)
             read = self._read(raw, queue)
@@ -180,11 +261,30 @@ class QuarantiningChannel(kombu_redis.Channel):
             else:
                 self.connection._deliver(read, queue)
             return True
+        except redis.exceptions.ResponseError as exc:
+            # Raised into kombu's event loop, a refusal ended the worker; a message peeked but not taken is still
+            # at the end of its queue, one taken and not delivered is given back when writes go through again.
+            cause = refusal_cause(exc)
+            if cause is None:
+                raise
+            self.writes_refused(cause)
+            raise kombu_redis.Empty() from None
         finally:
             self._in_poll = None
 
+    def writes_refused(self, cause: str) -> None:
+        """Redis refused a write (here or in the QoS below): logged once an episode, the next peek waits."""
+        self._resume_at = time.monotonic() + self.refused_writes.refused(cause)
+
+    def writes_accepted(self) -> None:
+        """A write went through: the episode is over, and what could not be given back meanwhile is now."""
+        self.refused_writes.accepted()
+        self._resume_at = 0.0
+        while self._owed:
+            self._give_back(self._owed.pop(0))
+
     def _reply(self, command: str, **options: Any) -> Any:
-        """The blocking command's answer; `Empty` when it timed out. A lost connection is dropped so the next poll
+        """The blocking command's answer; None when it timed out. A lost connection is dropped so the next poll
         reconnects (a peeked entry is still in its queue)."""
         try:
             reply = self.client.parse_response(self.client.connection, command, **options)
@@ -192,7 +292,7 @@ class QuarantiningChannel(kombu_redis.Channel):
             self.client.connection.disconnect()
             raise
         if reply is None or reply == []:  # timed out; an empty entry (b"") is a message, parked as undecodable
-            raise kombu_redis.Empty()
+            return None
         return reply
 
     def _take(self, queue: str, raw: bytes) -> bool:
@@ -217,6 +317,12 @@ class QuarantiningChannel(kombu_redis.Channel):
         self._prechecked = read
         try:
             self.connection._deliver(read, queue)  # kombu's QoS.append writes the same record again
+        except redis.exceptions.ResponseError as exc:
+            if refusal_cause(exc) is None:
+                self._give_back(delivery.tag)
+            else:  # Redis refuses writes since the claim: the give-back would be refused too, until they go through
+                self._owed.append(delivery.tag)
+            raise
         except BaseException:
             self._give_back(delivery.tag)
             raise
@@ -242,6 +348,19 @@ class QuarantiningChannel(kombu_redis.Channel):
                         return read
                     park(read.source, read.reason, read.payload, error_type=read.error_type)
             raise kombu_redis.Empty()
+
+    def basic_publish(self, message: Any, exchange: str, routing_key: str, **kwargs: Any) -> Any:
+        """A worker's answer to remote control (ping, inspect) is dropped when Redis refuses it: raised, Celery
+        reset its control consumer, whose declaration Redis refused too, and that ended the worker. The asker
+        sees no answer, as from a busy worker. Everything else (a task sent) raises as before."""
+        try:
+            return super().basic_publish(message, exchange, routing_key, **kwargs)
+        except redis.exceptions.ResponseError as exc:
+            cause = refusal_cause(exc)
+            if cause is None or not (exchange.startswith("reply.") and exchange.endswith(".pidbox")):
+                raise
+            log.warning("a remote-control answer was dropped: Redis refuses writes: %s", cause)
+            return None
 
     def basic_consume(self, queue: str, no_ack: bool, *args: Any, **kwargs: Any) -> Any:
         """Every delivery (queue or broadcast) passes the envelope check before kombu builds its message."""

@@ -5,7 +5,9 @@ Every inbound worker runs one; they share the dealing (atomic Lua steps) and tak
 one routes at a time (a Redis lease): a single router keeps each salon's messages in the order they came.
 What a router took from the intake waits in its own in-flight list until it is placed in the lanes; every
 router keeps an alive key fresh and returns the in-flight lists of routers whose key expired to their queue
-(the orphan scan). A Redis error pauses the router for a second and never stops the worker.
+(the orphan scan). A Redis error pauses the router and never stops the worker: a refused write (Redis out of
+memory, read-only, unable to persist) or a lost connection is logged once until the router steps again, and
+the pause grows from a quarter of a second to five (shared/core/refused_writes.py).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import redis
 
 from shared.core.kombu_contract import ALIVE, INFLIGHT_KEYS, inflight_key, inflight_owner, queue_key
+from shared.core.refused_writes import RefusedWrites, refusal_cause
 from shared.core.settings import Settings
 from shared.inbound.lanes import INTAKE, Lanes
 
@@ -64,17 +67,20 @@ class Router(threading.Thread):
         self.depth = settings.inbound.ready_depth
         self.batch = settings.inbound.route_batch
         self.stopping = threading.Event()
+        self.refused_writes = RefusedWrites("the lanes router (messages wait in the intake and the lanes)", log)
 
     def run(self) -> None:
         log.info("lanes router %s started (ready depth %s, %s served salons)", self.id, self.depth, self.served)
         if not self.served:
             log.warning("no served salons (yclients.company_ids): every message takes the fleet's lane, no fair turns")
         leading, renew_at, scan_at = False, 0.0, 0.0
+        unreachable = 0  # Redis errors in a row that are not refusals (a restart, a lost connection)
         while not self.stopping.is_set():
             try:
                 if time.monotonic() >= renew_at:  # stay alive (the orphan scan leaves our list be), hold the lease
                     self.client.set(ALIVE + self.id, "1", px=self.ttl_ms)
                     self.client.sadd(INFLIGHT_KEYS, self.inflight)
+                    self.refused_writes.accepted()  # two writes went through: an episode of refusals is over
                     leading, renew_at = self._leading(), time.monotonic() + HOUSEKEEPING_SECONDS
                 if time.monotonic() >= scan_at:
                     requeue_orphans(self.client, self.id)
@@ -89,13 +95,23 @@ class Router(threading.Thread):
                     else:
                         self.stopping.wait(FOLLOWER_POLL_SECONDS)
             except redis.RedisError as exc:
-                log.warning("lanes router paused: %s", type(exc).__name__)
+                cause = refusal_cause(exc)
+                if cause is not None:  # the next step starts with the renewal: its writes end the episode
+                    renew_at = 0.0
+                    self.stopping.wait(self.refused_writes.refused(cause))
+                    continue
+                if not unreachable:
+                    log.warning("lanes router paused: %s; retrying every second", type(exc).__name__)
+                unreachable += 1
                 self.stopping.wait(1.0)
                 continue
             except Exception:  # the router must outlive anything; its in-flight list waits for the next step
                 log.exception("lanes router step failed; retrying in a second")
                 self.stopping.wait(1.0)
                 continue
+            if unreachable:
+                log.warning("lanes router resumed after %s failed steps", unreachable)
+                unreachable = 0
         self.client.close()
 
     def _leading(self) -> bool:

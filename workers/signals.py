@@ -32,6 +32,7 @@ from celery.utils.log import get_multiprocessing_logger
 from celery.worker import control
 
 from shared.core.pool import close_process_pool, open_process_pool
+from shared.core.refused_writes import RefusedWrites, refusal_cause
 from shared.core.resources import close_all
 from shared.core.settings import WorkerType, get_settings
 from shared.core.topology import hide_private_arguments, queue_for_task, task_allowed
@@ -181,9 +182,15 @@ def _keep_what_celery_could_not_run(
     )
 
 
+_stats_refused = RefusedWrites("this worker child's process report (for the health service)", log)
+_stats_failing = False
+
+
 @task_postrun.connect
 def _publish_process_stats(**_: Any) -> None:
-    """Every child reports its pool and query figures (at most every 15 s) for the health service."""
+    """Every child reports its pool and query figures (at most every 15 s) for the health service; a failure is
+    logged once until a report goes through again (a refused write with its cause)."""
+    global _stats_failing
     import redis
 
     from shared.core.redis_clients import process_redis
@@ -191,11 +198,20 @@ def _publish_process_stats(**_: Any) -> None:
 
     settings = get_settings()
     try:
-        publish(
+        published = publish(
             process_redis(settings.redis_url.get_secret_value()), worker_role(), settings.health.pool_report_ttl_seconds
         )
     except redis.RedisError as exc:  # monitoring must never fail a task
-        log.warning("could not publish process stats: %s", type(exc).__name__)
+        cause = refusal_cause(exc)
+        if cause is not None:
+            _stats_refused.refused(cause)
+        elif not _stats_failing:
+            log.warning("could not publish process stats: %s", type(exc).__name__)
+        _stats_failing = True
+        return
+    if published is not None:
+        _stats_refused.accepted()
+        _stats_failing = False
 
 
 _started: dict[str, float] = {}

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import redis
 
+from shared.core.refused_writes import RefusedWrites, refusal_cause
+
 log = logging.getLogger(__name__)
 
 # Shared head of every script: Redis' own clock in ms; expired holders and waiters who stopped asking dropped.
@@ -162,13 +164,26 @@ class KeptSlot:
         self._thread.start()
 
     def _renew(self) -> None:
-        lost = False
+        """Every third of the lease, whatever Redis says: a failed renewal is logged once until one goes through
+        (a refused write with its cause), and the next try keeps the same pace (waiting longer would let the
+        lease lapse once Redis is back)."""
+        lost, failing = False, False
+        refused = RefusedWrites(f"the lease renewal of the {self.slots.name} slot of {self.holder}", log)
         while not self._stop.wait(self.lease / 3):
             try:
                 held = self.slots.renew(self.holder, self.lease)
             except redis.RedisError as exc:  # Redis away for a moment: the lease covers two more tries
-                log.warning("could not renew the %s slot of %s: %s", self.slots.name, self.holder, type(exc).__name__)
+                cause = refusal_cause(exc)
+                if cause is not None:
+                    refused.refused(cause)
+                elif not failing:
+                    log.warning(
+                        "could not renew the %s slot of %s: %s", self.slots.name, self.holder, type(exc).__name__
+                    )
+                failing = True
                 continue
+            refused.accepted()
+            failing = False
             if not held and not lost:
                 lost = True  # the work goes on; someone else may take the slot meanwhile
                 log.warning("the %s slot of %s lapsed before it was renewed", self.slots.name, self.holder)

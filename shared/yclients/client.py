@@ -12,6 +12,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
+import redis
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -21,6 +22,7 @@ from tenacity import (
 )
 
 from shared.core.failure import FleetError
+from shared.core.refused_writes import refusal_cause
 from shared.core.settings import Settings, YClientsSettings
 from shared.yclients.ratelimit import FleetRateLimiter
 
@@ -290,7 +292,14 @@ class YClientsClient:
         return self._retrying(self._send_once, method, path, **kwargs)
 
     def _send_once(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-        self.limiter.acquire()
+        try:
+            self.limiter.acquire()
+        except redis.RedisError as exc:
+            # The fleet-wide limit lives in Redis: while Redis refuses writes (or is away) no request may leave,
+            # and the request is retried like any transient failure, not failed for good.
+            reason = refusal_cause(exc) or type(exc).__name__
+            message = f"{method} {path}: not sent, the rate limit is unavailable: {reason}"
+            raise YClientsError(message, retryable=True) from exc
         response, content = self._exchange(method, path, **kwargs)
         try:
             body = json.loads(content) if content else None

@@ -1,4 +1,5 @@
-"""An assistant that stalls on its first answer, so a test can kill the worker in the middle of a message."""
+"""An assistant that stalls on its first answer, so a test can kill the worker in the middle of a message (or
+fill Redis up under it): 30 s, or `SLOW_ASSISTANT_SECONDS`."""
 
 from __future__ import annotations
 
@@ -16,5 +17,5 @@ class SlowAssistant(RuleBasedAssistant):
         marker = Path(os.environ["SLOW_ASSISTANT_MARKER"])
         if not marker.exists():
             marker.write_text(str(os.getpid()))  # tells the test which child to kill
-            time.sleep(30)
+            time.sleep(float(os.environ.get("SLOW_ASSISTANT_SECONDS", "30")))
         return super().reply(turn, tools)
