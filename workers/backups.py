@@ -17,6 +17,7 @@ from shared.backups.tools import BackupError
 from shared.core.settings import get_settings
 from shared.core.topology import TaskName
 from workers.app import app
+from workers.periodic import once_per_period
 from workers.ping import define_ping, define_report
 
 ping = define_ping(TaskName.BACKUPS_PING)
@@ -25,23 +26,34 @@ report_process = define_report(TaskName.BACKUPS_REPORT)
 
 @app.task(name=TaskName.BACKUP.value, bind=True)
 def backup(self: Task) -> dict[str, Any]:
-    """Back up, verify, copy off-site; prune only now that a new verified backup exists. Failures raise."""
+    """Back up, verify, copy off-site; prune only now that a new verified backup exists. Failures raise. Once a
+    night (workers/periodic.py): a second message for a night already backed up is skipped, so a second backup's
+    pruning never removes the first."""
     settings = get_settings()
-    with alert_on_failure(self, "backup", "🔴 nightly backup failed"):
-        result = take_backup(settings.backup, settings.session_conninfo)
-        pruned = prune(settings.backup, ZoneInfo(settings.timezone))
-    return {"backup_id": result.id, "size_bytes": result.size_bytes, "pruned": pruned}
+
+    def work() -> dict[str, Any]:
+        with alert_on_failure(self, "backup", "🔴 nightly backup failed"):
+            result = take_backup(settings.backup, settings.session_conninfo)
+            pruned = prune(settings.backup, ZoneInfo(settings.timezone))
+        return {"backup_id": result.id, "size_bytes": result.size_bytes, "pruned": pruned}
+
+    return once_per_period(self, work)
 
 
 @app.task(name=TaskName.RESTORE_DRILL.value, bind=True)
 def drill_task(self: Task) -> dict[str, Any]:
-    """Restore the newest verified backup into a scratch database and compare; a failed drill raises."""
+    """Restore the newest verified backup into a scratch database and compare; a failed drill raises. Once a
+    week (workers/periodic.py): a second message for a week already drilled is skipped."""
     settings = get_settings()
-    with alert_on_failure(self, "drill", "🔴 restore drill failed"):
-        result = drill(settings.backup, settings.session_conninfo)
-        if not result.passed:
-            raise BackupError(result.render())
-    return {"backup_id": result.backup_id, "passed": True}
+
+    def work() -> dict[str, Any]:
+        with alert_on_failure(self, "drill", "🔴 restore drill failed"):
+            result = drill(settings.backup, settings.session_conninfo)
+            if not result.passed:
+                raise BackupError(result.render())
+        return {"backup_id": result.backup_id, "passed": True}
+
+    return once_per_period(self, work)
 
 
 @contextmanager

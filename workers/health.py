@@ -15,6 +15,7 @@ from shared.data.retention import apply_retention
 from shared.health.heartbeat import record_heartbeat
 from shared.health.report import build_report, prune_history, redis_client, store_and_alert
 from workers.app import app
+from workers.periodic import once_per_period
 
 
 @app.task(name=TaskName.HEARTBEAT.value, bind=True)
@@ -52,7 +53,8 @@ def file_dead_letter_spool() -> int:
     return total
 
 
-@app.task(name=TaskName.APPLY_RETENTION.value)
-def apply_retention_task() -> dict[str, int]:
-    """Delete messages, replies, dead letters and sync journals past their retention (settings)."""
-    return apply_retention(get_settings().retention)
+@app.task(name=TaskName.APPLY_RETENTION.value, bind=True)
+def apply_retention_task(self: Task) -> dict[str, Any]:
+    """Delete messages, replies, dead letters and sync journals past their retention (settings); once a day
+    (workers/periodic.py), a second message for the same day is skipped."""
+    return once_per_period(self, lambda: apply_retention(get_settings().retention))
