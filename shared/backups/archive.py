@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -19,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-from shared.backups.tools import BackupError, PgTools, failure_text
+from shared.backups.tools import BackupError, PgTools, failure_text, reason_of
 
 SUFFIX = ".dump.zst"
 BLOCK = 1 << 20
@@ -43,7 +44,7 @@ class Dump:
     def __init__(
         self, dump: subprocess.Popen[bytes], pack: subprocess.Popen[bytes], target: Path, errors: tuple[IO[bytes], ...]
     ) -> None:
-        self._dump, self._pack, self._errors = dump, pack, errors
+        self._dump, self._pack, self._errors, self._target = dump, pack, errors, target
         self._digest = hashlib.sha256()
         self._failure: BaseException | None = None
         self._writer = threading.Thread(target=self._write, args=(target,), name="backup-writer", daemon=True)
@@ -70,17 +71,25 @@ class Dump:
             self._writer.join()
 
     def finish(self, timeout: float) -> str:
-        """The checksum once pg_dump, zstd and the writer all succeeded; else BackupError naming which failed."""
+        """The checksum once pg_dump, zstd and the writer all succeeded; else BackupError naming what failed
+        first. A failed write stops pg_dump and zstd (SIGKILL): their exit is then our doing, not the cause."""
         self._writer.join(timeout)
         if self._writer.is_alive():
             raise BackupError(f"pg_dump did not finish within {timeout:.0f} s (FLEET_BACKUP__DUMP_TIMEOUT_SECONDS)")
         dumped, packed = self._dump.wait(), self._pack.wait()
+        if self._failure is not None:
+            stopped = "; pg_dump stopped" if dumped != 0 else ""
+            cause = reason_of(self._failure, self._target.parent)
+            raise BackupError(f"{cause}: could not write the archive{stopped}") from self._failure
+        dump_errors = _read(self._errors[0])
+        # zstd dying first leaves pg_dump writing into a closed pipe: zstd's own message is the cause then.
+        broken_pipe = dumped == -signal.SIGPIPE or b"Broken pipe" in dump_errors
+        if packed != 0 and (dumped == 0 or broken_pipe):
+            raise BackupError(failure_text("zstd", packed, _read(self._errors[1])))
         if dumped != 0:
-            raise BackupError(failure_text("pg_dump", dumped, _read(self._errors[0])))
+            raise BackupError(failure_text("pg_dump", dumped, dump_errors))
         if packed != 0:
             raise BackupError(failure_text("zstd", packed, _read(self._errors[1])))
-        if self._failure is not None:
-            raise BackupError(f"could not write the archive: {self._failure}") from self._failure
         return self._digest.hexdigest()
 
 

@@ -22,7 +22,7 @@ import psycopg
 from shared.backups import archive, catalog
 from shared.backups.files import companions, make_private, private_directory, private_files
 from shared.backups.offsite import copy_offsite, passphrase_ready
-from shared.backups.tools import BackupError, PgTools, sha256_of
+from shared.backups.tools import BackupError, PgTools, reason_of, sha256_of
 from shared.core.settings import BackupSettings
 from shared.data.repositories.backups import BackupRepository
 
@@ -82,8 +82,12 @@ def verify_archive(tools: PgTools, path: Path, sha256: str | None, expected_tabl
 def _write_manifest(path: Path, manifest: dict[str, Any]) -> Path:
     target = path.with_name(path.name + ".manifest.json")
     temporary = target.with_name(target.name + ".tmp")
-    temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
-    os.replace(temporary, target)
+    try:
+        temporary.write_text(json.dumps(manifest, indent=2, sort_keys=True), encoding="utf-8")
+        os.replace(temporary, target)
+    except BaseException:
+        temporary.unlink(missing_ok=True)  # a full disk must not leave half a manifest behind
+        raise
     return target
 
 
@@ -113,12 +117,13 @@ def take_backup(
 
 def _take_backup(settings: BackupSettings, conninfo: str, on_progress: Callable[[str], None]) -> BackupResult:
     tools = PgTools(settings, conninfo)
-    directory = private_directory(settings.directory.resolve())
+    directory = settings.directory.resolve()
     backup_id = BackupRepository().start()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     final = directory / f"fleet-{stamp}-{backup_id}{archive.SUFFIX}"
     temporary = final.with_name(final.name + ".tmp")
     try:
+        private_directory(directory)  # an unwritable directory is a failed backup with its cause, like the rest
         passphrase = passphrase_ready(settings) if settings.offsite_directory is not None else None
         on_progress("dump")
         with psycopg.connect(conninfo) as snapshot_conn:
@@ -160,9 +165,13 @@ def _take_backup(settings: BackupSettings, conninfo: str, on_progress: Callable[
             on_progress("off-site copy")
             offsite = copy_offsite(settings, passphrase, list(zip(local, sums, strict=True)))
     except Exception as exc:
-        error = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
+        error = reason_of(exc, directory)  # the cause seen first: a full disk, a denied path, pg_dump's message
         for path in [temporary, *companions(final)]:
-            path.unlink(missing_ok=True)
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as cleanup:  # a read-only or foreign directory refuses even a missing name's unlink
+                if path.exists():
+                    log.warning("could not remove %s: %s", path.name, reason_of(cleanup, directory))
         BackupRepository().mark_failed(backup_id, error)
         raise BackupError(f"backup {backup_id} failed: {error}") from exc
     BackupRepository().mark_verified(

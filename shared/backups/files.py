@@ -44,6 +44,8 @@ def make_private(*paths: Path | None) -> None:
 
 
 def private_directory(directory: Path) -> Path:
+    if directory.exists() and not directory.is_dir():
+        raise BackupError(f"not a directory ({directory}): a file is where the directory should be")
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     directory.chmod(0o700)
     return directory

@@ -18,13 +18,15 @@ import tempfile
 from pathlib import Path
 
 from shared.backups.files import private_directory
-from shared.backups.tools import BackupError, failure_text, sha256_of
+from shared.backups.tools import BackupError, failure_text, reason_of, sha256_of
 from shared.core.preflight import offsite_encryption_problems
 from shared.core.settings import BackupSettings
 
 log = logging.getLogger(__name__)
 
 BLOCK = 1 << 20
+# How a failed copy's reason begins, in the `backups` row too: /health/backups tells it apart (a warning) by it.
+COPY_FAILED = "off-site copy not made"
 # No tty, no pinentry, and no passphrase cached in gpg-agent: a decrypt-check must read the passphrase file
 # again, not pass because the agent remembered it.
 GPG_OPTIONS = ("--batch", "--no-tty", "--quiet", "--pinentry-mode", "loopback", "--no-symkey-cache")
@@ -140,7 +142,8 @@ def _remove(paths: list[Path]) -> list[str]:
             try:
                 candidate.unlink(missing_ok=True)
             except OSError as exc:
-                left.append(f"{candidate} ({exc.strerror})")
+                if candidate.exists():  # a read-only disk refuses even the unlink of a name that is not there
+                    left.append(f"{candidate} ({exc.strerror})")
     return left
 
 
@@ -154,10 +157,12 @@ def copy_offsite(settings: BackupSettings, passphrase: Path, files: list[tuple[P
     timeout = settings.dump_timeout_seconds
     staged: list[Path] = []
     written: list[Path] = []
+    where = files[0][0].parent  # what a full disk or a denied path concerns: the local staging, then off-site
     try:
         for path, sha256 in files:
             staged.append(path.with_name(path.name + ".gpg"))
             encrypt_verified(passphrase, path, sha256, timeout)
+        where = settings.offsite_directory
         directory = private_directory(settings.offsite_directory)
         for encrypted in [*staged[1:], staged[0]]:
             written.append(directory / encrypted.name)
@@ -167,9 +172,9 @@ def copy_offsite(settings: BackupSettings, passphrase: Path, files: list[tuple[P
         if left:
             log.error("could not remove partial off-site files: %s", ", ".join(left))
         if isinstance(exc, (BackupError, OSError, subprocess.SubprocessError)):
-            detail = str(exc) if isinstance(exc, BackupError) else f"{type(exc).__name__}: {exc}"
+            detail = reason_of(exc, where)  # "no space left on device (<dir>)", "permission denied (<path>)", gpg's
             after = f"; NOT removed off-site: {', '.join(left)}" if left else "; nothing of it is left off-site"
-            raise BackupError(f"off-site copy not made: {detail}{after}") from exc
+            raise BackupError(f"{COPY_FAILED}: {detail}{after}") from exc
         raise
     finally:
         for path in staged:

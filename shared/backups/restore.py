@@ -13,7 +13,7 @@ from psycopg.conninfo import make_conninfo
 from shared.backups import archive, catalog
 from shared.backups.engine import verify_archive
 from shared.backups.files import archive_in, checked_database_name, scratch_name
-from shared.backups.tools import BackupError, PgTools
+from shared.backups.tools import BackupError, PgTools, one_line, reason_of
 from shared.core.settings import BackupSettings
 from shared.data.repositories.backups import BackupRepository
 from shared.data.repositories.health_checks import HealthCheckRepository
@@ -97,8 +97,12 @@ class DrillResult:
     def render(self) -> str:
         if self.passed:
             return f"restore drill of backup {self.backup_id}: passed (row counts match)"
-        detail = self.error or ", ".join(f"{t}: recorded {a}, restored {b}" for t, (a, b) in self.differences.items())
-        return f"restore drill of backup {self.backup_id}: FAILED: {detail}"
+        return f"restore drill of backup {self.backup_id}: FAILED: {self.reason()}"
+
+    def reason(self) -> str:
+        """Why it failed, in one bounded line (the CLI, the journal and /health/backups show it)."""
+        counts = ", ".join(f"{t}: recorded {a}, restored {b}" for t, (a, b) in self.differences.items())
+        return one_line(self.error or f"row counts differ: {counts}")
 
 
 def drill(
@@ -115,8 +119,10 @@ def drill(
         raise BackupError("the drill's scratch name equals the live database's: refusing")
     result = DrillResult(backup_id, passed=False)
     try:
-        backup = restore_backup(settings, conninfo, scratch, backup_id=backup_id, force=True, on_progress=on_progress)
-        result.backup_id = backup["id"]
+        result.backup_id = chosen_backup(backup_id)["id"]  # named in the report even when its restore fails
+        backup = restore_backup(
+            settings, conninfo, scratch, backup_id=result.backup_id, force=True, on_progress=on_progress
+        )
         if on_progress is not None:
             on_progress("compare")
         restored = count_rows(conninfo, scratch)
@@ -125,15 +131,22 @@ def drill(
             if recorded.get(table) != restored.get(table):
                 result.differences[table] = (recorded.get(table), restored.get(table))
         result.passed = not result.differences
-    except BackupError as exc:
-        result.error = str(exc)
+    except Exception as exc:  # noqa: BLE001  (any cause, a scratch database not created too, is a failed drill)
+        result.error = reason_of(exc, settings.directory)
     finally:
-        with catalog.admin_connection(conninfo) as admin:
-            catalog.drop_database(admin, scratch)
+        try:
+            with catalog.admin_connection(conninfo) as admin:
+                catalog.drop_database(admin, scratch)
+        except Exception as exc:  # noqa: BLE001  (recorded as the drill's failure below, not lost)
+            result.passed = False
+            result.error = result.error or f"the scratch database {scratch} was not dropped: {reason_of(exc)}"
     HealthCheckRepository().record(
         "backup_drill",
         "healthy" if result.passed else "unhealthy",
-        {"differences": {t: list(v) for t, v in result.differences.items()}, "error": result.error},
+        {
+            "differences": {t: list(v) for t, v in result.differences.items()},
+            "error": None if result.passed else result.reason(),
+        },
         subject=str(result.backup_id or ""),
     )
     (log.info if result.passed else log.error)("%s", result.render())

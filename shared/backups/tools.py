@@ -7,10 +7,12 @@ option dropped on the way has made pg_dump connect without the certificate check
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,11 +114,67 @@ def libpq_secrets() -> frozenset[str]:
     return frozenset(option.keyword.decode() for option in pq.Conninfo.get_defaults() if option.dispchar == b"*")
 
 
+# How long a reason may be: it goes into one line of `fleet backup`, the `backups` row, alerts and /health.
+MAX_REASON_CHARS = 500
+# Causes an operator acts on, as programs word them in their messages (strerror), and as the fleet names them.
+CAUSES = {"no space left on device": "no space left on device", "permission denied": "permission denied",
+          "read-only file system": "permission denied", "disk quota exceeded": "disk quota exceeded"}  # fmt: skip
+
+
+def one_line(text: str, limit: int = MAX_REASON_CHARS) -> str:
+    """A reason on one bounded line: it is printed, stored and alerted, never a wall of text."""
+    joined = " | ".join(line.strip() for line in text.splitlines() if line.strip())
+    return joined if len(joined) <= limit else joined[: limit - 1] + "…"
+
+
+def exit_text(code: int) -> str:
+    """`exit 1`, or the signal that ended the program (a negative return code), by name."""
+    if code >= 0:
+        return f"exit {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
 def failure_text(program: str, code: int, stderr: bytes) -> str:
-    """A failed program in one line: its exit code and its error lines (else its last lines)."""
-    lines = stderr.decode(errors="replace").strip().splitlines()
+    """A failed program in one line: its error lines (else its last meaningful lines), bounded, after the cause
+    an operator acts on when they name one (a full disk, a denied permission)."""
+    lines = [line.strip() for line in stderr.decode(errors="replace").splitlines() if line.strip()]
     errors = [line for line in lines if "error" in line.lower()] or lines[-3:]
-    return f"{program} failed (exit {code}): {' | '.join(errors[:3])}"
+    said = one_line("\n".join(errors[:3]))
+    text = f"{program} failed ({exit_text(code)})" + (f": {said}" if said else "")
+    cause = next((name for words, name in CAUSES.items() if words in said.lower()), None)
+    return f"{cause}: {text}" if cause else text
+
+
+def os_error_text(exc: OSError, directory: Path | str | None = None) -> str:
+    """An OSError by its cause and where: "no space left on device (<directory>)", "permission denied (<path>)".
+    A write's error carries no file name, so the caller says which directory it wrote into."""
+    path = exc.filename if exc.filename is not None else directory
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        cause = "no space left on device" if exc.errno == errno.ENOSPC else "disk quota exceeded"
+        where = directory if directory is not None else path
+        return f"{cause} ({where})" if where is not None else cause
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"permission denied ({path})" if path is not None else "permission denied"
+    if exc.errno == errno.EROFS:
+        return (
+            f"permission denied ({path}: read-only file system)"
+            if path is not None
+            else "permission denied (read-only file system)"
+        )
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return one_line(f"{text} ({path})" if path is not None else text)
+
+
+def reason_of(exc: BaseException, directory: Path | str | None = None) -> str:
+    """Why an operation failed, in one line: our own message, an OSError's cause, else the exception's text."""
+    if isinstance(exc, BackupError):
+        return one_line(str(exc), 2000)  # ours, already worded; as long as a `backups` row keeps
+    if isinstance(exc, OSError):
+        return os_error_text(exc, directory)
+    return one_line(f"{type(exc).__name__}: {exc}")
 
 
 def sha256_of(path: Path) -> str:

@@ -80,6 +80,16 @@ class BackupRepository(Repository):
         )
         return rows[0] if rows else None
 
+    def latest_attempt(self) -> Row | None:
+        """The newest attempt that ended (verified, failed or since pruned): a failed one keeps /health/backups
+        unhealthy until a later one is verified. One still running is not an outcome yet."""
+        rows = run(
+            "SELECT id, status, error, finished_at FROM backups WHERE status <> 'running' ORDER BY id DESC LIMIT 1",
+            table=self.table,
+            operation="select",
+        )
+        return rows[0] if rows else None
+
     def verified(self) -> list[Row]:
         """Every verified backup: what retention chooses among."""
         return self.find_many({"status": "verified"})
