@@ -14,6 +14,7 @@ from shared.assistant.model.ledger import Ledger
 from shared.core import replica
 from shared.core.budget import connection_budget, connections_by_role
 from shared.core.kombu_contract import unacked_keys
+from shared.core.refused_writes import refusal_code
 from shared.core.settings import Settings
 from shared.core.topology import QUEUE_OF_WORKER, Queue
 from shared.data import dead_letters
@@ -167,8 +168,51 @@ def queue_depths(client: redis.Redis) -> dict[str, dict[str, int]]:
     return depths
 
 
+WRITE_PROBE_KEY = "fleet:health:write-probe"
+
+
+def _megabytes(value: Any) -> str:
+    return f"{int(value or 0) / 2**20:.1f} MB"
+
+
+def redis_writes(component: Component, client: redis.Redis) -> None:
+    """Whether Redis takes writes, tried with one small write, and why not in figures: over its maxmemory
+    (noeviction: the fleet's queues and producers stop), a read-only replica, or unable to persist (MISCONF).
+    Within 10 % of its maxmemory is a warning: the refusals are near."""
+    memory = client.info("memory")
+    used, limit = int(memory.get("used_memory", 0)), int(memory.get("maxmemory", 0))
+    policy = memory.get("maxmemory_policy")
+    component.details["redis_memory"] = {"used_bytes": used, "maxmemory_bytes": limit, "policy": policy}
+    figures = f"used {_megabytes(used)} of maxmemory {_megabytes(limit)}, policy {policy}"
+    try:
+        client.set(WRITE_PROBE_KEY, "1", px=60_000)
+    except redis.exceptions.ResponseError as exc:
+        code = refusal_code(exc)
+        if code is None:
+            raise
+        component.details["redis_writes"] = f"refused ({code})"
+        if code == "OOM":
+            why = f"out of memory ({figures})"
+        elif code == "READONLY":
+            role = client.info("replication")
+            master = f"{role.get('master_host')}:{role.get('master_port')}"
+            why = f"read-only replica (role {role.get('role')}, master {master})"
+        else:
+            saved = client.info("persistence")
+            why = (
+                f"cannot persist to disk (last RDB save {saved.get('rdb_last_bgsave_status')}, last AOF write"
+                f" {saved.get('aof_last_write_status')}: with stop-writes-on-bgsave-error Redis refuses writes)"
+            )
+        component.flag("unhealthy", f"Redis refuses writes: {why}")
+        return
+    component.details["redis_writes"] = "accepted"
+    if limit and used >= 0.9 * limit:
+        component.flag("warning", f"Redis is near its maxmemory ({figures}): at the limit it refuses writes")
+
+
 def check_queues(settings: Settings, client: redis.Redis) -> Component:
     component = Component("queues")
+    redis_writes(component, client)
     depths = queue_depths(client)
     component.details["queues"] = depths
     spooled = int(client.llen(SPOOL_KEY))
@@ -198,11 +242,21 @@ def check_whatsapp() -> Component:
 
 
 def check_backups(settings: Settings) -> Component:
+    """The newest verified backup's age, and the latest backup and drill: a failed one stays a problem, with
+    its cause, until a later one succeeds. A backup that failed only in its off-site copy is a warning: the
+    backups already verified stand (and their age still turns it unhealthy after 50 h)."""
+    from shared.backups.offsite import COPY_FAILED  # how the `backups` row of a failed off-site copy begins
+
+    def short(reason: Any) -> str:
+        line = " | ".join(part.strip() for part in str(reason or "no reason recorded").splitlines() if part.strip())
+        return line if len(line) <= 300 else line[:299] + "…"
+
     component = Component("backups")
     newest = BackupRepository().newest_verified()
     drill_row = HealthCheckRepository().latest("backup_drill")
     drill = [drill_row] if drill_row else []
     failed = BackupRepository().failed_within_days(7)
+    latest = BackupRepository().latest_attempt()
     age = float(newest["age"]) if newest else None
     component.details.update(
         {
@@ -211,6 +265,7 @@ def check_backups(settings: Settings) -> Component:
             "newest_verified_bytes": newest["size_bytes"] if newest else None,
             "failed_last_7_days": failed,
             "last_drill": drill[0]["status"] if drill else None,
+            "last_attempt": {"id": latest["id"], "status": latest["status"]} if latest else None,
         }
     )
     if age is None:
@@ -219,8 +274,19 @@ def check_backups(settings: Settings) -> Component:
         component.flag("unhealthy", f"the newest verified backup is {age / 3600:.0f} h old")
     elif age > settings.health.backup_warning_hours * 3600:
         component.flag("warning", f"the newest verified backup is {age / 3600:.0f} h old")
+    # Until a later backup is verified (with an off-site directory configured, that is a later good copy too).
+    if latest and latest["status"] == "failed":
+        error = str(latest["error"] or "")
+        if error.startswith(COPY_FAILED):
+            cause = short(error.removeprefix(COPY_FAILED).lstrip(": "))
+            component.flag("warning", f"the last backup ({latest['id']}) failed its off-site copy: {cause}")
+        else:
+            component.flag("unhealthy", f"the last backup ({latest['id']}) failed: {short(error)}")
     if drill and drill[0]["status"] != "healthy":
-        component.flag("unhealthy", "the last restore drill failed")
+        details = drill[0]["details"] or {}
+        differences = ", ".join(details.get("differences") or {})
+        reason = details.get("error") or (f"row counts differ: {differences}" if differences else None)
+        component.flag("unhealthy", f"the last restore drill failed: {short(reason)}")
     return component
 
 

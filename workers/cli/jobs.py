@@ -6,13 +6,15 @@ import argparse
 import json
 import sys
 import uuid
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 from shared.backups.engine import BACKUP_PHASES, take_backup
 from shared.backups.restore import DRILL_PHASES, RESTORE_PHASES, drill, restore_backup
 from shared.backups.retention import prune
-from shared.backups.tools import BackupError
+from shared.backups.tools import BackupError, reason_of
+from shared.core.periods import BACKUP_NIGHTLY, KEYS_CLEANUP, RESTORE_DRILL
 from shared.core.settings import Settings
 from shared.core.topology import TaskName
 from shared.data.dead_letters import record_dead_letter
@@ -28,7 +30,10 @@ from shared.yclients.push import RetryRefusedError, retry_given_up
 from shared.yclients.sync import SyncFailedError, sync_entity
 from workers.app import app
 from workers.cli.progress import PhaseBar, SyncBar
-from workers.producer import enqueue_message
+from workers.periodic import by_hand
+from workers.producer import BrokerError, enqueue_message
+
+BROKER_UNAVAILABLE = 75  # EX_TEMPFAIL: nothing wrong with the input, send it again later
 
 
 def _read_jsonl(path: str) -> list[tuple[int, object]]:
@@ -64,6 +69,9 @@ def enqueue(args: argparse.Namespace, settings: Settings) -> int:
         except ValidationFailedError as exc:
             print(f"fleet enqueue: {exc}", file=sys.stderr)
             return 1
+        except BrokerError as exc:
+            print(f"fleet enqueue: {exc}", file=sys.stderr)
+            return BROKER_UNAVAILABLE
         return 0
     enqueued = rejected = 0
     for number, item in _read_jsonl(args.file):
@@ -74,6 +82,12 @@ def enqueue(args: argparse.Namespace, settings: Settings) -> int:
                 raise ValidationFailedError("inbound message", [("line", "not a JSON object")])
             enqueue_message(item)
             enqueued += 1
+        except BrokerError as exc:  # every later line would meet the same broker: stop here, say where
+            print(
+                f"fleet enqueue: stopped at line {number}: {exc} (before it: {enqueued} enqueued, {rejected} rejected)",
+                file=sys.stderr,
+            )
+            return BROKER_UNAVAILABLE
         except ValidationFailedError as exc:
             rejected += 1
             print(f"line {number}: {exc}", file=sys.stderr)
@@ -118,7 +132,10 @@ def sync(args: argparse.Namespace, settings: Settings) -> int:
 def keys(args: argparse.Namespace, settings: Settings) -> int:
     """WhatsApp key store: `cleanup [--dry-run]` or `health`."""
     if args.action == "cleanup":
-        report = cleanup_keys(settings.keys, dry_run=args.dry_run, time_budget=settings.keys.time_budget_seconds)
+        # By hand: an extra run, never blocked by the nightly one, journaled in periodic_runs (a dry run deletes
+        # nothing and is not).
+        with nullcontext() if args.dry_run else by_hand(KEYS_CLEANUP, "fleet keys cleanup"):
+            report = cleanup_keys(settings.keys, dry_run=args.dry_run, time_budget=settings.keys.time_budget_seconds)
         print(report.render())
         return 0
     results = check_sessions(settings.keys)
@@ -134,11 +151,13 @@ def backup(args: argparse.Namespace, settings: Settings) -> int:
     """Take a backup now (then prune), list backups, restore one, or run the drill."""
     try:
         if args.command == "backup":
-            with PhaseBar("backup", BACKUP_PHASES) as progress:  # drawn on a terminal only, like the others
-                result = take_backup(settings.backup, settings.session_conninfo, on_progress=progress)
-                progress.finish()
-            print(result.render())
-            pruned = prune(settings.backup, ZoneInfo(settings.timezone))
+            # By hand: an extra run, never blocked by the nightly one, journaled in periodic_runs.
+            with by_hand(BACKUP_NIGHTLY, "fleet backup"):
+                with PhaseBar("backup", BACKUP_PHASES) as progress:  # drawn on a terminal only, like the others
+                    result = take_backup(settings.backup, settings.session_conninfo, on_progress=progress)
+                    progress.finish()
+                print(result.render())
+                pruned = prune(settings.backup, ZoneInfo(settings.timezone))
             print(f"pruned backups: {pruned or 'none'}")
         elif args.command == "restore":
             with PhaseBar("restore", RESTORE_PHASES) as progress:
@@ -153,11 +172,13 @@ def backup(args: argparse.Namespace, settings: Settings) -> int:
                 progress.finish()
             print(f"backup {backup['id']} ({backup['finished_at']:%Y-%m-%d %H:%M}) restored into {args.to}")
         elif args.command == "drill":
-            with PhaseBar("drill", DRILL_PHASES) as progress:
+            with by_hand(RESTORE_DRILL, "fleet drill") as journal, PhaseBar("drill", DRILL_PHASES) as progress:
                 result = drill(settings.backup, settings.session_conninfo, on_progress=progress)
                 if result.passed:
                     progress.finish()
-            print(result.render())
+                else:
+                    journal.failure = result.render()
+            print(result.render(), file=sys.stdout if result.passed else sys.stderr)  # a failure: its cause, one line
             return 0 if result.passed else 1
         else:
             for row in BackupRepository().newest(args.limit):
@@ -168,6 +189,9 @@ def backup(args: argparse.Namespace, settings: Settings) -> int:
                 )
     except BackupError as exc:
         print(f"fleet {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001  (the cause in one line, as for our own errors; no traceback)
+        print(f"fleet {args.command}: {reason_of(exc, settings.backup.directory)}", file=sys.stderr)
         return 1
     return 0
 
