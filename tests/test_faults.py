@@ -175,7 +175,16 @@ def test_the_fleet_survives_faults_under_load(tmp_path: Path) -> None:
             time.sleep(6)
             restarts_needed = inbound.restarts  # from here on, the worker must recover by itself
             broker.restart(down_seconds=2)  # 3. Redis
-            time.sleep(8)
+            wait_until(  # the worker saw it (a loaded machine takes longer than any fixed pause)
+                lambda: any(
+                    mark in path.read_text(errors="replace")
+                    for path in logs.glob("inbound-*.log")
+                    for mark in ("Connection to broker lost", "Cannot connect to redis")
+                ),
+                60,
+                "the inbound worker to notice the Redis restart",
+            )
+            time.sleep(4)
             with psycopg.connect(conninfo, autocommit=True) as admin:  # 4. every fleet connection
                 cut = admin.execute(
                     "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -188,7 +197,10 @@ def test_the_fleet_survives_faults_under_load(tmp_path: Path) -> None:
             beat.stop()  # 6. beat, stopped and started again
             time.sleep(3)
             beat = FleetProcess(["beat"], env, logs / "beat-1.log")
-            time.sleep(6)
+            wait_until(
+                lambda: "beat: Starting" in (logs / "beat-1.log").read_text(errors="replace"), 60, "beat started again"
+            )
+            time.sleep(2)
             producer.stop.set()
             producer.join(10)
             sent = len(producer.sent)
