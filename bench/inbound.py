@@ -9,8 +9,11 @@ gateway stand-in. For each of the two:
               the last reply received by the gateway (the workers are busy throughout);
   latency:    messages offered at half the fleet's saturation rate for `--seconds`, enqueue to reply received
               by the gateway: p50, p95, p99.
-A raw Redis LPUSH/BRPOP loop at the same pace gives the broker's own floor. Also reports the most fleet
-connections seen in pg_stat_activity against the connection budget. Goals are printed beside the figures.
+What each answered message cost at saturation, counted rather than timed (bench/counts.py): PostgreSQL
+transactions, Redis commands (the busiest by name), and CPU milliseconds of the worker's main process, its
+children, PostgreSQL and Redis. A raw Redis LPUSH/BRPOP loop at the same pace gives the broker's own floor.
+Also reports the most fleet connections seen in pg_stat_activity against the connection budget. Goals are
+printed beside the figures.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import psycopg
 import redis
 
 from bench import goals
+from bench.counts import Counts
 from ops.harness.connections import ConnectionPeak
 from ops.harness.processes import FleetProcess, wait_until
 from ops.harness.seed import COMPANY, seed_salon
@@ -48,6 +52,7 @@ from shared.core.settings import load_settings
 from shared.inbound.gateway import gateway_id
 
 TABLES = "messages, outbox, dialog_contexts, clients, dead_letters"
+STATS_FLUSH_SECONDS = 1.5
 
 
 def figures(latencies: list[float], seconds: float) -> dict[str, float]:
@@ -117,12 +122,33 @@ def bare_sender() -> Any:
     return send
 
 
-def saturation(conn: psycopg.Connection, gateway: Any, send: Any, count: int, chats: int) -> float:
+def saturation(
+    conn: psycopg.Connection, gateway: Any, send: Any, count: int, chats: int, main_pid: int
+) -> tuple[float, dict[str, Any]]:
+    """Answered messages a second, and what each cost by the servers' and the kernel's counts."""
     conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
     gateway.clear()
+    client = redis.Redis.from_url(os.environ["REDIS_URL"])
+    time.sleep(STATS_FLUSH_SECONDS)
+    before = Counts.take(conn, client, main_pid)
     started = offer(count, chats, send)
     pairs = delivered(conn, gateway, count)
-    return len(pairs) / (max(done for _, done in pairs) - started)
+    rate = len(pairs) / (max(done for _, done in pairs) - started)
+    time.sleep(STATS_FLUSH_SECONDS)  # PostgreSQL publishes a backend's counts within a second of its commit
+    after = Counts.take(conn, client, main_pid)
+    cost: dict[str, Any] = after.per_message(before, len(pairs))
+    cost["busiest_commands"] = after.busiest_commands(before, len(pairs))
+    return rate, cost
+
+
+def cost_line(name: str, cost: dict[str, Any]) -> str:
+    total = cost["main_cpu_ms"] + cost["children_cpu_ms"]
+    return (
+        f"  {name:<5} per message: {cost['transactions']:.2f} transactions, {cost['redis_commands']:.1f} Redis"
+        f" commands; CPU ms: worker main {cost['main_cpu_ms']:.2f}, children {cost['children_cpu_ms']:.2f}"
+        f" (worker {total:.2f}), PostgreSQL {cost['postgres_cpu_ms']:.2f}, Redis {cost['redis_cpu_ms']:.2f}"
+        f"\n        Redis commands: {', '.join(f'{n} {c:.1f}' for n, c in cost['busiest_commands'])}"
+    )
 
 
 def latency(
@@ -189,9 +215,11 @@ def run_benchmark(count: int, seconds: float, chats: int, concurrency: int) -> d
             )  # fmt: skip
             try:
                 time.sleep(5)
-                for name, send in (("fleet", fleet_sender()), ("bare", bare_sender())):
-                    results[f"{name}_saturation"] = saturation(conn, gateway, send, count, chats)
-                    print(f"{name:<5} saturation: {count} messages at once, {results[f'{name}_saturation']:.1f} msg/s")
+                for name, send, pid in (("fleet", fleet_sender(), fleet.pid), ("bare", bare_sender(), bare.pid)):
+                    rate, cost = saturation(conn, gateway, send, count, chats, pid)
+                    results[f"{name}_saturation"], results[f"{name}_cost"] = rate, cost
+                    print(f"{name:<5} saturation: {count} messages at once, {rate:.1f} msg/s")
+                    print(cost_line(name, cost), flush=True)
                 half = results["fleet_saturation"] / 2
                 print(f"offered {half:.0f} msg/s (half the fleet's saturation) for {seconds:g} s over {chats} chats:")
                 for name, label, send in (
@@ -214,6 +242,11 @@ def run_benchmark(count: int, seconds: float, chats: int, concurrency: int) -> d
         f"most fleet connections seen: {peak.peak} (this bench runs one worker type of the fleet's budget of"
         f" {budget.total}; its share is {concurrency} x {budget.lines[0].per_process})"
     )
+    fleet_cost, bare_cost = results["fleet_cost"], results["bare_cost"]
+    fleet_cpu = fleet_cost["main_cpu_ms"] + fleet_cost["children_cpu_ms"]
+    bare_cpu = bare_cost["main_cpu_ms"] + bare_cost["children_cpu_ms"]
+    print(goals.at_most("fleet worker CPU per message / bare task's", fleet_cpu / bare_cpu, 1.5, "x"))
+    print(goals.at_most("fleet main-process CPU per message", fleet_cost["main_cpu_ms"], 1.0, " ms"))
     fleet_rate, bare_rate = results["fleet_saturation"], results["bare_saturation"]
     print(goals.at_least("fleet saturation / bare task saturation", fleet_rate / bare_rate, 0.9, "x"))
     print(goals.at_least("fleet saturation", fleet_rate, 200, " msg/s"))
