@@ -73,6 +73,18 @@ def book_first_slot(chat: Chat) -> tuple[int, datetime]:
     return slot
 
 
+def confirmed_booking(
+    gateway: GatewayStandIn, db: psycopg.Connection
+) -> tuple[Chat, dict[str, Any], tuple[int, datetime]]:
+    """A client's booking the salon has confirmed: the chat, the booking row and its (staff, start)."""
+    chat = Chat(gateway, db)
+    slot = book_first_slot(chat)
+    chat.wait_for("Салон подтвердил запись")
+    booking = booking_of(db)
+    assert booking is not None
+    return chat, booking, slot
+
+
 def test_a_create_given_up_frees_the_time_and_tells_the_client_once_what_to_do(
     impatient_fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
 ) -> None:
@@ -130,11 +142,7 @@ def test_a_create_whose_webhook_links_it_before_the_retry_is_confirmed_to_the_cl
 def test_a_move_of_a_record_deleted_in_the_salon_ends_the_booking_and_says_so_once(
     fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
 ) -> None:
-    chat = Chat(gateway, db)
-    book_first_slot(chat)
-    chat.wait_for("Салон подтвердил запись")
-    booking = booking_of(db)
-    assert booking is not None
+    chat, booking, _ = confirmed_booking(gateway, db)
     loop_stand_in.cancel_in_widget(COMPANY, booking["yclients_id"])  # no webhook reaches the fleet
     chat.say("6")
     assert "Переношу запись" in chat.say("2")
@@ -153,11 +161,7 @@ def test_a_move_of_a_record_deleted_in_the_salon_ends_the_booking_and_says_so_on
 def test_a_move_keeps_what_the_salon_wrote_on_the_record(
     fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
 ) -> None:
-    chat = Chat(gateway, db)
-    book_first_slot(chat)
-    chat.wait_for("Салон подтвердил запись")
-    booking = booking_of(db)
-    assert booking is not None
+    chat, booking, _ = confirmed_booking(gateway, db)
     record = loop_stand_in.salons[COMPANY].records[booking["yclients_id"]]
     with loop_stand_in.lock:  # an administrator's edits in YClients
         record["comment"] = "Аллергия на лак с формальдегидом; цена согласована"
@@ -181,11 +185,7 @@ def test_a_move_keeps_what_the_salon_wrote_on_the_record(
 def test_a_move_given_up_puts_the_booking_back_where_the_salon_has_it(
     impatient_fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
 ) -> None:
-    chat = Chat(gateway, db)
-    booked_at = book_first_slot(chat)
-    chat.wait_for("Салон подтвердил запись")
-    booking = booking_of(db)
-    assert booking is not None
+    chat, booking, booked_at = confirmed_booking(gateway, db)
     loop_stand_in.override = writes_down
     chat.say("6")
     assert "Переношу запись" in chat.say("2")
@@ -204,11 +204,7 @@ def test_a_move_given_up_puts_the_booking_back_where_the_salon_has_it(
 def test_a_record_the_salon_shows_as_deleted_is_never_written_back(
     fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
 ) -> None:
-    chat = Chat(gateway, db)
-    book_first_slot(chat)
-    chat.wait_for("Салон подтвердил запись")
-    booking = booking_of(db)
-    assert booking is not None
+    chat, booking, _ = confirmed_booking(gateway, db)
     path = f"/record/{COMPANY}/{booking['yclients_id']}"
 
     def shown_deleted(method: str, asked: str, query: dict, body: dict) -> tuple[int, dict] | None:
@@ -231,11 +227,7 @@ def test_a_record_the_salon_shows_as_deleted_is_never_written_back(
 def test_a_cancellation_answered_with_record_not_found_is_done_without_alarming_the_client(
     fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
 ) -> None:
-    chat = Chat(gateway, db)
-    book_first_slot(chat)
-    chat.wait_for("Салон подтвердил запись")
-    booking = booking_of(db)
-    assert booking is not None
+    chat, booking, _ = confirmed_booking(gateway, db)
     loop_stand_in.override = lambda method, path, query, body: (
         (200, {"success": False, "data": None, "meta": {"message": "Запись не найдена"}})
         if method == "DELETE"
@@ -255,11 +247,7 @@ def test_a_create_answered_as_the_booking_endpoint_answers_is_linked_at_once(
     fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
 ) -> None:
     loop_stand_in.create_answers_as_list = True  # [{id: 1, record_id, record_hash}]
-    chat = Chat(gateway, db)
-    book_first_slot(chat)
-    chat.wait_for("Салон подтвердил запись")
-    booking = booking_of(db)
-    assert booking is not None
+    _, booking, _ = confirmed_booking(gateway, db)
     [record] = records(loop_stand_in, booking["id"])
     assert booking["yclients_id"] == int(record["id"]), "linked to the appointment's number, not the record"
     assert operation(db, booking["id"], "create")["attempts"] == 1
@@ -268,11 +256,7 @@ def test_a_create_answered_as_the_booking_endpoint_answers_is_linked_at_once(
 def test_a_move_answered_success_with_the_record_unchanged_is_not_told_as_done(
     impatient_fleet: dict, loop_stand_in: YClientsStandIn, gateway: GatewayStandIn, db: psycopg.Connection
 ) -> None:
-    chat = Chat(gateway, db)
-    booked_at = book_first_slot(chat)
-    chat.wait_for("Салон подтвердил запись")
-    booking = booking_of(db)
-    assert booking is not None
+    chat, booking, booked_at = confirmed_booking(gateway, db)
     loop_stand_in.updates_ignored = 1  # the first try is ignored; the second, after reading again, goes through
     chat.say("6")
     new_staff, new_start = chat.offered()[1]
