@@ -20,10 +20,10 @@ import sentry_sdk
 from ops.standins.telegram import TelegramStandIn
 from ops.standins.yclients import Salon, YClientsStandIn, generate_salon
 from shared.core.settings import Settings
-from shared.yclients.client import make_client, retry_after_seconds
+from shared.yclients.client import retry_after_seconds
 from shared.yclients.ratelimit import FleetRateLimiter
-from shared.yclients.sync import SyncFailedError, SyncSummary, sync_entity
-from tests.support.booking_loop import sync_settings
+from shared.yclients.sync import SyncFailedError
+from tests.support.booking_loop import settings_for, sync
 from tests.support.processes import ROOT
 
 COMPANY = 962302
@@ -33,19 +33,6 @@ TOKENS = ("partner-token", "user-token")
 @pytest.fixture(scope="module")
 def generated_salon() -> Salon:
     return generate_salon(COMPANY, clients=450, records=200)
-
-
-def settings_for(stand_in: YClientsStandIn, **overrides: Any) -> Settings:
-    """The sync tests' settings, with three tries per request so a lasting bad answer fails fast."""
-    return sync_settings(stand_in, **{"max_attempts": 3, **overrides})
-
-
-def sync(settings: Settings, entity: str, **options: Any) -> SyncSummary:
-    client = make_client(settings)
-    try:
-        return sync_entity(client, settings.yclients, COMPANY, entity, **options)
-    finally:
-        client.close()
 
 
 def failed(settings: Settings, entity: str, **options: Any) -> str:

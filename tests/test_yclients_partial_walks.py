@@ -18,8 +18,8 @@ from shared.core.settings import Settings
 from shared.data.repositories.sync_runs import SyncRunRepository
 from shared.health.checks import check_sync
 from shared.yclients.client import YClientsClient, YClientsError, make_client
-from shared.yclients.sync import SyncFailedError, SyncSummary, sync_entity
-from tests.support.booking_loop import sync_settings
+from shared.yclients.sync import SyncFailedError
+from tests.support.booking_loop import settings_for, sync
 
 COMPANY = 962302
 
@@ -27,19 +27,6 @@ COMPANY = 962302
 @pytest.fixture(scope="module")
 def generated_salon() -> Salon:
     return generate_salon(COMPANY, clients=450, records=200)
-
-
-def settings_for(stand_in: YClientsStandIn, **overrides: Any) -> Settings:
-    """The sync tests' settings, with three tries per request so a lasting bad answer fails fast."""
-    return sync_settings(stand_in, **{"max_attempts": 3, **overrides})
-
-
-def sync(settings: Settings, entity: str, **options: Any) -> SyncSummary:
-    client = make_client(settings)
-    try:
-        return sync_entity(client, settings.yclients, COMPANY, entity, **options)
-    finally:
-        client.close()
 
 
 def live(db: psycopg.Connection, table: str) -> int:

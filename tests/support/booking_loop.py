@@ -45,10 +45,16 @@ def sync_settings(stand_in: YClientsStandIn, **overrides: Any) -> Settings:
     return load_settings(yclients=yclients)
 
 
-def sync(settings: Settings, entity: str, company: int = COMPANY) -> SyncSummary:
+def settings_for(stand_in: YClientsStandIn, **overrides: Any) -> Settings:
+    """The sync tests' settings, with three tries per request so a lasting bad answer fails fast."""
+    return sync_settings(stand_in, **{"max_attempts": 3, **overrides})
+
+
+def sync(settings: Settings, entity: str, company: int = COMPANY, **options: Any) -> SyncSummary:
+    """One sync run of `entity` in this process, with a client of its own."""
     client = make_client(settings)
     try:
-        return sync_entity(client, settings.yclients, company, entity)
+        return sync_entity(client, settings.yclients, company, entity, **options)
     finally:
         client.close()
 
