@@ -55,6 +55,7 @@ PRIVATE: dict[str, tuple[type, str | None]] = {
     "_in_poll": (kombu_redis.Channel, None),
     "_deliver": (virtual.Transport, "(self, message, queue)"),
     "_callbacks": (virtual.Transport, None),
+    "_flush_events": (Consumer, "(self)"),
 }
 # Public names of the same internals (not kombu's documented API), with their signatures.
 INTERNAL: list[tuple[type, str, str]] = [
@@ -65,6 +66,7 @@ INTERNAL: list[tuple[type, str, str]] = [
     (kombu_redis.QoS, "ack", "(self, delivery_tag)"),
     (kombu_redis.QoS, "reject", "(self, delivery_tag, requeue=False)"),
     (virtual.QoS, "ack", "(self, delivery_tag)"),
+    (virtual.QoS, "append", "(self, message, delivery_tag)"),
     (virtual.Channel, "basic_publish", "(self, message, exchange, routing_key, **kwargs)"),
     (kombu_redis.QoS, "restore_by_tag", "(self, tag, client=None, leftmost=False)"),
     (kombu_redis.QoS, "restore_visible", "(self, start=0, num=10, interval=10)"),
@@ -74,13 +76,14 @@ INTERNAL: list[tuple[type, str, str]] = [
     (Consumer, "on_unknown_message", "(self, body, message)"),
     (Consumer, "on_unknown_task", "(self, body, message, exc)"),
     (Consumer, "on_invalid_task", "(self, body, message, exc)"),
+    (Consumer, "on_send_event_buffered", "(self)"),
 ]
 # The extension's own names (private ones, and the public ones it adds to kombu's classes): none may shadow one
 # of kombu's or Celery's by accident.
 OWN = {
     "_peeking", "_no_ack_queues", "_prechecked", "_claim", "_park", "_read", "_checked", "_reply", "_take",
     "_give_back", "_protocol_1", "_keep", "_resume_at", "_waiting", "_owed", "_settle", "refused_writes",
-    "writes_refused", "writes_accepted",
+    "writes_refused", "writes_accepted", "_claimed_tag", "_events_flush_due", "_flush_batched_events",
 }  # fmt: skip
 
 

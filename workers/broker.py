@@ -11,8 +11,9 @@ the two (SIGKILL, the OOM killer) loses the message. The channel waits instead w
 (`BLMOVE queue queue RIGHT RIGHT` moves nothing) and then, in one Lua step, takes the entry it read and writes
 kombu's own unacked record of it (the hash and the index the visibility-timeout restore scans). A message
 taken from a queue is therefore always in kombu's unacked hash until it is acknowledged: kombu's restore is
-its one recovery path (docs/decisions/0001-broker-recovery.md); kombu's own `QoS.append` then writes the same
-record again. An entry that cannot be delivered leaves the queue for the spool in one step the same way.
+its one recovery path (docs/decisions/0001-broker-recovery.md); kombu's own `QoS.append` then keeps it in memory
+only (writing the same record again was a round trip a message for nothing). An entry that cannot be delivered
+leaves the queue for the spool in one step the same way.
 
 The consumer then refuses, and keeps, every decoded message it must not run: a task of another worker type or
 one of Celery's canvas built-ins (`task_allowed`), a message in Celery's protocol 1, an ETA further ahead than
@@ -55,6 +56,8 @@ from shared.core.refused_writes import RefusedWrites, refusal_cause
 from shared.core.settings import get_settings
 from shared.core.topology import hide_private_arguments, published_to
 from shared.data.dead_letters import SPOOL_KEY, dead_letter_row, spool
+from shared.inbound.lanes import READY
+from workers.lanes import ready_taken
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +133,14 @@ class RefusalTolerantQoS(kombu_redis.QoS):
     back), the record stays: kombu's visibility-timeout restore delivers the message again later (every task is
     idempotent), and the worker is not held up meanwhile."""
 
+    def append(self, message: Any, delivery_tag: str) -> None:
+        """A message the channel took with its CLAIM step already has kombu's record, written in the same Lua step
+        as the take: kombu's own write of the same record would be one more round trip for nothing."""
+        if delivery_tag == self.channel._claimed_tag:
+            virtual.QoS.append(self, message, delivery_tag)  # the in-memory bookkeeping only
+            return
+        super().append(message, delivery_tag)
+
     def ack(self, delivery_tag: str) -> None:
         self._settle(delivery_tag, requeue=False)
 
@@ -173,6 +184,7 @@ class QuarantiningChannel(kombu_redis.Channel):
         self._peeking: str | None = None  # the queue a blocking peek waits on
         self._no_ack_queues: set[str] = set()
         self._prechecked: dict[str, Any] | None = None
+        self._claimed_tag: str | None = None  # the message being delivered whose unacked record CLAIM wrote
         self._claim = self.client.register_script(CLAIM)
         self._park = self.client.register_script(PARK)
         # Redis refusing writes (refused_writes.py): no peek before `_resume_at`, the poll meanwhile a wait.
@@ -314,9 +326,11 @@ class QuarantiningChannel(kombu_redis.Channel):
             keys = [queue_key(queue), self.unacked_key, self.unacked_index_key]
             if not self._claim(keys=keys, args=[raw, *claim], client=client):
                 raise kombu_redis.Empty()
-        self._prechecked = read
+        if queue == READY:
+            ready_taken()  # room in the ready list: this process's lanes router fills it now
+        self._prechecked, self._claimed_tag = read, delivery.tag
         try:
-            self.connection._deliver(read, queue)  # kombu's QoS.append writes the same record again
+            self.connection._deliver(read, queue)  # kombu's QoS.append keeps it in memory (RefusalTolerantQoS)
         except redis.exceptions.ResponseError as exc:
             if refusal_cause(exc) is None:
                 self._give_back(delivery.tag)
@@ -327,7 +341,7 @@ class QuarantiningChannel(kombu_redis.Channel):
             self._give_back(delivery.tag)
             raise
         finally:
-            self._prechecked = None
+            self._prechecked = self._claimed_tag = None
         return True
 
     def _give_back(self, tag: str) -> None:
@@ -444,8 +458,29 @@ class Refusal(NamedTuple):
     task_id: Any = None
 
 
+EVENTS_FLUSH_SECONDS = 0.1  # task events wait this long at most for the batch they leave in
+
+
 class GuardedConsumer(Consumer):
     """Celery's consumer, keeping every message it refuses and refusing what this worker must not run."""
+
+    _events_flush_due = False
+
+    def on_send_event_buffered(self) -> None:
+        """Task events leave in batches, at most `EVENTS_FLUSH_SECONDS` after the first of them (or when the
+        dispatcher's buffer is full), instead of one publish for every turn of the event loop: Celery flushes the
+        buffer on the loop's next turn, which at saturation was one PUBLISH for every one or two events and a
+        fifth of the main process's CPU. Flower still receives every event, a fraction of a second later."""
+        if self.hub is None:
+            super().on_send_event_buffered()
+            return
+        if not self._events_flush_due:
+            self._events_flush_due = True
+            self.hub.call_later(EVENTS_FLUSH_SECONDS, self._flush_batched_events)
+
+    def _flush_batched_events(self) -> None:
+        self._events_flush_due = False
+        self._flush_events()
 
     def refusal(self, message: Any) -> Refusal | None:
         """Why this worker must not run the message; None lets Celery go on."""

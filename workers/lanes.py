@@ -30,10 +30,10 @@ from shared.inbound.lanes import INTAKE, Lanes
 log = logging.getLogger(__name__)
 
 LEASE_KEY = "fleet:lanes:router"
-BACKLOG_POLL_SECONDS = 0.005  # lanes hold work and the ready list is full: look again this soon
+BACKLOG_POLL_SECONDS = 0.05  # lanes hold work and the ready list is full: look again this soon at the latest
 HOUSEKEEPING_SECONDS = 0.5  # how often the alive key and the routing lease are renewed
 IDLE_BLOCK_SECONDS = 0.5  # nothing anywhere: the routing router blocks on the intake this long at most
-FOLLOWER_POLL_SECONDS = 0.02  # a router that is not routing only deals out
+FOLLOWER_POLL_SECONDS = 0.1  # a router that is not routing only deals out
 
 
 def requeue_orphans(client: Any, own: str | None = None) -> int:
@@ -67,6 +67,8 @@ class Router(threading.Thread):
         self.depth = settings.inbound.ready_depth
         self.batch = settings.inbound.route_batch
         self.stopping = threading.Event()
+        self._look_at_intake = True
+        self.taken = threading.Event()  # this process's consumer took from the ready list: top it up now
         self.refused_writes = RefusedWrites("the lanes router (messages wait in the intake and the lanes)", log)
 
     def run(self) -> None:
@@ -76,25 +78,34 @@ class Router(threading.Thread):
         leading, renew_at, scan_at = False, 0.0, 0.0
         unreachable = 0  # Redis errors in a row that are not refusals (a restart, a lost connection)
         while not self.stopping.is_set():
+            self.taken.clear()  # a take from now on wakes the wait below at once
             try:
                 if time.monotonic() >= renew_at:  # stay alive (the orphan scan leaves our list be), hold the lease
                     self.client.set(ALIVE + self.id, "1", px=self.ttl_ms)
                     self.client.sadd(INFLIGHT_KEYS, self.inflight)
                     self.refused_writes.accepted()  # two writes went through: an episode of refusals is over
                     leading, renew_at = self._leading(), time.monotonic() + HOUSEKEEPING_SECONDS
+                    self._look_at_intake = True  # whatever a step missed is routed within the housekeeping period
                 if time.monotonic() >= scan_at:
                     requeue_orphans(self.client, self.id)
                     scan_at = time.monotonic() + self.orphan_scan_seconds
-                routed = self.lanes.route(self.inflight, self.batch) if leading else 0
+                # The intake is read when the last dispatch saw messages there, after the wait on the intake (it
+                # moved a message into this router's in-flight list), after a failed step and at housekeeping.
+                routed = self.lanes.route(self.inflight, self.batch) if leading and self._look_at_intake else 0
                 moved, backlog = self.lanes.dispatch(self.depth)
-                if not routed and not moved:
+                self._look_at_intake = self.lanes.intake_waiting or routed >= self.batch
+                # Step again at once only while there is more to do: the intake gave a full batch, or the lanes
+                # hold work the ready list has room for. A full ready list waits for a take (`ready_taken`).
+                if routed < self.batch and not (backlog and moved and not self.lanes.ready_full):
                     if backlog:
-                        self.stopping.wait(BACKLOG_POLL_SECONDS)
+                        self.taken.wait(BACKLOG_POLL_SECONDS)
                     elif leading:
                         self.lanes.wait_for_intake(self.inflight, IDLE_BLOCK_SECONDS)
+                        self._look_at_intake = True
                     else:
-                        self.stopping.wait(FOLLOWER_POLL_SECONDS)
+                        self.taken.wait(FOLLOWER_POLL_SECONDS)
             except redis.RedisError as exc:
+                self._look_at_intake = True
                 cause = refusal_cause(exc)
                 if cause is not None:  # the next step starts with the renewal: its writes end the episode
                     renew_at = 0.0
@@ -106,6 +117,7 @@ class Router(threading.Thread):
                 self.stopping.wait(1.0)
                 continue
             except Exception:  # the router must outlive anything; its in-flight list waits for the next step
+                self._look_at_intake = True
                 log.exception("lanes router step failed; retrying in a second")
                 self.stopping.wait(1.0)
                 continue
@@ -126,6 +138,7 @@ class Router(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
+        self.taken.set()
         self.join(timeout=5)
 
 
@@ -137,6 +150,14 @@ def start_router(settings: Settings) -> None:
     if _router is None:
         _router = Router(settings)
         _router.start()
+
+
+def ready_taken() -> None:
+    """The consumer of this process took a message from the ready list: its router tops the list up at once
+    instead of at its next look (other hosts' routers look on their own consumers' takes, or within
+    `BACKLOG_POLL_SECONDS`). Nothing happens in a process without a router."""
+    if _router is not None:
+        _router.taken.set()
 
 
 def stop_router() -> None:

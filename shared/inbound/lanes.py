@@ -82,14 +82,15 @@ return (#ARGV - 1) / 2
 """
 
 # Fill the ready list to ARGV[1] messages, one message of each lane in turn; empty lanes leave the ring.
-# KEYS: the ready list, the ring, its member set, then the lanes next in turn, named in ARGV[2..] in the same
-# order. A lane whose turn comes but which was not given ends the step (its turn kept); the reply says so,
-# and lists the lanes next in turn for the following step: {moved, lanes in the ring, unnamed lane met, next}.
+# KEYS: the ready list, the ring, its member set, the intake, then the lanes next in turn, named in ARGV[2..]
+# in the same order. A lane whose turn comes but which was not given ends the step (its turn kept); the reply
+# says so, and lists the lanes next in turn for the following step: {moved, lanes in the ring, unnamed lane met,
+# next, the ready list's length, the intake's length} (the intake is only measured: routing it is TAKE's).
 # Every command is O(1) but the last LRANGE, O(depth) from the tail: the ring's length never counts.
 DISPATCH = """
 local depth = tonumber(ARGV[1])
 local key_of = {}
-for i = 2, #ARGV do key_of[ARGV[i]] = KEYS[i + 2] end
+for i = 2, #ARGV do key_of[ARGV[i]] = KEYS[i + 3] end
 local moved, unnamed = 0, 0
 while redis.call('LLEN', KEYS[1]) < depth do
   local lane = redis.call('LINDEX', KEYS[2], -1)
@@ -106,7 +107,8 @@ while redis.call('LLEN', KEYS[1]) < depth do
     redis.call('SREM', KEYS[3], lane)
   end
 end
-return {moved, redis.call('LLEN', KEYS[2]), unnamed, redis.call('LRANGE', KEYS[2], -depth, -1)}
+return {moved, redis.call('LLEN', KEYS[2]), unnamed, redis.call('LRANGE', KEYS[2], -depth, -1),
+        redis.call('LLEN', KEYS[1]), redis.call('LLEN', KEYS[4])}
 """
 
 
@@ -155,6 +157,8 @@ class Lanes:
         self._place = client.register_script(PLACE)
         self._dispatch = client.register_script(DISPATCH)
         self._next_in_turn: list[str] = []  # the ring's next lanes, as the last dispatch step saw them
+        self.ready_full = False  # the last dispatch left the ready list at its depth: nothing to do until a take
+        self.intake_waiting = True  # the last dispatch saw messages in the intake (or none has run yet)
 
     @classmethod
     def for_settings(cls, client: redis.Redis, settings: Settings) -> Lanes:
@@ -184,10 +188,12 @@ class Lanes:
         moved = waiting = 0
         for _ in range(DISPATCH_ATTEMPTS):
             lanes = self._next_in_turn
-            keys = [queue_key(READY), RING, RING_SET, *(LANE + lane for lane in lanes)]
-            step_moved, waiting, unnamed, upcoming = self._dispatch(keys=keys, args=[depth, *lanes])
+            keys = [queue_key(READY), RING, RING_SET, queue_key(INTAKE), *(LANE + lane for lane in lanes)]
+            reply = self._dispatch(keys=keys, args=[depth, *lanes])
+            step_moved, waiting, unnamed, upcoming, ready, intake = reply
             moved += int(step_moved)
             self._next_in_turn = [_text(lane) for lane in upcoming]
+            self.ready_full, self.intake_waiting = int(ready) >= depth, int(intake) > 0
             if not int(unnamed):
                 break
         return moved, int(waiting)
