@@ -100,7 +100,10 @@ def main() -> None:
 
         def batched() -> int:
             report = cleanup_keys(settings)
-            print(f"batched cleanup  {report.batches} batches, the largest {report.largest_batch:,} keys")
+            print(
+                f"batched cleanup  {report.batches} batches, the largest {report.largest_batch:,} keys,"
+                f" {report.redone} rolled back and redone (a key the gateway held or wrote, or too slow)"
+            )
             return sum(report.deleted.values())
 
         def one_delete() -> int:

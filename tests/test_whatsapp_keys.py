@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,7 +16,7 @@ import sentry_sdk
 from ops.standins.telegram import TelegramStandIn
 from shared.core.pool import close_process_pool, open_process_pool
 from shared.core.settings import KeysSettings, Settings
-from shared.whatsapp.cleanup import cleanup_keys, next_batch_size
+from shared.whatsapp.cleanup import CleanupReport, cleanup_keys, next_batch_size
 from shared.whatsapp.health import check_sessions
 
 NOW = datetime.now(UTC)
@@ -87,7 +89,9 @@ def test_cleanup_deletes_exactly_the_deletable_keys_in_batches(
     deleted = Counter({(c, t): n for c, counts in report.by_company.items() for t, n in counts.items()})
     assert deleted == store
     assert remaining(db) == before - store
-    assert report.batches >= sum(-(-n // 7) for n in Counter(t for (_, t) in store.elements()).values())
+    # No batch holds more than 7 keys; one batch may hold several types (one pass over the table takes them all).
+    assert report.largest_batch == 7
+    assert report.batches >= -(-sum(store.values()) // 7)
     # Never a protected key: pre-keys, app-state keys and the tctoken index all survive.
     kept = remaining(db)
     assert kept[(A, "pre-key")] == 850
@@ -122,6 +126,127 @@ def test_a_key_the_gateway_is_writing_is_skipped_and_the_cleanup_still_deletes_t
     assert db.execute(
         "SELECT count(*) FROM whatsapp_keys WHERE company_id = %s AND key_type = %s AND key_id = %s", held
     ).fetchone() == (1,)
+
+
+class _Run(threading.Thread):
+    """A cleanup in a thread of its own, so the test can play the gateway while it runs."""
+
+    def __init__(self, settings: KeysSettings) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.report: CleanupReport | None = None
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        started = time.monotonic()
+        try:
+            self.report = cleanup_keys(self.settings)
+        except BaseException as exc:
+            self.error = exc
+        self.seconds = time.monotonic() - started
+
+
+def _wait_until(condition: Callable[[], bool], what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
+def _waiting_for_a_lock(db: psycopg.Connection) -> bool:
+    return db.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        " AND pid <> pg_backend_pid()"
+    ).fetchone() == (1,)
+
+
+def test_a_key_the_gateway_writes_while_a_batch_deletes_survives_and_the_counts_stay_exact(
+    db: psycopg.Connection, store: Counter[tuple[str, str]], settings: Settings
+) -> None:
+    """A batch counts its keys and deletes them with the policy re-checked at delete time. A key the gateway
+    writes after the batch found it idle (the batch waits for the write) is no longer idle, so it is not deleted;
+    the batch then deleted one key fewer than it counted, and is redone, so the journal's counts stay exact."""
+    # Room on the key's page, so its new version stays on the page, inside the batch's range: what keeps it is
+    # then the policy's re-check, not its having moved out of the range.
+    (page,) = db.execute(
+        "SELECT (ctid::text::point)[0]::int FROM whatsapp_keys WHERE company_id = %s AND key_type = 'session'"
+        " ORDER BY ctid LIMIT 1",
+        (B,),
+    ).fetchone()
+    db.execute(
+        "DELETE FROM whatsapp_keys WHERE company_id = %s AND key_type = 'pre-key' AND (ctid::text::point)[0] = %s",
+        (B, page),
+    )
+    db.execute("VACUUM whatsapp_keys")
+    before = remaining(db)
+    with psycopg.connect(settings.database_conninfo) as gateway:
+        key = gateway.execute(
+            "UPDATE whatsapp_keys SET value = '{\"k\": 2}', updated_at = now() WHERE (company_id, key_type, key_id) ="
+            " (SELECT company_id, key_type, key_id FROM whatsapp_keys WHERE company_id = %s AND key_type = 'session'"
+            " ORDER BY ctid LIMIT 1) RETURNING company_id, key_type, key_id, (ctid::text::point)[0]::int, ctid::text",
+            (B,),
+        ).fetchone()
+        assert key[3] == page, "the key's new version stayed on its page"
+        (inside,) = gateway.execute(
+            "SELECT %s::tid < max(ctid) FROM whatsapp_keys WHERE company_id = %s AND key_type = 'sender-key'",
+            (key[4], B),
+        ).fetchone()
+        assert inside, "and before the last key the batch deletes: inside the batch's range"
+        run = _Run(KeysSettings(batch_target_ms=20_000))  # a lock timeout of 5 s: the batch waits for the write
+        run.start()
+        _wait_until(lambda: _waiting_for_a_lock(db), "the batch waits for the key the gateway is writing")
+        gateway.commit()
+        run.join(10)
+    assert not run.is_alive()
+    assert run.error is None
+    assert run.report is not None
+    assert run.report.status == "succeeded"
+    assert db.execute(
+        "SELECT updated_at > now() - interval '1 hour' FROM whatsapp_keys"
+        " WHERE company_id = %s AND key_type = %s AND key_id = %s",
+        key[:3],
+    ).fetchone() == (True,), "the key the gateway wrote is kept"
+    kept = Counter({(B, "session"): 1})
+    assert remaining(db) == before - store + kept
+    deleted = Counter({(c, t): n for c, counts in run.report.by_company.items() for t, n in counts.items()})
+    assert deleted == store - kept, "the counts are of what was deleted, not of what was found"
+    assert run.report.redone >= 1, "the batch that lost the key was redone"
+    journal = db.execute("SELECT by_company FROM key_cleanup_runs").fetchone()[0]
+    assert journal[B]["session"] == store[(B, "session")] - 1
+
+
+def test_a_batch_that_meets_a_held_key_waits_no_longer_than_its_lock_timeout_and_the_run_finishes(
+    db: psycopg.Connection, store: Counter[tuple[str, str]], settings: Settings
+) -> None:
+    """The gateway writes a key and keeps its transaction open for the whole run: the batch that meets it gives
+    up after its lock timeout (a quarter of the batch target), is redone skipping that key, and the run ends
+    with every other deletable key gone instead of waiting for the gateway."""
+    before = remaining(db)
+    with psycopg.connect(settings.database_conninfo) as gateway:
+        held = gateway.execute(
+            "UPDATE whatsapp_keys SET value = '{\"k\": 2}' WHERE (company_id, key_type, key_id) ="
+            " (SELECT company_id, key_type, key_id FROM whatsapp_keys WHERE company_id = %s AND key_type = 'session'"
+            " ORDER BY key_id LIMIT 1) RETURNING company_id, key_type, key_id",
+            (B,),
+        ).fetchone()
+        run = _Run(KeysSettings(batch_target_ms=200))  # a lock timeout of 50 ms
+        run.start()
+        run.join(10)
+        finished = not run.is_alive()
+        gateway.rollback()
+        run.join(10)
+    assert finished, "the run waited for the gateway's transaction"
+    assert run.error is None
+    assert run.report is not None
+    assert run.report.status == "succeeded"
+    assert run.report.redone >= 1, "the batch that met the held key was redone"
+    assert run.seconds < 3
+    assert remaining(db) == before - store + Counter({(B, "session"): 1})
+    assert db.execute(
+        "SELECT count(*) FROM whatsapp_keys WHERE company_id = %s AND key_type = %s AND key_id = %s", held
+    ).fetchone() == (1,)
+    assert sum(run.report.deleted.values()) == sum(store.values()) - 1
 
 
 def test_a_dry_run_reports_by_company_and_type_and_changes_nothing(

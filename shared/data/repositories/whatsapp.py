@@ -7,7 +7,7 @@ from typing import Any
 
 from psycopg import sql
 
-from shared.core.db import Connection, run, transaction
+from shared.core.db import Connection, run
 from shared.data.repository import Repository, Row
 
 
@@ -48,37 +48,11 @@ class WhatsAppKeysRepository(Repository):
     key = ("company_id", "key_type", "key_id")
     json_columns = frozenset({"value"})
 
-    def counts_outside(self, known_types: list[str]) -> dict[str, int]:
-        """How many keys each type the policy does not name holds."""
-        rows = run(
-            "SELECT key_type, count(*) AS n FROM whatsapp_keys WHERE key_type <> ALL(%s) GROUP BY key_type",
-            (known_types,),
-            table=self.table,
-            operation="select",
-        )
-        return {row["key_type"]: row["n"] for row in rows}
-
     def count_deletable(self, rule: Deletable) -> dict[str, int]:
         """Per company, how many keys the rule would delete."""
         condition, params = rule.condition()
         query = sql.SQL("SELECT company_id, count(*) AS n FROM whatsapp_keys WHERE {} GROUP BY company_id")
         rows = run(query.format(condition), params, table=self.table, operation="select")
-        return {row["company_id"]: row["n"] for row in rows}
-
-    def delete_batch(self, rule: Deletable, batch_size: int) -> dict[str, int]:
-        """Delete up to `batch_size` keys in one short transaction; how many went, per company.
-
-        Rows are located by physical position from an index scan with SKIP LOCKED: a row the gateway is
-        writing is left for a later batch instead of waited for. The counting is done by the database: sending
-        every deleted row's company back took as long as deleting it."""
-        condition, params = rule.condition()
-        query = sql.SQL(
-            "WITH deleted AS (DELETE FROM whatsapp_keys WHERE ctid = ANY(ARRAY("
-            "SELECT ctid FROM whatsapp_keys WHERE {} LIMIT %s FOR UPDATE SKIP LOCKED"
-            ")) RETURNING company_id) SELECT company_id, count(*) AS n FROM deleted GROUP BY company_id"
-        ).format(condition)
-        with transaction():
-            rows = run(query, (*params, batch_size), table=self.table, operation="delete")
         return {row["company_id"]: row["n"] for row in rows}
 
     def session_stats(self) -> dict[str, dict[str, Any]]:
