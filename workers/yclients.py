@@ -70,6 +70,7 @@ def sync_entity_task(
         "pages": c.pages,
         "fetched": c.fetched,
         "upserted": c.upserted,
+        "unchanged": c.unchanged,
         "marked_deleted": c.marked_deleted,
         "rejected": c.rejected,
         "pending": c.pending,

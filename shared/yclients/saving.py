@@ -4,13 +4,14 @@ its reason, and never stops its page), then upserted in batches on YClients ids,
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from shared.core.db import transaction
+from shared.data import sync_hashes
 from shared.data.errors import ConflictError, DataLayerError, ForeignKeyError, TransientError
-from shared.data.repository import Repository, Row
+from shared.data.repository import Rejection, Repository, Row
 from shared.yclients import rows as convert
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ class RunCounters:
     pages: int = 0
     fetched: int = 0
     upserted: int = 0
+    unchanged: int = 0  # skipped before validation: the stored row's hash says it is what the sync would write
     marked_deleted: int = 0
     rejected: int = 0
     pending: int = 0
@@ -83,14 +85,23 @@ def save(
 ) -> list[Row]:
     """Validate and upsert a page; rows the model or the database refuse are reported, the rest saved.
 
-    Without `returning`, the page goes through COPY and one merge (the fast path for clients and records).
+    Without `returning`, the page goes through COPY and one merge (the fast path for clients and records), and
+    on a table that keeps sync hashes, rows whose stored hash matches are skipped first, unvalidated
+    (shared/data/sync_hashes.py). With `returning` every row is validated and written: its caller needs
+    them all back, and the few rows of those paths (categories, schedules, a page's clients) cost little.
     """
+    positions: Sequence[int] = range(len(rows))
+    hashes: list[int | None] | None = None
+    if not returning and sync_hashes.COLUMN in repo.columns:
+        rows, positions, hashes = _changed_rows(repo, rows, c, conflict)
     valid, rejected = repo.validate_many(rows)
     for index, errors in rejected:
         reference = rows[index].get("id") or rows[index].get("yclients_id")
-        c.reject(index, "; ".join(f"{name}: {problem}" for name, problem in errors), reference)
+        c.reject(positions[index], "; ".join(f"{name}: {problem}" for name, problem in errors), reference)
     if not valid:
         return []
+    if hashes is not None:
+        _attach_hashes(valid, rejected, hashes)
     try:
         with transaction():
             if returning:
@@ -123,8 +134,29 @@ def save(
     return saved_rows if returning else []
 
 
+def _changed_rows(
+    repo: Repository, rows: list[Row], c: RunCounters, conflict: tuple[str, ...] | None
+) -> tuple[list[Row], Sequence[int], list[int | None]]:
+    """The rows whose content differs from what the sync last wrote, their indexes in `rows`, and their hashes."""
+    hashes = sync_hashes.row_hashes(rows, sync_hashes.hash_key(repo.table, repo.model))
+    same = repo.unchanged(rows, hashes, conflict=conflict)
+    c.unchanged += len(same)
+    if not same:
+        return rows, range(len(rows)), hashes
+    kept = [index for index in range(len(rows)) if index not in same]
+    return [rows[index] for index in kept], kept, [hashes[index] for index in kept]
+
+
+def _attach_hashes(valid: list[Row], rejected: list[Rejection], hashes: list[int | None]) -> None:
+    """Each valid row gets its input's hash (`validate_many` keeps the input order, minus the rejected)."""
+    refused = {index for index, _ in rejected}
+    kept = [digest for index, digest in enumerate(hashes) if index not in refused] if refused else hashes
+    for row, digest in zip(valid, kept, strict=True):
+        row[sync_hashes.COLUMN] = digest
+
+
 def plain(row: Row) -> dict[str, Any]:
-    return {key: value for key, value in row.items() if not key.startswith("_")}
+    return {key: value for key, value in row.items() if not key.startswith("_") and key != sync_hashes.COLUMN}
 
 
 def raw_ids(raw_rows: Iterable[Any], field: str = "id") -> list[int]:

@@ -75,7 +75,7 @@ class SyncSummary:
         c = self.counters
         line = (
             f"sync run {self.run_id}: {self.entity} for company {self.company_id} ({self.mode}) {self.status}:"
-            f" pages {c.pages}, fetched {c.fetched}, upserted {c.upserted},"
+            f" pages {c.pages}, fetched {c.fetched}, upserted {c.upserted}, unchanged {c.unchanged},"
             f" marked deleted {c.marked_deleted}, rejected {c.rejected}, pending {c.pending}"
         )
         line += f"\ndeletion: {c.deletion}" if c.deletion else ""

@@ -76,6 +76,7 @@ class BookingRepository(Repository):
             "comment",
             "changed_at",
             "synced_at",
+            "sync_hash",
             "deleted_at",
             "created_at",
             "updated_at",

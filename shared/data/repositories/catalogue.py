@@ -7,11 +7,12 @@ from shared.data.models import CompanyIn, ServiceCategoryIn, ServiceIn, StaffIn
 from shared.data.repository import Repository, Row
 
 _TIMESTAMPS = {"synced_at", "deleted_at", "created_at", "updated_at"}
+_SYNCED = _TIMESTAMPS | {"sync_hash"}  # tables the sync writes by COPY and merge keep a hash of what it wrote
 
 
 class CompanyRepository(Repository):
     table = "companies"
-    columns = frozenset({"id", "title", "city", "timezone_name", "address", "phone", "is_active"} | _TIMESTAMPS)
+    columns = frozenset({"id", "title", "city", "timezone_name", "address", "phone", "is_active"} | _SYNCED)
     model = CompanyIn
 
 
@@ -37,7 +38,7 @@ class ServiceRepository(Repository):
             "weight",
             "active",
         }
-        | _TIMESTAMPS
+        | _SYNCED
     )
     key = ("company_id", "id")
     model = ServiceIn
@@ -61,7 +62,7 @@ class StaffRepository(Repository):
     table = "staff"
     columns = frozenset(
         {"company_id", "id", "name", "specialization", "position_title", "avatar_url", "fired", "hidden", "service_ids"}
-        | _TIMESTAMPS
+        | _SYNCED
     )
     key = ("company_id", "id")
     model = StaffIn

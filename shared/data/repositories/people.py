@@ -27,6 +27,7 @@ class ClientRepository(Repository):
             "sold_amount",
             "visits_count",
             "synced_at",
+            "sync_hash",
             "deleted_at",
             "created_at",
             "updated_at",

@@ -17,6 +17,7 @@ class Counters(Protocol):
     pages: int
     fetched: int
     upserted: int
+    unchanged: int
     marked_deleted: int
     rejected: int
     pending: int
@@ -38,6 +39,7 @@ class SyncRunRepository(Repository):
             "pages",
             "rows_fetched",
             "rows_upserted",
+            "rows_unchanged",
             "rows_marked_deleted",
             "rows_rejected",
             "rows_pending",
@@ -56,12 +58,14 @@ class SyncRunRepository(Repository):
     def save_progress(self, run_id: int, c: Counters, cursor: dict[str, Any] | None) -> None:
         """The run's figures so far and where it is (`cursor`, None once there is nothing to resume)."""
         run(
-            "UPDATE sync_runs SET pages = %s, rows_fetched = %s, rows_upserted = %s, rows_marked_deleted = %s,"
-            " rows_rejected = %s, rows_pending = %s, rejections = %s, deletion = %s, cursor = %s WHERE id = %s",
+            "UPDATE sync_runs SET pages = %s, rows_fetched = %s, rows_upserted = %s, rows_unchanged = %s,"
+            " rows_marked_deleted = %s, rows_rejected = %s, rows_pending = %s, rejections = %s, deletion = %s,"
+            " cursor = %s WHERE id = %s",
             (
                 c.pages,
                 c.fetched,
                 c.upserted,
+                c.unchanged,
                 c.marked_deleted,
                 c.rejected,
                 c.pending,
