@@ -25,8 +25,16 @@ class SalonTools:
     the same transaction (`crm_operation_ids` lists them, for the caller to hand to the YClients worker)."""
 
     def __init__(
-        self, company: dict[str, Any], client: dict[str, Any], now: datetime, chat_id: str | None = None
+        self,
+        company: dict[str, Any],
+        client: dict[str, Any],
+        now: datetime,
+        chat_id: str | None = None,
+        *,
+        staff: Callable[[], list[dict[str, Any]]] | None = None,
     ) -> None:
+        """`staff`: the bookable staff's reading, when the caller queued it with its own reads (one round trip
+        for all of them); without it, `staff()` reads them on first use."""
         self.company_id: int = company["id"]
         self.company = company
         self.chat_id = chat_id
@@ -42,6 +50,7 @@ class SalonTools:
         # The catalogue is read once per answer: a reply lists, matches and names from it many times.
         self._active_services: list[dict[str, Any]] | None = None
         self._bookable_staff: list[dict[str, Any]] | None = None
+        self._staff_read = staff
         self._settings: dict[str, Any] | None = None
 
     def local(self, moment: datetime) -> datetime:
@@ -57,7 +66,8 @@ class SalonTools:
 
     def staff(self) -> list[dict[str, Any]]:
         if self._bookable_staff is None:
-            self._bookable_staff = self._staff.bookable(self.company_id)
+            read = self._staff_read or (lambda: self._staff.bookable(self.company_id))
+            self._bookable_staff = read()
         return self._bookable_staff
 
     def salon_settings(self) -> dict[str, Any]:

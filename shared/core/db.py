@@ -3,18 +3,24 @@
 Inside `with transaction():` every repository call in this thread or task uses the transaction's connection,
 so composing repositories never opens a second connection behind the caller's back. Nesting makes a
 savepoint: an inner failure rolls back the inner block only.
+
+Inside `with pipelined(conn):` statements leave together (psycopg's pipeline mode): a statement sent with
+`send`, or queued with `queue` and read later, waits for the next read, so a path that needs only a few
+results costs a few round trips, not one per statement. `run` and `execute` read at once, as outside.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 import psycopg
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg.rows import dict_row
 
 from shared.core.db_errors import translated_errors
@@ -26,6 +32,9 @@ Connection = psycopg.Connection[Any]
 Query = str | sql.Composable
 
 _current: ContextVar[Connection | None] = ContextVar("fleet_transaction_connection", default=None)
+_pipelined_tx: ContextVar[Connection | None] = ContextVar("fleet_pipelined_transaction", default=None)
+_savepoints = itertools.count(1)
+ROLLBACK_TRIES = 3
 
 
 def current_connection() -> Connection | None:
@@ -36,6 +45,10 @@ def current_connection() -> Connection | None:
 def transaction(conn: Connection | None = None) -> Iterator[Connection]:
     """Commit everything inside as one unit, or nothing. Nested use creates a savepoint."""
     conn = conn or _current.get()
+    if conn is not None and _pipelined_tx.get() is conn:
+        with _pipelined_savepoint(conn):
+            yield conn
+        return
     if conn is not None:
         with translated_errors(table=None, operation="transaction"), conn.transaction():
             token = _current.set(conn)
@@ -120,6 +133,7 @@ def execute(
         active.cursor() as cur,
     ):
         cur.execute(query, params)
+        _results_in(cur, active)
         return cur.rowcount
 
 
@@ -161,7 +175,123 @@ def run(
         active.cursor(row_factory=dict_row) as cur,
     ):
         cur.execute(query, params)
+        _results_in(cur, active)
         return cur.fetchall() if cur.description is not None else []
+
+
+def queue(
+    query: Query,
+    params: Sequence[Any] | dict[str, Any] | None = None,
+    *,
+    table: str | None,
+    operation: str,
+    conn: Connection,
+) -> Callable[[], list[dict[str, Any]]]:
+    """Execute one statement and return the reading of its rows for later: inside `pipelined`, every statement
+    queued before the first reading leaves with it, in one round trip; outside, the statement runs now."""
+    with translated_errors(table=table, operation=operation), _measured(query, table, operation, conn):
+        cur = conn.cursor(row_factory=dict_row)
+        cur.execute(query, params)
+
+    def rows() -> list[dict[str, Any]]:
+        with translated_errors(table=table, operation=operation):
+            _results_in(cur, conn)
+            return cur.fetchall() if cur.description is not None else []
+
+    return rows
+
+
+def send(
+    query: Query,
+    params: Sequence[Any] | dict[str, Any] | None = None,
+    *,
+    table: str | None,
+    operation: str,
+    conn: Connection,
+) -> None:
+    """Execute a statement whose result nobody reads: inside `pipelined`, it leaves with the next reading (or the
+    block's end), and a failure shows there; outside, it runs now."""
+    queue(query, params, table=table, operation=operation, conn=conn)
+
+
+def _in_pipeline(conn: Connection) -> bool:
+    return conn.pgconn.pipeline_status != pq.PipelineStatus.OFF
+
+
+def _results_in(cur: psycopg.Cursor[Any], conn: Connection) -> None:
+    """In pipeline mode a statement's result arrives only when read: read it now (with everything queued before
+    it). psycopg reads rows only; a statement without rows is read all the same and says so without a SQLSTATE
+    (a server's error has one, and is raised)."""
+    if cur.pgresult is not None or not _in_pipeline(conn):
+        return
+    try:
+        cur.fetchall()
+    except psycopg.ProgrammingError as exc:
+        if exc.sqlstate is not None:
+            raise
+        return
+    if cur.rownumber:
+        cur.scroll(0, mode="absolute")  # the rows stay for the caller to read
+
+
+@contextmanager
+def pipelined(conn: Connection) -> Iterator[Connection]:
+    """The block's statements on `conn` leave together, a round trip for each reading and one at the end; see the
+    module's docstring. `conn` must be in autocommit mode and outside a transaction block of psycopg's."""
+    try:
+        with translated_errors(table=None, operation="pipeline"), conn.pipeline():
+            yield conn
+    except BaseException:
+        _roll_back(conn)  # a failure the pipeline's end found leaves its transaction open, aborted
+        raise
+
+
+def _roll_back(conn: Connection) -> None:
+    """Roll back whatever transaction the connection is in. In pipeline mode psycopg syncs first, and the results
+    still queued may raise the failure again: the next try finds the pipeline clean and rolls back. A connection
+    still failing is broken, and the pool's to discard."""
+    for _ in range(ROLLBACK_TRIES):
+        try:
+            conn.rollback()
+        except psycopg.Error:
+            continue
+        return
+
+
+@contextmanager
+def pipelined_transaction(conn: Connection) -> Iterator[Connection]:
+    """One transaction inside `pipelined`: BEGIN and COMMIT are queued like its statements (psycopg's own
+    transaction block would sync the pipeline at both ends, two round trips more). On an error the pipeline is
+    synced and the transaction rolled back before the error goes on."""
+    send("BEGIN", table=None, operation="begin", conn=conn)
+    tokens = _current.set(conn), _pipelined_tx.set(conn)
+    try:
+        yield conn
+        send("COMMIT", table=None, operation="commit", conn=conn)
+    except BaseException:
+        _roll_back(conn)
+        raise
+    finally:
+        _pipelined_tx.reset(tokens[1])
+        _current.reset(tokens[0])
+
+
+@contextmanager
+def _pipelined_savepoint(conn: Connection) -> Iterator[None]:
+    """`transaction()` nested in `pipelined_transaction`: a savepoint by statements. psycopg's own nested block
+    reads the transaction's status, which libpq learns only at a Sync: it would take the block for an outer
+    transaction and commit the caller's. On an error, a Sync ends the pipeline's aborted state first (the
+    server skips every statement until one) and the savepoint is rolled back."""
+    name = f"fleet_savepoint_{next(_savepoints)}"
+    send(f"SAVEPOINT {name}", table=None, operation="savepoint", conn=conn)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(psycopg.Error), conn.pipeline():
+            pass  # entering and leaving a nested pipeline block syncs it
+        run(f"ROLLBACK TO SAVEPOINT {name}", table=None, operation="rollback", conn=conn)
+        raise
+    send(f"RELEASE SAVEPOINT {name}", table=None, operation="savepoint", conn=conn)
 
 
 def database_now(conn: Connection | None = None) -> Any:

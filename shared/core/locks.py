@@ -2,14 +2,15 @@
 
 A lock is a (class, key) pair: the class says what is being serialised, the key (hashed text) which one.
 Transaction locks end with their transaction; a session lock is held across transactions on one connection
-and must be released on that connection.
+and must be released on that connection. On a `pipelined` connection a lock leaves with the next statement
+that is read (a lock that cannot be had fails that reading).
 """
 
 from __future__ import annotations
 
 from enum import IntEnum
 
-from shared.core.db import Connection, run
+from shared.core.db import Connection, run, send
 
 
 class LockClass(IntEnum):
@@ -22,18 +23,22 @@ class LockClass(IntEnum):
 
 def transaction_lock(lock: LockClass, key: str, *, table: str, conn: Connection | None = None) -> None:
     """Wait for the lock; it is released when the current transaction ends."""
-    run("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (int(lock), key), table=table, operation="lock", conn=conn)
+    query, params = "SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (int(lock), key)
+    if conn is None:
+        run(query, params, table=table, operation="lock")
+    else:
+        send(query, params, table=table, operation="lock", conn=conn)
 
 
 def session_lock(lock: LockClass, key: str, *, table: str, conn: Connection) -> None:
     """Wait for the lock on this connection, across its transactions, until `session_unlock`."""
-    run("SELECT pg_advisory_lock(%s, hashtext(%s))", (int(lock), key), table=table, operation="lock", conn=conn)
+    send("SELECT pg_advisory_lock(%s, hashtext(%s))", (int(lock), key), table=table, operation="lock", conn=conn)
 
 
 def session_unlock(lock: LockClass, key: str, *, table: str, conn: Connection) -> None:
-    run("SELECT pg_advisory_unlock(%s, hashtext(%s))", (int(lock), key), table=table, operation="unlock", conn=conn)
+    send("SELECT pg_advisory_unlock(%s, hashtext(%s))", (int(lock), key), table=table, operation="unlock", conn=conn)
 
 
 def limit_lock_wait(milliseconds: float, *, conn: Connection) -> None:
     """For the rest of this transaction, a lock that cannot be had within the limit raises instead of waiting."""
-    run(f"SET LOCAL lock_timeout = {int(milliseconds)}", table=None, operation="set", conn=conn)
+    send(f"SET LOCAL lock_timeout = {int(milliseconds)}", table=None, operation="set", conn=conn)

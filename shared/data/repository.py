@@ -8,7 +8,7 @@ always parameters. A filter is `column` (equality) or `column__op`, e.g. `{"pric
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache, lru_cache
 from operator import itemgetter
 from typing import Any, ClassVar
@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from shared.core.db import Connection, run, transaction
+from shared.core.db import Connection, queue, run, transaction
 from shared.core.storable import BIGINT_MAX
 from shared.data import sync_hashes, upsert_sql
 from shared.data.errors import NotFoundError, UnknownIdentifierError, ValidationFailedError, pydantic_errors
@@ -280,6 +280,29 @@ class Repository:
     ) -> Row:
         """Insert, or update the existing row with the same conflict key; returns the row either way."""
         return self.bulk_upsert([values], conflict=conflict, update=update, conn=conn)[0]
+
+    def upsert_later(
+        self,
+        values: Mapping[str, Any],
+        *,
+        conn: Connection,
+        conflict: Sequence[str] | None = None,
+        update: Sequence[str] | None = None,
+    ) -> Callable[[], Row]:
+        """`upsert`, the row read when the returned function is called: on a `pipelined` connection the statement
+        leaves with the next reading instead of making a round trip of its own."""
+        conflict_cols = tuple(conflict or self.key)
+        [(names, update_cols, group)] = self._upsert_groups([values], conflict_cols, update, False)
+        statement = upsert_sql.upsert_text(self.table, tuple(names), conflict_cols, tuple(update_cols))
+        payload = {"rows": upsert_sql.json_rows(group, names)}
+        rows = queue(statement, payload, table=self.table, operation="upsert", conn=conn)
+
+        def row() -> Row:
+            written = rows()[0]
+            written.pop("_changed")
+            return written
+
+        return row
 
     def bulk_upsert(
         self,

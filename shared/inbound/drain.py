@@ -8,6 +8,7 @@ count: a failed attempt says when they are due again (`attempt_failed`), and the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,20 +16,23 @@ from typing import Any
 
 from shared.assistant import Assistant, Reply, Turn, load_assistant
 from shared.assistant.tools import SalonTools
-from shared.core.db import Connection, transaction
+from shared.core.db import Connection, pipelined, pipelined_transaction
+from shared.core.db_errors import DatabaseError
 from shared.core.failure import backoff_delay
 from shared.core.locks import LockClass, limit_lock_wait, session_lock, session_unlock
 from shared.core.pool import get_session_pool
 from shared.core.resources import resource
 from shared.core.settings import InboundSettings, get_settings
 from shared.data.dead_letters import record_dead_letter
-from shared.data.repositories.catalogue import CompanyRepository
+from shared.data.errors import DataLayerError
+from shared.data.repositories.catalogue import CompanyRepository, StaffRepository
 from shared.data.repositories.conversations import DialogContextRepository, MessageRepository, OutboxRepository
 from shared.data.repositories.people import ClientRepository
 from shared.inbound.store import chat_key
 
 log = logging.getLogger(__name__)
 
+LOCK_NOT_AVAILABLE = "55P03"  # the chat's lock was not had within the lock timeout
 RETRY_BASE_SECONDS = 1.0
 RETRY_CAP_SECONDS = 30.0
 
@@ -101,15 +105,22 @@ def _dead_letter_exhausted(company_id: int, chat_id: str, rows: list[dict[str, A
 def _answer(
     company_id: int, chat_id: str, batch: list[dict[str, Any]], conn: Connection, now: datetime, result: DrainResult
 ) -> int | None:
-    """Client, context, assistant, new context, outbox row and message statuses: one transaction."""
-    company = CompanyRepository().get({"id": company_id}, conn=conn)
-    client = ClientRepository().find_or_create_by_phone(company_id, chat_id, conn=conn)
+    """Client, context, assistant, new context, outbox row and message statuses: one transaction. What the answer
+    reads leaves in one round trip (with the attempt's commit queued before it), what it writes in two: the outbox
+    row and the context together, then the statuses with the commit and the unlock (`drain_chat`)."""
     contexts = DialogContextRepository()
-    context = contexts.load(company_id, chat_id, conn=conn) or {"state": "idle", "data": {}}
-    tools = SalonTools(company, client, now, chat_id=chat_id)
+    company_read = CompanyRepository().get_later(company_id, conn=conn)
+    client_read = ClientRepository().find_by_phone_later(company_id, chat_id, conn=conn)
+    context_read = contexts.load_later(company_id, chat_id, conn=conn)
+    contents_read = MessageRepository().contents([message["id"] for message in batch], conn=conn)
+    staff_read = StaffRepository().bookable_later(company_id, conn=conn)  # most answers name or match a master
+    company = company_read()
+    client = client_read() or ClientRepository().create_by_phone(company_id, chat_id, conn=conn)
+    context = context_read() or {"state": "idle", "data": {}}
+    contents = contents_read()
+    tools = SalonTools(company, client, now, chat_id=chat_id, staff=staff_read)
     state, data = context["state"], context["data"]
     texts = []
-    contents = MessageRepository().contents([message["id"] for message in batch], conn=conn)
     for message in batch:
         content = contents[message["id"]]
         turn = Turn(company, client, content["body"], content["media"], state, data, now)
@@ -120,7 +131,7 @@ def _answer(
     body = merge_replies(texts)
     outbox = None
     if body:  # no text at all: the chat is with a person (handed over), the messages are kept for them
-        outbox = OutboxRepository().upsert(
+        outbox = OutboxRepository().upsert_later(
             {
                 "company_id": company_id,
                 "chat_id": chat_id,
@@ -131,7 +142,7 @@ def _answer(
             update=[],
             conn=conn,
         )
-    contexts.save(
+    contexts.upsert_later(
         {
             "company_id": company_id,
             "chat_id": chat_id,
@@ -142,13 +153,13 @@ def _answer(
         },
         conn=conn,
     )
+    result.crm_operation_ids += tools.crm_operation_ids
     if outbox is None:
         MessageRepository().mark_held(ids, conn=conn)
-        result.crm_operation_ids += tools.crm_operation_ids
         return None
-    MessageRepository().mark_answered(ids, outbox["id"], conn=conn)
-    result.crm_operation_ids += tools.crm_operation_ids
-    return outbox["id"]
+    outbox_id = int(outbox()["id"])  # the outbox row and the context leave together here
+    MessageRepository().mark_answered(ids, outbox_id, conn=conn)
+    return outbox_id
 
 
 def record_failure(message_ids: list[int], error: BaseException, conn: Connection) -> None:
@@ -162,46 +173,62 @@ def drain_chat(company_id: int, chat_id: str, *, isolate: bool = False, now: dat
     result = DrainResult()
     key = chat_key(company_id, chat_id)
     messages = MessageRepository()
-    with get_session_pool().connection() as conn:  # the chat's lock is held across two transactions
+    # The chat's lock is held across two transactions on one connection, whose statements leave together: the
+    # lock with the pending messages' read; the attempt count and its commit with the answer's reads; the answer's
+    # commit, the statuses and the unlock at the end (`pipelined`: a round trip a reading, not a statement).
+    with get_session_pool().connection() as conn:
         locked = False
         try:
-            with transaction(conn):  # the lock and the attempt count: one transaction, one commit
-                limit_lock_wait(settings.lock_timeout_ms, conn=conn)
-                session_lock(LockClass.ANSWER_CHAT, key, table="messages", conn=conn)
-                locked = True  # a session lock outlives this transaction, even its rollback
-                pending = messages.pending_in_chat(company_id, chat_id, settings.burst_window_seconds, conn=conn)
-                if pending and any(row["fresh"] for row in pending):
-                    result.unsettled = True  # a newer message's own drain answers the burst
+            with pipelined(conn):
+                try:
+                    with pipelined_transaction(conn):  # the lock and the attempt count: one transaction, one commit
+                        limit_lock_wait(settings.lock_timeout_ms, conn=conn)
+                        session_lock(LockClass.ANSWER_CHAT, key, table="messages", conn=conn)
+                        locked = True  # a session lock outlives this transaction, even its rollback
+                        try:
+                            pending = messages.pending_in_chat(
+                                company_id, chat_id, settings.burst_window_seconds, conn=conn
+                            )
+                        except DatabaseError as exc:
+                            locked = exc.sqlstate != LOCK_NOT_AVAILABLE  # a lock not had has nothing to release
+                            raise
+                        if pending and any(row["fresh"] for row in pending):
+                            result.unsettled = True  # a newer message's own drain answers the burst
+                            return result
+                        exhausted = [row for row in pending if row["attempts"] >= settings.max_attempts]
+                        if exhausted:
+                            result.dead_lettered = _dead_letter_exhausted(company_id, chat_id, exhausted, conn)
+                        batch = [row for row in pending if row["attempts"] < settings.max_attempts]
+                        if isolate:
+                            batch = batch[:1]
+                        if not batch:
+                            return result
+                        messages.count_attempt([row["id"] for row in batch], conn=conn)
+                    result.more_pending = len(batch) < len(pending) - len(exhausted)
+                    try:
+                        with pipelined_transaction(conn):
+                            moment = now or batch[0]["now"]
+                            outbox_id = _answer(company_id, chat_id, batch, conn, moment, result)
+                        if outbox_id is not None:
+                            result.outbox_ids.append(outbox_id)
+                        else:
+                            result.held = [row["id"] for row in batch]
+                    except Exception as exc:
+                        record_failure([row["id"] for row in batch], exc, conn)
+                        attempts = max(row["attempts"] for row in batch) + 1  # counted above
+                        exc.batch_size = len(batch)  # type: ignore[attr-defined]  (the task isolates a failing burst)
+                        exc.retry_in = backoff_delay(attempts, RETRY_BASE_SECONDS, RETRY_CAP_SECONDS)  # type: ignore[attr-defined]
+                        raise
+                    result.answered = [row["id"] for row in batch]
                     return result
-                exhausted = [row for row in pending if row["attempts"] >= settings.max_attempts]
-                if exhausted:
-                    result.dead_lettered = _dead_letter_exhausted(company_id, chat_id, exhausted, conn)
-                batch = [row for row in pending if row["attempts"] < settings.max_attempts]
-                if isolate:
-                    batch = batch[:1]
-                if not batch:
-                    return result
-                messages.count_attempt([row["id"] for row in batch], conn=conn)
-            result.more_pending = len(batch) < len(pending) - len(exhausted)
-            try:
-                with transaction(conn):
-                    moment = now or batch[0]["now"]
-                    outbox_id = _answer(company_id, chat_id, batch, conn, moment, result)
-                if outbox_id is not None:
-                    result.outbox_ids.append(outbox_id)
-                else:
-                    result.held = [row["id"] for row in batch]
-            except Exception as exc:
-                record_failure([row["id"] for row in batch], exc, conn)
-                attempts = max(row["attempts"] for row in batch) + 1  # counted above
-                exc.batch_size = len(batch)  # type: ignore[attr-defined]  (the task isolates a failing burst)
-                exc.retry_in = backoff_delay(attempts, RETRY_BASE_SECONDS, RETRY_CAP_SECONDS)  # type: ignore[attr-defined]
-                raise
-            result.answered = [row["id"] for row in batch]
-            return result
-        finally:
-            if locked:
-                session_unlock(LockClass.ANSWER_CHAT, key, table="messages", conn=conn)
+                finally:
+                    if locked:
+                        session_unlock(LockClass.ANSWER_CHAT, key, table="messages", conn=conn)
+        except BaseException:
+            if locked:  # the pipeline failed at its end, where the unlock queued above may have been skipped
+                with contextlib.suppress(DataLayerError):  # runs at once now; a lock let go answers false
+                    session_unlock(LockClass.ANSWER_CHAT, key, table="messages", conn=conn)
+            raise
 
 
 def chats_needing_a_drain(grace_seconds: float, limit: int = 500) -> list[tuple[int, str]]:

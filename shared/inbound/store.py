@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.core.db import transaction
+from shared.core.db import Connection, connection, current_connection, pipelined
 from shared.core.locks import LockClass, transaction_lock
 from shared.core.settings import InboundSettings, get_settings
 from shared.data.errors import NotFoundError, TransientError
@@ -61,30 +62,40 @@ def store_message(message: InboundPayload) -> StoredMessage:
     received_at = datetime.now(UTC)
     sent_at, window_note = settle_sent_at(message.sent_at, received_at, get_settings().inbound)
     notes = message.input_notes + ([window_note] if window_note else [])
-    with transaction():
-        # Serialise sequence assignment within one chat only; other chats store in parallel.
-        transaction_lock(LockClass.STORE_CHAT, chat_key(message.company_id, message.chat_id), table="messages")
-        row = MessageRepository().insert_next_in_chat(
-            {
-                "company_id": message.company_id,
-                "chat_id": message.chat_id,
-                "gateway_message_id": message.gateway_message_id,
-                "body": message.text,
-                "media": message.media.model_dump() if message.media else None,
-                "sent_at": sent_at,
-                "notes": notes,
-            }
-        )
-        if row is not None:
-            return StoredMessage(row["id"], row["chat_seq"], duplicate=False)
-        # Nothing inserted: a re-delivery (possibly one committed while we waited), or a company not served.
-        existing = _stored(message)
-        if existing is not None:
-            return existing
-        if CompanyRepository().find_one({"id": message.company_id, "deleted_at__is_null": True}) is None:
-            raise UnknownCompanyError(f"company {message.company_id} is not served", table="companies")
-        # A concurrent delivery of this id held the key and rolled back after ours waited on it: retry.
-        raise TransientError("messages: a concurrent delivery rolled back", table="messages")
+    values = {
+        "company_id": message.company_id,
+        "chat_id": message.chat_id,
+        "gateway_message_id": message.gateway_message_id,
+        "body": message.text,
+        "media": message.media.model_dump() if message.media else None,
+        "sent_at": sent_at,
+        "notes": notes,
+    }
+    with connection() as conn:
+        if current_connection() is None:
+            # One round trip: the lock and the insert leave together and run as one implicit transaction of the
+            # pipeline, committed at its end (PostgreSQL's extended protocol: the statements between two Syncs).
+            with pipelined(conn):
+                row = _insert(conn, message, values)
+        else:  # inside the caller's transaction: its statements, its commit
+            row = _insert(conn, message, values)
+    inserted = row()
+    if inserted is not None:
+        return StoredMessage(inserted["id"], inserted["chat_seq"], duplicate=False)
+    # Nothing inserted: a re-delivery (possibly one committed while we waited), or a company not served.
+    existing = _stored(message)
+    if existing is not None:
+        return existing
+    if CompanyRepository().find_one({"id": message.company_id, "deleted_at__is_null": True}) is None:
+        raise UnknownCompanyError(f"company {message.company_id} is not served", table="companies")
+    # A concurrent delivery of this id held the key and rolled back after ours waited on it: retry.
+    raise TransientError("messages: a concurrent delivery rolled back", table="messages")
+
+
+def _insert(conn: Connection, message: InboundPayload, values: dict[str, Any]) -> Callable[[], dict[str, Any] | None]:
+    # Serialise sequence assignment within one chat only; other chats store in parallel.
+    transaction_lock(LockClass.STORE_CHAT, chat_key(message.company_id, message.chat_id), table="messages", conn=conn)
+    return MessageRepository().insert_next_in_chat(values, conn=conn)
 
 
 def _stored(message: InboundPayload) -> StoredMessage | None:

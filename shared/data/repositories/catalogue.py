@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from shared.core.db import Connection
+from collections.abc import Callable
+
+from shared.core.db import Connection, queue
+from shared.data.errors import NotFoundError
 from shared.data.models import CompanyIn, ServiceCategoryIn, ServiceIn, StaffIn
 from shared.data.repository import Repository, Row
 
@@ -14,6 +17,21 @@ class CompanyRepository(Repository):
     table = "companies"
     columns = frozenset({"id", "title", "city", "timezone_name", "address", "phone", "is_active"} | _SYNCED)
     model = CompanyIn
+
+    def get_later(self, company_id: int, *, conn: Connection) -> Callable[[], Row]:
+        """The salon's row, read when the returned function is called (see `shared.core.db.queue`); the reading
+        raises `NotFoundError` as `get` does."""
+        rows = queue(
+            "SELECT * FROM companies WHERE id = %s", (company_id,), table=self.table, operation="select", conn=conn
+        )
+
+        def row() -> Row:
+            found = rows()
+            if not found:
+                raise NotFoundError(f"no companies row has id {company_id}", table=self.table, operation="select")
+            return found[0]
+
+        return row
 
 
 class ServiceCategoryRepository(Repository):
@@ -72,5 +90,16 @@ class StaffRepository(Repository):
         return self.find_many(
             {"company_id": company_id, "fired": False, "hidden": False, "deleted_at__is_null": True},
             order_by=["name"],
+            conn=conn,
+        )
+
+    def bookable_later(self, company_id: int, *, conn: Connection) -> Callable[[], list[Row]]:
+        """`bookable`, read when the returned function is called (see `shared.core.db.queue`)."""
+        return queue(
+            "SELECT * FROM staff WHERE company_id = %s AND fired = false AND hidden = false AND deleted_at IS NULL"
+            " ORDER BY name",
+            (company_id,),
+            table=self.table,
+            operation="select",
             conn=conn,
         )

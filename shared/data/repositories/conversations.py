@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from psycopg.types.json import Jsonb
 
-from shared.core.db import Connection, run
+from shared.core.db import Connection, queue, run, send
 from shared.data.models import DialogContextIn, MessageIn, OutboxIn
 from shared.data.repository import Repository, Row
 from shared.data.work_rows import WORK_COLUMNS, WorkRows
@@ -23,6 +24,17 @@ class DialogContextRepository(Repository):
 
     def load(self, company_id: int, chat_id: str, *, conn: Connection | None = None) -> Row | None:
         return self.find_one({"company_id": company_id, "chat_id": chat_id}, conn=conn)
+
+    def load_later(self, company_id: int, chat_id: str, *, conn: Connection) -> Callable[[], Row | None]:
+        """`load`, read when the returned function is called (see `shared.core.db.queue`)."""
+        rows = queue(
+            "SELECT * FROM dialog_contexts WHERE company_id = %s AND chat_id = %s",
+            (company_id, chat_id),
+            table=self.table,
+            operation="select",
+            conn=conn,
+        )
+        return lambda: next(iter(rows()), None)
 
     def save(self, values: dict[str, Any], *, conn: Connection | None = None) -> Row:
         return self.upsert(values, conn=conn)
@@ -70,11 +82,11 @@ class MessageRepository(Repository):
         )
         return rows[0] if rows else None
 
-    def insert_next_in_chat(self, values: dict[str, Any]) -> Row | None:
-        """Insert with the chat's next sequence number (the caller holds the chat's store lock); None when a
-        row with the same gateway message id exists already, or the company is not served (one statement for
-        the common case; the caller tells the two apart only when nothing was inserted)."""
-        rows = run(
+    def insert_next_in_chat(self, values: dict[str, Any], *, conn: Connection) -> Callable[[], Row | None]:
+        """Insert with the chat's next sequence number (the caller holds the chat's store lock); the reading
+        gives None when a row with the same gateway message id exists already, or the company is not served
+        (one statement for the common case; the caller tells the two apart only when nothing was inserted)."""
+        rows = queue(
             """
             INSERT INTO messages (company_id, chat_id, gateway_message_id, chat_seq, body, media, sent_at, input_notes)
             SELECT %(company_id)s, %(chat_id)s, %(gateway_message_id)s, coalesce(max(chat_seq), 0) + 1,
@@ -87,8 +99,9 @@ class MessageRepository(Repository):
             {**values, "media": Jsonb(values["media"]) if values["media"] is not None else None},
             table=self.table,
             operation="insert",
+            conn=conn,
         )
-        return rows[0] if rows else None
+        return lambda: next(iter(rows()), None)
 
     def pending_in_chat(self, company_id: int, chat_id: str, burst_window: float, *, conn: Connection) -> list[Row]:
         """The chat's pending messages in order, only columns that always load (ids, counters, flags): an
@@ -105,18 +118,20 @@ class MessageRepository(Repository):
             conn=conn,
         )
 
-    def contents(self, ids: list[int], *, conn: Connection) -> dict[int, Row]:
-        rows = run(
+    def contents(self, ids: list[int], *, conn: Connection) -> Callable[[], dict[int, Row]]:
+        """The messages' text and media by id, read when the returned function is called (see
+        `shared.core.db.queue`)."""
+        rows = queue(
             "SELECT id, body, media FROM messages WHERE id = ANY(%s)",
             (ids,),
             table=self.table,
             operation="select",
             conn=conn,
         )
-        return {row["id"]: row for row in rows}
+        return lambda: {row["id"]: row for row in rows()}
 
     def count_attempt(self, ids: list[int], *, conn: Connection) -> None:
-        run(
+        send(
             "UPDATE messages SET attempts = attempts + 1 WHERE id = ANY(%s)",
             (ids,),
             table=self.table,
@@ -126,7 +141,7 @@ class MessageRepository(Repository):
 
     def mark_answered(self, ids: list[int], outbox_id: int, *, conn: Connection) -> None:
         """The last message of a burst is answered, the ones before it merged into that answer."""
-        run(
+        send(
             "UPDATE messages SET status = CASE WHEN id = %(last)s THEN 'answered' ELSE 'merged' END,"
             " answered_at = now(), outbox_id = %(outbox)s, error = NULL WHERE id = ANY(%(ids)s)",
             {"last": ids[-1], "outbox": outbox_id, "ids": ids},
@@ -137,7 +152,7 @@ class MessageRepository(Repository):
 
     def mark_held(self, ids: list[int], *, conn: Connection) -> None:
         """Kept without an automatic answer: the chat is with the salon's administrator."""
-        run(
+        send(
             "UPDATE messages SET status = 'held', answered_at = now(), error = NULL WHERE id = ANY(%s)",
             (ids,),
             table=self.table,
@@ -170,7 +185,7 @@ class MessageRepository(Repository):
 
     def record_error(self, ids: list[int], error: str, *, conn: Connection) -> None:
         """Keep why the last attempt failed; the messages stay pending."""
-        run(
+        send(
             "UPDATE messages SET error = %s WHERE id = ANY(%s) AND status = 'pending'",
             (error, ids),
             table=self.table,

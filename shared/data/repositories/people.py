@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from shared.core.db import Connection, run
+from shared.core.db import Connection, queue, run
 from shared.data.errors import ValidationFailedError
 from shared.data.models import ClientIn
 from shared.data.phones import InvalidPhoneError, normalize_phone
 from shared.data.repository import Repository, Row
+
+BY_PHONE = (
+    "SELECT * FROM clients WHERE company_id = %s AND phone = %s AND deleted_at IS NULL"
+    " ORDER BY (yclients_id IS NULL), updated_at DESC LIMIT 1"
+)
 
 
 class ClientRepository(Repository):
@@ -44,15 +50,14 @@ class ClientRepository(Repository):
 
     def find_by_phone(self, company_id: int, phone: str | int, *, conn: Connection | None = None) -> Row | None:
         """The client with this phone in any format; the YClients-known one first, then the newest."""
-        rows = run(
-            "SELECT * FROM clients WHERE company_id = %s AND phone = %s AND deleted_at IS NULL"
-            " ORDER BY (yclients_id IS NULL), updated_at DESC LIMIT 1",
-            (company_id, self._phone(phone)),
-            table=self.table,
-            operation="select",
-            conn=conn,
-        )
+        rows = run(BY_PHONE, (company_id, self._phone(phone)), table=self.table, operation="select", conn=conn)
         return rows[0] if rows else None
+
+    def find_by_phone_later(self, company_id: int, phone: str | int, *, conn: Connection) -> Callable[[], Row | None]:
+        """`find_by_phone`, read when the returned function is called (on a `pipelined` connection, together
+        with the statements queued before it)."""
+        rows = queue(BY_PHONE, (company_id, self._phone(phone)), table=self.table, operation="select", conn=conn)
+        return lambda: next(iter(rows()), None)
 
     def search_by_name(
         self, company_id: int, text: str, *, limit: int = 20, conn: Connection | None = None
@@ -72,6 +77,13 @@ class ClientRepository(Repository):
         existing = self.find_by_phone(company_id, phone, conn=conn)
         if existing is not None:
             return existing
+        return self.create_by_phone(company_id, phone, name, conn=conn)
+
+    def create_by_phone(
+        self, company_id: int, phone: str | int, name: str | None = None, *, conn: Connection | None = None
+    ) -> Row:
+        """The chat's client, created (or, when another worker created it a moment ago, that one): for a caller
+        that has just looked it up and found none."""
         values: dict[str, Any] = self.validate({"company_id": company_id, "phone": phone, "name": name})
         rows = run(
             "INSERT INTO clients (company_id, phone, name) VALUES (%(company_id)s, %(phone)s, %(name)s)"
