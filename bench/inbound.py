@@ -8,10 +8,13 @@ gateway stand-in. For each of the two:
   saturation: `--burst` messages enqueued at once; answered messages per second from the first enqueue to
               the last reply received by the gateway (the workers are busy throughout);
   latency:    messages offered at half the fleet's saturation rate for `--seconds`, enqueue to reply received
-              by the gateway: p50, p95, p99.
+              by the gateway: p50, p95, p99; and where the slowest 1% spent their time (to stored, stored to
+              answered, answered to delivered) against every message.
 What each answered message cost at saturation, counted rather than timed (bench/counts.py): PostgreSQL
 transactions, Redis commands (the busiest by name), and CPU milliseconds of the worker's main process, its
-children, PostgreSQL and Redis. A raw Redis LPUSH/BRPOP loop at the same pace gives the broker's own floor.
+children, PostgreSQL and Redis. Round trips to PostgreSQL are counted on the wire (bench/round_trips.py) in a
+separate, untimed pass of `--trips` messages, each worker started again with its database behind the relay.
+A raw Redis LPUSH/BRPOP loop at the same pace gives the broker's own floor.
 Also reports the most fleet connections seen in pg_stat_activity against the connection budget. Goals are
 printed beside the figures.
 """
@@ -41,6 +44,7 @@ import redis
 
 from bench import goals
 from bench.counts import Counts
+from bench.round_trips import RoundTripRelay
 from ops.harness.connections import ConnectionPeak
 from ops.harness.processes import FleetProcess, wait_until
 from ops.harness.seed import COMPANY, seed_salon
@@ -159,7 +163,41 @@ def latency(
     offer(int(rate * seconds), chats, send, rate)
     pairs = delivered(conn, gateway, int(rate * seconds))
     first, last = min(sent for sent, _ in pairs), max(done for _, done in pairs)
-    return figures([done - sent for sent, done in pairs], last - first)
+    result: dict[str, Any] = figures([done - sent for sent, done in pairs], last - first)
+    result["tail"] = tail(conn, gateway)
+    return result
+
+
+SEGMENTS = ("to stored", "stored to answered", "answered to delivered")
+
+
+def tail(conn: psycopg.Connection, gateway: Any) -> dict[str, tuple[float, float]]:
+    """Where the slowest 1% of messages spent their time, against every message: the median milliseconds of each
+    segment, (all, slowest 1%). To stored: enqueue, broker, router and the worker's wait; stored to answered: the
+    answering transaction's start (the chat's lock, the assistant); answered to delivered: commit and gateway."""
+    at = {d.id: d.at for d in gateway.deliveries}
+    rows = conn.execute(
+        "SELECT m.sent_at, m.received_at, m.answered_at, o.company_id, o.idempotency_key"
+        " FROM messages m JOIN outbox o ON o.id = m.outbox_id"
+    ).fetchall()
+    spans = [
+        (
+            stored.timestamp() - sent.timestamp(),
+            answered.timestamp() - stored.timestamp(),
+            at[gateway_id(company, key)] - answered.timestamp(),
+        )
+        for sent, stored, answered, company, key in rows
+    ]
+    slowest = sorted(spans, key=sum)[-max(1, len(spans) // 100) :]
+    return {
+        name: (statistics.median(s[i] for s in spans) * 1000, statistics.median(s[i] for s in slowest) * 1000)
+        for i, name in enumerate(SEGMENTS)
+    }
+
+
+def tail_line(name: str, found: dict[str, tuple[float, float]]) -> str:
+    parts = ", ".join(f"{segment} {every:.1f} / {slow:.1f}" for segment, (every, slow) in found.items())
+    return f"  {name:<5} median ms, every message / slowest 1%: {parts}"
 
 
 def bench_raw_redis(rate: float, seconds: float) -> dict[str, float]:
@@ -182,7 +220,52 @@ def bench_raw_redis(rate: float, seconds: float) -> dict[str, float]:
     return figures(latencies, time.time() - started)
 
 
-def run_benchmark(count: int, seconds: float, chats: int, concurrency: int) -> dict[str, Any]:
+def start_workers(env: dict[str, str], gateway_url: str, concurrency: int, tmp: Path) -> tuple[Any, Any]:
+    """The fleet's inbound worker and the bare task's worker, both consuming until stopped."""
+    worker = ["worker", "inbound", "--concurrency", str(concurrency), "--name", "bench@inbound"]
+    fleet = FleetProcess([*worker, "--loglevel", "WARNING"], env, tmp / "fleet-worker.log")
+    log = (tmp / "bare-worker.log").open("ab")
+    bare = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "bench.bare_app", "worker", "-Q", "bench_bare",
+         "-c", str(concurrency), "-n", "bench@bare", "--loglevel", "WARNING"],
+        cwd=ROOT,
+        env={**env, "BENCH_GATEWAY_URL": gateway_url},
+        stdout=log,
+        stderr=log,
+    )  # fmt: skip
+    log.close()  # the child keeps its own descriptor
+    return fleet, bare
+
+
+def stop_workers(fleet: Any, bare: Any) -> None:
+    fleet.stop()
+    bare.terminate()
+    bare.wait(20)
+
+
+def round_trips(
+    conn: psycopg.Connection, gateway: Any, env: dict[str, str], count: int, chats: int
+) -> dict[str, float]:
+    """PostgreSQL round trips per answered message, fleet and bare task, with the database behind the relay."""
+    found: dict[str, float] = {}
+    tmp = ROOT / ".run" / "bench"
+    with RoundTripRelay(os.environ["DATABASE_URL"]) as relay:
+        fleet, bare = start_workers({**env, "DATABASE_URL": relay.url}, gateway.url, 2, tmp)
+        try:
+            time.sleep(5)
+            for name, send in (("fleet", fleet_sender()), ("bare", bare_sender())):
+                conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE")
+                gateway.clear()
+                relay.take()
+                offer(count, chats, send)
+                delivered(conn, gateway, count)
+                found[name] = relay.take() / count
+        finally:
+            stop_workers(fleet, bare)
+    return found
+
+
+def run_benchmark(count: int, seconds: float, chats: int, concurrency: int, trips: int) -> dict[str, Any]:
     upgrade(os.environ["DATABASE_URL"])
     redis.Redis.from_url(os.environ["REDIS_URL"]).flushdb()
     tmp = ROOT / ".run" / "bench"
@@ -202,17 +285,8 @@ def run_benchmark(count: int, seconds: float, chats: int, concurrency: int) -> d
                 "FLEET_INBOUND__BURST_WINDOW_SECONDS": "0",
                 "PYTHONUNBUFFERED": "1",
             }
-            worker = ["worker", "inbound", "--concurrency", str(concurrency), "--name", "bench@inbound"]
-            fleet = FleetProcess([*worker, "--loglevel", "WARNING"], env, tmp / "fleet-worker.log")
-            log = (tmp / "bare-worker.log").open("wb")
-            bare = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "bench.bare_app", "worker", "-Q", "bench_bare",
-                 "-c", str(concurrency), "-n", "bench@bare", "--loglevel", "WARNING"],
-                cwd=ROOT,
-                env={**os.environ, "BENCH_GATEWAY_URL": gateway.url},
-                stdout=log,
-                stderr=log,
-            )  # fmt: skip
+            (tmp / "bare-worker.log").unlink(missing_ok=True)
+            fleet, bare = start_workers(env, gateway.url, concurrency, tmp)
             try:
                 time.sleep(5)
                 for name, send, pid in (("fleet", fleet_sender(), fleet.pid), ("bare", bare_sender(), bare.pid)):
@@ -228,20 +302,27 @@ def run_benchmark(count: int, seconds: float, chats: int, concurrency: int) -> d
                 ):
                     results[name] = latency(conn, gateway, send, half, seconds, chats)
                     print("  " + line(label, results[name]), flush=True)
+                for name in ("fleet", "bare"):
+                    print(tail_line(name, results[name]["tail"]))
                 results["redis"] = bench_raw_redis(half, seconds)
                 print("  " + line("raw Redis LPUSH/BRPOP (to pop)", results["redis"]), flush=True)
             finally:
-                fleet.stop()
-                bare.terminate()
-                bare.wait(20)
-                log.close()
+                stop_workers(fleet, bare)
                 peak.stop.set()
+            if trips:
+                results["round_trips"] = round_trips(conn, gateway, env, trips, chats)
+                print(
+                    f"round trips to PostgreSQL per answered message, counted on the wire ({trips} messages):"
+                    f" fleet {results['round_trips']['fleet']:.2f}, bare task {results['round_trips']['bare']:.2f}"
+                )
     budget = connection_budget(load_settings())
     results["peak_connections"] = peak.peak
     print(
         f"most fleet connections seen: {peak.peak} (this bench runs one worker type of the fleet's budget of"
         f" {budget.total}; its share is {concurrency} x {budget.lines[0].per_process})"
     )
+    if trips:
+        print(goals.at_most("PostgreSQL round trips per answered message", results["round_trips"]["fleet"], 8))
     fleet_cost, bare_cost = results["fleet_cost"], results["bare_cost"]
     fleet_cpu = fleet_cost["main_cpu_ms"] + fleet_cost["children_cpu_ms"]
     bare_cpu = bare_cost["main_cpu_ms"] + bare_cost["children_cpu_ms"]
@@ -262,8 +343,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--chats", type=int, default=200)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--trips", type=int, default=1000, help="messages of the round-trip pass (0: none)")
     args = parser.parse_args()
-    run_benchmark(args.burst, args.seconds, args.chats, args.concurrency)
+    run_benchmark(args.burst, args.seconds, args.chats, args.concurrency, args.trips)
 
 
 if __name__ == "__main__":
