@@ -242,3 +242,14 @@ def understand(
         topics=reading.topics,
         pick=pick,
     )
+
+
+WARM_UP_TEXT = "Здравствуйте! Хочу записаться на стрижку к Анне завтра в 5 вечера, сколько стоит?"
+
+
+def warm_up() -> None:
+    """Load what the first reading of a process would: the morphology dictionaries, the vocabulary's indexes,
+    the date parser. Called in the inbound worker's main process before its pool forks, so every child,
+    a replacement of a recycled one included, inherits them instead of spending about 0.15 s on its first
+    message while the other children carry the load."""
+    understand(WARM_UP_TEXT, Catalogue((), ()), date.today())
