@@ -22,13 +22,17 @@ import redis
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_ms(pid: int) -> float:
-    """User + system CPU of one process so far, in milliseconds (0 when it is gone)."""
+def _cpu_ms(pid: int, *, reaped_children: bool = False) -> float:
+    """User + system CPU of one process so far, in milliseconds (0 when it is gone); with `reaped_children`, plus
+    that of its children that ended and were waited for (a worker's recycled pool processes)."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) * 1000 / TICK  # utime, stime
+    ticks = int(fields[11]) + int(fields[12])  # utime, stime
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
+    return ticks * 1000 / TICK
 
 
 def children_of(pid: int) -> list[int]:
@@ -79,12 +83,15 @@ class Counts:
             redis_cpu_ms=(float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1000,
             postgres_cpu_ms=_postgres_cpu_ms(),
             main_cpu_ms=_cpu_ms(main_pid),
-            children_cpu_ms=sum(_cpu_ms(child) for child in children_of(main_pid)),
+            children_cpu_ms=sum(_cpu_ms(child) for child in children_of(main_pid))
+            + _cpu_ms(main_pid, reaped_children=True)
+            - _cpu_ms(main_pid),
         )
 
     def per_message(self, before: Counts, messages: int) -> dict[str, float]:
-        """What one answered message cost between `before` and these counts. Children that ended meanwhile are
-        not counted (the benchmark's children live through the run)."""
+        """What one answered message cost between `before` and these counts. Children that ended meanwhile count
+        through their parent's accounting of waited-for children; a child still ending when the counts are taken
+        is not yet in it."""
         commands = sum(self.redis_commands.values()) - sum(before.redis_commands.values())
         return {
             "transactions": (self.transactions - before.transactions) / messages,
