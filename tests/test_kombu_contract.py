@@ -53,6 +53,8 @@ PRIVATE: dict[str, tuple[type, str | None]] = {
     "_q_for_pri": (kombu_redis.Channel, "(self, queue, pri)"),
     "_queue_cycle": (kombu_redis.Channel, None),
     "_in_poll": (kombu_redis.Channel, None),
+    "_create_client": (kombu_redis.Channel, "(self, asynchronous=False)"),
+    "_disconnect_pools": (kombu_redis.Channel, "(self)"),
     "_deliver": (virtual.Transport, "(self, message, queue)"),
     "_callbacks": (virtual.Transport, None),
     "_flush_events": (Consumer, "(self)"),
@@ -83,7 +85,7 @@ INTERNAL: list[tuple[type, str, str]] = [
 OWN = {
     "_peeking", "_no_ack_queues", "_prechecked", "_claim", "_park", "_read", "_checked", "_reply", "_take",
     "_give_back", "_protocol_1", "_keep", "_resume_at", "_waiting", "_owed", "_settle", "refused_writes",
-    "writes_refused", "writes_accepted", "_claimed_tag", "_events_flush_due", "_flush_batched_events",
+    "writes_refused", "writes_accepted", "_claimed_tag", "_events_flush_due", "_flush_batched_events", "_plain_client",
 }  # fmt: skip
 
 
@@ -163,6 +165,22 @@ def test_the_live_channel_wires_the_poller_to_the_overridden_methods(fleet_conne
     assert isinstance(fleet_connection.transport._callbacks, dict)
     assert channel.sep == PRIORITY_SEPARATOR
     assert TRANSPORT_ALIASES["redis"] == "workers.broker:QuarantiningTransport", "the fleet serves redis:// itself"
+
+
+def test_commands_outside_the_poll_share_one_client_until_kombu_replaces_its_pool(
+    fleet_connection: Connection, client: redis.Redis
+) -> None:
+    """Claims and acks go through one client, not a new one each; after kombu drops its pools (a lost
+    connection) the next command gets a client on the new pool, and it reaches Redis."""
+    channel = fleet_connection.default_channel
+    with channel.conn_or_acquire() as first, channel.conn_or_acquire() as again:
+        assert again is first
+    channel._disconnect_pools()
+    with channel.conn_or_acquire() as after:
+        assert after is not first
+        assert after.connection_pool is channel.pool
+        after.set("contract:after-reconnect", "1")
+    assert client.get("contract:after-reconnect") == b"1"
 
 
 def test_celery_consumes_tasks_with_acknowledgements(fleet_connection: Connection) -> None:
