@@ -76,7 +76,8 @@ KEPT_END = 50_000  # bytes kept from each end of an oversized queue entry
 WAIT_KEY = "fleet:broker:wait"  # a stream nobody writes: a consumer waits on it after Redis refused a write
 
 # Take the entry at the consuming end of a queue if it is still the one the consumer peeked, and record it
-# as unacknowledged the way kombu's QoS.append does, in one step. 0: another consumer took it first. The record
+# as unacknowledged the way kombu's QoS.append does, in one step. 0: another consumer took it first; else 1 + the
+# entries still in the queue (the lanes router tops the ready list up by it). The record
 # is written before the entry is taken: a Redis that refuses writes (over its maxmemory) refuses a script's first
 # write that needs memory but lets a script that has written once finish, so with RPOP first the message would
 # be taken while kombu's own record of it (QoS.append) is refused; this way nothing is taken at all.
@@ -85,7 +86,7 @@ if redis.call('LINDEX', KEYS[1], -1) ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[2])
 redis.call('RPOP', KEYS[1])
-return 1
+return 1 + redis.call('LLEN', KEYS[1])
 """
 
 # The same for an entry that cannot be delivered: it leaves the queue for the dead-letter spool in one step.
@@ -340,10 +341,11 @@ class QuarantiningChannel(kombu_redis.Channel):
             record = envelope.unacked_record(delivery)
             claim = [delivery.tag, record, time.time()]
             keys = [queue_key(queue), self.unacked_key, self.unacked_index_key]
-            if not self._claim(keys=keys, args=[raw, *claim], client=client):
+            taken = self._claim(keys=keys, args=[raw, *claim], client=client)  # 1 + entries left behind it
+            if not taken:
                 raise kombu_redis.Empty()
         if queue == READY:
-            ready_taken()  # room in the ready list: this process's lanes router fills it now
+            ready_taken(int(taken) - 1)  # room in the ready list: this process's lanes router fills it
         self._prechecked, self._claimed_tag = read, delivery.tag
         try:
             self.connection._deliver(read, queue)  # kombu's QoS.append keeps it in memory (RefusalTolerantQoS)
