@@ -7,11 +7,17 @@ savepoint: an inner failure rolls back the inner block only.
 Inside `with pipelined(conn):` statements leave together (psycopg's pipeline mode): a statement sent with
 `send`, or queued with `queue` and read later, waits for the next read, so a path that needs only a few
 results costs a few round trips, not one per statement. `run` and `execute` read at once, as outside.
+
+Every statement is timed from when it leaves until its result is in (`fleet_statement_seconds`, the process's
+query metrics). In a pipeline a statement's own time cannot be told apart: a reading is timed as the wait for
+its result, which holds every statement queued before it, and the block's closing sync under the last statement
+queued after the last reading; a statement only sent is in the time of the reading or the sync after it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -33,6 +39,22 @@ Query = str | sql.Composable
 
 _current: ContextVar[Connection | None] = ContextVar("fleet_transaction_connection", default=None)
 _pipelined_tx: ContextVar[Connection | None] = ContextVar("fleet_pipelined_transaction", default=None)
+
+
+class _Unread:
+    """The statements a `pipelined` block queued after its last reading: its closing sync waits for them, and
+    is timed under the last of them (the sync alone when none is left)."""
+
+    __slots__ = ("conn", "last", "queued", "read")
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.queued = 0
+        self.read = 0
+        self.last: tuple[Query, str | None, str] = ("SYNC", None, "sync")
+
+
+_unread: ContextVar[_Unread | None] = ContextVar("fleet_pipeline_unread", default=None)
 _savepoints = itertools.count(1)
 ROLLBACK_TRIES = 3
 
@@ -189,13 +211,29 @@ def queue(
 ) -> Callable[[], list[dict[str, Any]]]:
     """Execute one statement and return the reading of its rows for later: inside `pipelined`, every statement
     queued before the first reading leaves with it, in one round trip; outside, the statement runs now."""
-    with translated_errors(table=table, operation=operation), _measured(query, table, operation, conn):
+    if not _in_pipeline(conn):
+        with translated_errors(table=table, operation=operation), _measured(query, table, operation, conn):
+            cur = conn.cursor(row_factory=dict_row)
+            cur.execute(query, params)
+        return lambda: cur.fetchall() if cur.description is not None else []
+    with translated_errors(table=table, operation=operation):
         cur = conn.cursor(row_factory=dict_row)
-        cur.execute(query, params)
+        cur.execute(query, params)  # queued: timed when read, with whatever is queued before it
+    unread = _unread.get()
+    if unread is not None and unread.conn is not conn:
+        unread = None  # a pipeline of psycopg's own, not a `pipelined` block: its end is not timed
+    if unread is not None:
+        unread.queued += 1
+        unread.last = (query, table, operation)
+    position = unread.queued if unread is not None else 0
 
     def rows() -> list[dict[str, Any]]:
-        with translated_errors(table=table, operation=operation):
+        if cur.pgresult is not None:  # already read (an earlier reading's sync brought it)
+            return cur.fetchall() if cur.description is not None else []
+        with translated_errors(table=table, operation=operation), _measured(query, table, operation, conn):
             _results_in(cur, conn)
+            if unread is not None:
+                unread.read = max(unread.read, position)
             return cur.fetchall() if cur.description is not None else []
 
     return rows
@@ -238,12 +276,35 @@ def _results_in(cur: psycopg.Cursor[Any], conn: Connection) -> None:
 def pipelined(conn: Connection) -> Iterator[Connection]:
     """The block's statements on `conn` leave together, a round trip for each reading and one at the end; see the
     module's docstring. `conn` must be in autocommit mode and outside a transaction block of psycopg's."""
+    unread = _Unread(conn)
+    token = _unread.set(unread)
     try:
-        with translated_errors(table=None, operation="pipeline"), conn.pipeline():
+        with translated_errors(table=None, operation="pipeline"), _closing_sync(unread) as closing, conn.pipeline():
             yield conn
+            closing.append(time.perf_counter())
     except BaseException:
         _roll_back(conn)  # a failure the pipeline's end found leaves its transaction open, aborted
         raise
+    finally:
+        _unread.reset(token)
+
+
+@contextmanager
+def _closing_sync(unread: _Unread) -> Iterator[list[float]]:
+    """Times a pipeline's closing sync, from the moment its block appends to the list given until the pipeline
+    has been left: the statements queued since the last reading, and the server's work on them."""
+    started: list[float] = []
+    failed = True
+    try:
+        yield started
+        failed = False
+    finally:
+        if started:
+            query, table, operation = unread.last if unread.queued > unread.read else ("SYNC", None, "sync")
+            elapsed = time.perf_counter() - started[0]
+            text = functools.partial(_statement_text, query, unread.conn)  # rendered for a slow sync only
+            query_metrics().record(operation, elapsed * 1000, text, failed=failed)
+            observe_statement(table, operation, elapsed)
 
 
 def _roll_back(conn: Connection) -> None:
