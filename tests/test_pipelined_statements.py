@@ -131,3 +131,20 @@ def test_a_pipelined_reading_is_timed_as_the_wait_for_its_result_and_the_end_und
     assert _timed("sleep_at_end")["count"] == 1
     assert _timed("sleep_at_end")["mean_ms"] >= 200, "the closing sync is the last statement's time"
     assert _timed("queued_sleep")["count"] == 0, "a statement only sent is in the time of the reading after it"
+
+
+def test_a_statement_without_rows_reads_as_no_rows_and_one_with_rows_as_its_rows(db: psycopg.Connection) -> None:
+    """In a pipeline and outside: an UPDATE without RETURNING has no rows to read, a SELECT that matched nothing
+    has none either, and a statement returning rows gives them as dicts."""
+    update = "UPDATE companies SET title = title WHERE id = %s"
+    with get_pool().connection() as conn:
+        assert run(update, (800001,), table=None, operation="update", conn=conn) == []
+        assert run("SELECT 1 AS one WHERE false", table=None, operation="select", conn=conn) == []
+        with pipelined(conn):
+            nothing = queue(update, (800001,), table=None, operation="update", conn=conn)
+            none_matched = queue("SELECT 1 AS one WHERE false", table=None, operation="select", conn=conn)
+            two = queue("SELECT n FROM generate_series(1, 2) n", table=None, operation="select", conn=conn)
+            assert nothing() == []
+            assert none_matched() == []
+            assert two() == [{"n": 1}, {"n": 2}]
+        assert queue("SELECT 2 AS two", table=None, operation="select", conn=conn)() == [{"two": 2}]

@@ -56,6 +56,7 @@ class _Unread:
 
 _unread: ContextVar[_Unread | None] = ContextVar("fleet_pipeline_unread", default=None)
 _savepoints = itertools.count(1)
+_ROWS_STATUSES = frozenset({pq.ExecStatus.TUPLES_OK, pq.ExecStatus.SINGLE_TUPLE})  # rows, even of no columns
 ROLLBACK_TRIES = 3
 
 
@@ -198,7 +199,7 @@ def run(
     ):
         cur.execute(query, params)
         _results_in(cur, active)
-        return cur.fetchall() if cur.description is not None else []
+        return _rows_of(cur)
 
 
 def queue(
@@ -215,7 +216,7 @@ def queue(
         with translated_errors(table=table, operation=operation), _measured(query, table, operation, conn):
             cur = conn.cursor(row_factory=dict_row)
             cur.execute(query, params)
-        return lambda: cur.fetchall() if cur.description is not None else []
+        return lambda: _rows_of(cur)
     with translated_errors(table=table, operation=operation):
         cur = conn.cursor(row_factory=dict_row)
         cur.execute(query, params)  # queued: timed when read, with whatever is queued before it
@@ -229,12 +230,12 @@ def queue(
 
     def rows() -> list[dict[str, Any]]:
         if cur.pgresult is not None:  # already read (an earlier reading's sync brought it)
-            return cur.fetchall() if cur.description is not None else []
+            return _rows_of(cur)
         with translated_errors(table=table, operation=operation), _measured(query, table, operation, conn):
             _results_in(cur, conn)
             if unread is not None:
                 unread.read = max(unread.read, position)
-            return cur.fetchall() if cur.description is not None else []
+            return _rows_of(cur)
 
     return rows
 
@@ -250,6 +251,15 @@ def send(
     """Execute a statement whose result nobody reads: inside `pipelined`, it leaves with the next reading (or the
     block's end), and a failure shows there; outside, it runs now."""
     queue(query, params, table=table, operation=operation, conn=conn)
+
+
+def _rows_of(cur: psycopg.Cursor[Any]) -> list[dict[str, Any]]:
+    """The statement's rows; none for a statement that returns no rows. Asked through `description`, psycopg built
+    a Column object for every column of every result only to be told whether there were any."""
+    result = cur.pgresult
+    if result is None or not (result.nfields or result.status in _ROWS_STATUSES):
+        return []
+    return cur.fetchall()
 
 
 def _in_pipeline(conn: Connection) -> bool:
