@@ -10,6 +10,7 @@ import pytest
 
 from shared.core.settings import get_settings
 from shared.data.repositories.calendar import BookingRepository
+from shared.data.repositories.conversations import OutboxRepository
 from shared.inbound.drain import drain_chat, merge_replies
 from shared.inbound.outbox import split_message
 from shared.inbound.payload import InboundPayload
@@ -265,3 +266,38 @@ def test_cancel_in_words_then_the_menu_still_works(answering_salon: psycopg.Conn
     assert "Отменить запись Женская стрижка" in say("отмените мою запись")
     assert "отменена" in say("1")
     assert "Напишите цифру" in say("что-то непонятное")
+
+
+def _outbox(db: psycopg.Connection, outbox_id: int) -> tuple[int, bool]:
+    """(attempts, leased: not due before a minute from now)."""
+    return db.execute(
+        "SELECT attempts, next_attempt_at > now() + interval '1 minute' FROM outbox WHERE id = %s", (outbox_id,)
+    ).fetchone()
+
+
+def test_a_reply_claimed_with_its_answer_is_leased_to_the_drain_and_counts_its_attempt(
+    answering_salon: psycopg.Connection,
+) -> None:
+    """The inbound worker sends the reply right after answering: the drain claims it in the answer's own
+    transaction (a round trip fewer), so no other sender can take it meanwhile, and the attempt is counted."""
+    store_message(message("Привет"))
+    result = drain_chat(COMPANY, CHAT, now=NOW, claim_lease=120)
+    (outbox_id,) = result.outbox_ids
+    claimed = result.claimed[outbox_id]
+    assert claimed is not None
+    assert (claimed["id"], claimed["attempts"]) == (outbox_id, 1)
+    assert _outbox(answering_salon, outbox_id) == (1, True)
+    assert OutboxRepository().claim(outbox_id, 120) is None, "leased to the drain's caller"
+
+
+def test_a_reply_behind_an_undelivered_one_is_not_claimed_and_a_drain_without_a_lease_claims_nothing(
+    answering_salon: psycopg.Connection,
+) -> None:
+    store_message(message("Привет"))
+    (first,) = drain_chat(COMPANY, CHAT, now=NOW).outbox_ids  # written, not claimed, not delivered
+    assert _outbox(answering_salon, first) == (0, False)
+    store_message(message("1"))
+    result = drain_chat(COMPANY, CHAT, now=NOW, claim_lease=120)
+    (second,) = result.outbox_ids
+    assert result.claimed == {second: None}, "the chat's earlier reply goes first; its delivery hands this one on"
+    assert _outbox(answering_salon, second) == (0, False)

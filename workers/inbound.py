@@ -10,9 +10,10 @@ from shared.core.settings import get_settings
 from shared.core.topology import TaskName
 from shared.data.errors import TransientError
 from shared.data.models import E164, PositiveId
+from shared.data.repository import Row
 from shared.inbound.drain import DrainResult, attempt_failed, chats_needing_a_drain, drain_chat
 from shared.inbound.gateway import GatewayClient
-from shared.inbound.outbox import Delivery, deliver, due_outbox_ids
+from shared.inbound.outbox import Delivery, deliver, deliver_claimed, due_outbox_ids
 from shared.inbound.receive import receive, reject
 from shared.inbound.reminders import send_due_reminders
 from workers.app import app
@@ -63,7 +64,7 @@ def receive_message(self: FleetTask, payload: Any = None, **unexpected: Any) -> 
     # No burst to wait for: answer and deliver here, saving two tasks a message. The stored message is the
     # safety net: if this fails or the worker dies, the drain task (or, at worst, the sweep) answers it.
     try:
-        result = drain_chat(received.company_id, received.chat_id)
+        result = drain_chat(received.company_id, received.chat_id, claim_lease=get_settings().gateway.lease_seconds)
     except Exception as exc:  # noqa: BLE001  (a drain task takes it from here)
         if not drain_when_due(exc, received.company_id, received.chat_id):
             log.warning("answering in the receiving task failed (%s); a drain task answers instead", type(exc).__name__)
@@ -86,7 +87,7 @@ def drain_chat_task(self: FleetTask, company_id: PositiveId, chat_id: E164, isol
     their cap, so a failed attempt hands the chat to its next drain when they are due; the task's own retries
     (`max_retries`) are only for a drain that never reached them (the database away, the chat's lock held)."""
     try:
-        result = drain_chat(company_id, chat_id, isolate=isolate)
+        result = drain_chat(company_id, chat_id, isolate=isolate, claim_lease=get_settings().gateway.lease_seconds)
     except Exception as exc:  # noqa: BLE001  (whichever failure: the messages' cap or the task's retries end it)
         if not drain_when_due(exc, company_id, chat_id, isolate):
             self.retry_later(exc)
@@ -107,21 +108,30 @@ def drain_when_due(failure: BaseException, company_id: int, chat_id: str, isolat
 
 
 def hand_on(result: DrainResult, company_id: int, chat_id: str) -> None:
-    """After a drain: its reply delivered here (one task fewer a message), the rest as tasks."""
+    """After a drain: its reply delivered here (one task fewer a message), the rest as tasks. A reply the drain
+    claimed is sent at once; one it could not claim waits for the chat's earlier reply, whose delivery hands it
+    on."""
     for outbox_id in result.outbox_ids:
-        deliver_now(outbox_id)
+        if outbox_id not in result.claimed:
+            deliver_now(outbox_id)
+        elif (claimed := result.claimed[outbox_id]) is not None:
+            deliver_now(outbox_id, claimed)
     for operation_id in result.crm_operation_ids:
         app.send_task(TaskName.PUSH_BOOKING, (operation_id,))  # the sweep re-drives a lost one
     if result.more_pending or result.dead_lettered:
         drain_chat_task.delay(company_id, chat_id)
 
 
-def deliver_now(outbox_id: int) -> None:
-    """One delivery attempt in the calling task; a retry, a failure to even try, or the chat's next reply
-    becomes a `deliver_reply` task (the outbox row is written, so the sweep is the net under all of it)."""
+def deliver_now(outbox_id: int, claimed: Row | None = None) -> None:
+    """One delivery attempt in the calling task (of the row as `claimed`, else claimed here); a retry, a failure
+    to even try, or the chat's next reply becomes a `deliver_reply` task (the outbox row is written, so the
+    sweep is the net under all of it)."""
     settings = get_settings().gateway
     try:
-        outcome = deliver(outbox_id, gateway(), settings)
+        if claimed is None:
+            outcome = deliver(outbox_id, gateway(), settings)
+        else:
+            outcome = deliver_claimed(claimed, gateway(), settings)
     except Exception as exc:  # noqa: BLE001  (the delivery task's retries take it from here)
         log.warning("delivering reply %s in place failed (%s); a delivery task retries", outbox_id, type(exc).__name__)
         # After the lease: a claim this attempt may have taken has run out by then.

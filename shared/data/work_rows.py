@@ -24,14 +24,14 @@ Statements are built with `psycopg.sql` from the declared identifiers only, and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from functools import lru_cache
 from typing import Any, ClassVar
 
 from psycopg import sql
 
-from shared.core.db import Connection, run
+from shared.core.db import Connection, queue, run
 from shared.data.repository import Repository, Row
 
 
@@ -85,6 +85,15 @@ class WorkRows(Repository):
             conn=conn,
         )
         return rows[0] if rows else None
+
+    def claim_later(self, row_id: int, lease_seconds: float, *, conn: Connection) -> Callable[[], Row | None]:
+        """`claim`, queued on `conn` (inside `pipelined`, it leaves with the next reading or the block's end): the
+        reading of its outcome, for a row claimed in the transaction that wrote it."""
+        rows = queue(
+            _text(type(self), "claim"), {"id": row_id, "lease": lease_seconds}, table=self.table, operation="update",
+            conn=conn,
+        )  # fmt: skip
+        return lambda: next(iter(rows()), None)
 
     def claim_next(self, lease_seconds: float, *, conn: Connection | None = None) -> Row | None:
         """Take the oldest due row for one attempt, skipping rows another claimer has locked this moment."""

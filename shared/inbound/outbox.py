@@ -18,6 +18,7 @@ from shared.core.failure import backoff_delay
 from shared.core.settings import GatewaySettings
 from shared.data.dead_letters import record_dead_letter
 from shared.data.repositories.conversations import DialogContextRepository, OutboxRepository
+from shared.data.repository import Row
 from shared.inbound.gateway import GatewayClient, GatewayError
 
 log = logging.getLogger(__name__)
@@ -120,10 +121,15 @@ class Delivered:
 
 def deliver(outbox_id: int, gateway: GatewayClient, settings: GatewaySettings) -> Delivered:
     """One delivery attempt."""
-    outbox = OutboxRepository()
-    row = outbox.claim(outbox_id, settings.lease_seconds)
+    row = OutboxRepository().claim(outbox_id, settings.lease_seconds)
     if row is None:
         return Delivered(Delivery.SKIPPED)
+    return deliver_claimed(row, gateway, settings)
+
+
+def deliver_claimed(row: Row, gateway: GatewayClient, settings: GatewaySettings) -> Delivered:
+    """One delivery attempt of a reply already claimed (its attempt counted, leased to the caller)."""
+    outbox, outbox_id = OutboxRepository(), int(row["id"])
     try:
         send_parts(row, gateway, settings)
     except GatewayError as exc:
