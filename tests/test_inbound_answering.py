@@ -8,6 +8,8 @@ from zoneinfo import ZoneInfo
 import psycopg
 import pytest
 
+from ops.standins.gateway import GatewayStandIn
+from shared.core.resources import take
 from shared.core.settings import get_settings
 from shared.data.repositories.calendar import BookingRepository
 from shared.data.repositories.conversations import OutboxRepository
@@ -17,6 +19,7 @@ from shared.inbound.payload import InboundPayload
 from shared.inbound.store import UnknownCompanyError, store_message
 from tests.support.conversation import CHAT, NOW, message, number_of, reply_body, say
 from tests.support.seed import COMPANY
+from workers.inbound import hand_on
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 
@@ -301,3 +304,30 @@ def test_a_reply_behind_an_undelivered_one_is_not_claimed_and_a_drain_without_a_
     (second,) = result.outbox_ids
     assert result.claimed == {second: None}, "the chat's earlier reply goes first; its delivery hands this one on"
     assert _outbox(answering_salon, second) == (0, False)
+
+
+def test_a_reply_the_answer_could_not_claim_is_sent_once_the_reply_before_it_is_done(
+    answering_salon: psycopg.Connection, gateway: GatewayStandIn
+) -> None:
+    """The race this guards: the chat's earlier reply was delivered between this answer's claim (refused: the
+    earlier one was pending) and this answer's commit, so that delivery found nothing to hand on. The task that
+    answered claims its reply again after the commit and sends it."""
+    store_message(message("Привет"))
+    (first,) = drain_chat(COMPANY, CHAT, now=NOW).outbox_ids
+    store_message(message("1"))
+    result = drain_chat(COMPANY, CHAT, now=NOW, claim_lease=120)
+    (second,) = result.outbox_ids
+    assert result.claimed == {second: None}
+    OutboxRepository().finish(first)  # the earlier reply's delivery, done before this reply was committed
+    settings = get_settings().gateway
+    url = settings.send_url
+    settings.send_url = gateway.url
+    take("gateway")  # a client made for another test's gateway
+    try:
+        hand_on(result, COMPANY, CHAT)
+    finally:
+        settings.send_url = url
+        take("gateway")
+    assert [d.message for d in gateway.to(CHAT, company=COMPANY)] == [reply_body(second)]
+    assert _outbox(answering_salon, second)[0] == 1
+    assert answering_salon.execute("SELECT status FROM outbox WHERE id = %s", (second,)).fetchone()[0] == "done"

@@ -109,13 +109,11 @@ def drain_when_due(failure: BaseException, company_id: int, chat_id: str, isolat
 
 def hand_on(result: DrainResult, company_id: int, chat_id: str) -> None:
     """After a drain: its reply delivered here (one task fewer a message), the rest as tasks. A reply the drain
-    claimed is sent at once; one it could not claim waits for the chat's earlier reply, whose delivery hands it
-    on."""
+    claimed is sent at once. One it could not claim (the chat's earlier reply was pending) is claimed again now
+    that it is committed: the earlier reply's delivery may have ended between the claim and the commit without
+    seeing it, and then nobody else would hand it on; if the earlier one is still pending, its delivery will."""
     for outbox_id in result.outbox_ids:
-        if outbox_id not in result.claimed:
-            deliver_now(outbox_id)
-        elif (claimed := result.claimed[outbox_id]) is not None:
-            deliver_now(outbox_id, claimed)
+        deliver_now(outbox_id, result.claimed.get(outbox_id))
     for operation_id in result.crm_operation_ids:
         app.send_task(TaskName.PUSH_BOOKING, (operation_id,))  # the sweep re-drives a lost one
     if result.more_pending or result.dead_lettered:

@@ -49,7 +49,7 @@ class DrainResult:
     unsettled: bool = False
     more_pending: bool = False
     # With `claim_lease`: each reply's claim for its delivery, taken in the transaction that wrote it (None: an
-    # earlier reply of the chat is still pending, and its delivery hands this one on).
+    # earlier reply of the chat was pending; the caller claims it again after the commit, see workers/inbound.py).
     claimed: dict[int, Row | None] = field(default_factory=dict)
 
 
