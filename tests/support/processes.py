@@ -53,10 +53,12 @@ class Supervised:
     def _watch(self) -> None:
         while not self._stop.is_set():
             if self.current.proc.poll() is not None:
-                self.generation += 1
                 self.restarts += 1
                 time.sleep(1.0)  # RestartSec
-                self.current = self._start(self.generation)
+                # `generation` moves only with `current`: a test waiting for the new generation's "ready." read the
+                # dead one's log meanwhile, went on before the new worker had connected, and restarted Redis under it.
+                self.current = self._start(self.generation + 1)
+                self.generation += 1
             time.sleep(0.2)
 
     def stop(self) -> None:
