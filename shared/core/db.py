@@ -135,9 +135,16 @@ def _measured(statement: Query, table: str | None, operation: str, conn: Connect
         yield
         failed = False
     finally:
-        elapsed = time.perf_counter() - started
-        query_metrics().record(operation, elapsed * 1000, lambda: _statement_text(statement, conn), failed=failed)
-        observe_statement(table, operation, elapsed)
+        _record(statement, table, operation, conn, time.perf_counter() - started, failed)
+
+
+def _record(
+    statement: Query, table: str | None, operation: str, conn: Connection, elapsed: float, failed: bool
+) -> None:
+    """A statement's time in the process's query metrics (its text rendered for a slow one only) and Prometheus."""
+    text = functools.partial(_statement_text, statement, conn)
+    query_metrics().record(operation, elapsed * 1000, text, failed=failed)
+    observe_statement(table, operation, elapsed)
 
 
 def execute(
@@ -311,10 +318,7 @@ def _closing_sync(unread: _Unread) -> Iterator[list[float]]:
     finally:
         if started:
             query, table, operation = unread.last if unread.queued > unread.read else ("SYNC", None, "sync")
-            elapsed = time.perf_counter() - started[0]
-            text = functools.partial(_statement_text, query, unread.conn)  # rendered for a slow sync only
-            query_metrics().record(operation, elapsed * 1000, text, failed=failed)
-            observe_statement(table, operation, elapsed)
+            _record(query, table, operation, unread.conn, time.perf_counter() - started[0], failed)
 
 
 def _roll_back(conn: Connection) -> None:

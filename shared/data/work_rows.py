@@ -89,10 +89,8 @@ class WorkRows(Repository):
     def claim_later(self, row_id: int, lease_seconds: float, *, conn: Connection) -> Callable[[], Row | None]:
         """`claim`, queued on `conn` (inside `pipelined`, it leaves with the next reading or the block's end): the
         reading of its outcome, for a row claimed in the transaction that wrote it."""
-        rows = queue(
-            _text(type(self), "claim"), {"id": row_id, "lease": lease_seconds}, table=self.table, operation="update",
-            conn=conn,
-        )  # fmt: skip
+        params = {"id": row_id, "lease": lease_seconds}
+        rows = queue(_text(type(self), "claim"), params, table=self.table, operation="update", conn=conn)
         return lambda: next(iter(rows()), None)
 
     def claim_next(self, lease_seconds: float, *, conn: Connection | None = None) -> Row | None:
