@@ -21,18 +21,29 @@ _lock = threading.RLock()  # a factory may itself ask for another resource
 _made: dict[tuple[int, str], tuple[Any, Callable[[Any], None] | None]] = {}
 
 
-def _new_lock_in_child() -> None:
-    """A lock another thread of the parent held at fork would never be released in the child."""
-    global _lock
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    """In a new child: a lock another thread of the parent held at fork would never be released there, and the
+    process id the registry keys by is the child's own from now on."""
+    global _lock, _pid
     _lock = threading.RLock()
+    _pid = os.getpid()
 
 
-os.register_at_fork(after_in_child=_new_lock_in_child)
+os.register_at_fork(after_in_child=_forked)
+
+
+def process_id() -> int:
+    """This process's id, kept from the last fork: `os.getpid()` is a system call each time (glibc stopped
+    caching it), and the registry and every metric sample ask for it, dozens of times a message."""
+    return _pid
 
 
 def resource(name: str, make: Callable[[], T], close: Callable[[T], None] | None = None) -> T:
     """This process's object of that name, made by `make` the first time (an inherited one is never reused)."""
-    key = (os.getpid(), name)
+    key = (_pid, name)
     entry = _made.get(key)  # the common case, once made: no lock on a path every statement takes
     if entry is not None:
         return entry[0]
@@ -44,7 +55,7 @@ def resource(name: str, make: Callable[[], T], close: Callable[[T], None] | None
 
 def made(name: str) -> Any | None:
     """This process's object of that name if it was made, without making it (None otherwise)."""
-    entry = _made.get((os.getpid(), name))
+    entry = _made.get((_pid, name))
     return None if entry is None else entry[0]
 
 
@@ -52,14 +63,14 @@ def take(name: str) -> Any | None:
     """Remove this process's object of that name from the registry and hand it over for the caller to close;
     the next `resource` call makes a new one."""
     with _lock:
-        entry = _made.pop((os.getpid(), name), None)
+        entry = _made.pop((_pid, name), None)
     return None if entry is None else entry[0]
 
 
 def close_all() -> None:
     """Close this process's resources, newest first (a later one may use an earlier one: a client, the pool),
     at worker child shutdown or the end of a CLI command; errors are logged only."""
-    pid = os.getpid()
+    pid = _pid
     with _lock:
         mine = [(key, entry) for key, entry in _made.items() if key[0] == pid]
         for key, _ in mine:

@@ -22,6 +22,8 @@ from typing import Any
 
 from prometheus_client import Counter, Histogram, values
 
+from shared.core.resources import process_id
+
 log = logging.getLogger(__name__)
 
 ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -31,6 +33,7 @@ OUTCOMES = ("succeeded", "retried", "failed", "dead_lettered")
 
 _node = {"name": ""}
 _slot: dict[str, Any] = {"pid": None, "id": ""}
+_statement_series: dict[tuple[str, str], Any] = {}  # (table, operation) -> its histogram, as labels() gives it
 
 
 def set_node_name(name: str) -> None:
@@ -41,9 +44,10 @@ def set_node_name(name: str) -> None:
 def process_slot() -> str:
     """`<node>-<pool index>` in a worker child, `<node>-main` in a worker's main process, else the pid.
 
-    Called on every sample update by prometheus_client, so it is computed once per process.
+    Called on every sample update by prometheus_client (twice an observation), so it is computed once per
+    process, and the process is told apart by the registry's fork-kept id, not a system call.
     """
-    pid = os.getpid()
+    pid = process_id()
     if _slot["pid"] != pid:
         from celery.utils.log import current_process_index
 
@@ -53,7 +57,7 @@ def process_slot() -> str:
         else:
             _slot["id"] = str(pid)
         _slot["pid"] = pid
-    return str(_slot["id"])
+    return _slot["id"]
 
 
 if os.environ.get(ENV):
@@ -75,7 +79,13 @@ TASK_OUTCOMES = Counter("fleet_task_outcomes", "tasks finished, by task and outc
 
 
 def observe_statement(table: str | None, operation: str, seconds: float) -> None:
-    STATEMENT_SECONDS.labels(table or "none", operation).observe(seconds)
+    """Every statement's time: its labelled series is looked up once per (table, operation), not through
+    `labels()` (which checks and joins the values under a lock) for each of the statements of a message."""
+    key = (table or "none", operation)
+    series = _statement_series.get(key)
+    if series is None:
+        series = _statement_series[key] = STATEMENT_SECONDS.labels(*key)
+    series.observe(seconds)
 
 
 def observe_pool_wait(role: str, seconds: float) -> None:
