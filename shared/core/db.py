@@ -6,7 +6,8 @@ savepoint: an inner failure rolls back the inner block only.
 
 Inside `with pipelined(conn):` statements leave together (psycopg's pipeline mode): a statement sent with
 `send`, or queued with `queue` and read later, waits for the next read, so a path that needs only a few
-results costs a few round trips, not one per statement. `run` and `execute` read at once, as outside.
+results costs a few round trips, not one per statement, and everything queued until a read leaves in one write
+(shared/core/pipeline_batching.py). `run` and `execute` read at once, as outside.
 
 Every statement is timed from when it leaves until its result is in (`fleet_statement_seconds`, the process's
 query metrics). In a pipeline a statement's own time cannot be told apart: a reading is timed as the wait for
@@ -30,6 +31,7 @@ from psycopg import pq, sql
 from psycopg.rows import dict_row
 
 from shared.core.db_errors import translated_errors
+from shared.core.pipeline_batching import Batching
 from shared.core.pool import get_pool, pool_role
 from shared.observability.prometheus_metrics import observe_pool_wait, observe_statement
 from shared.observability.query_metrics import query_metrics
@@ -43,15 +45,17 @@ _pipelined_tx: ContextVar[Connection | None] = ContextVar("fleet_pipelined_trans
 
 class _Unread:
     """The statements a `pipelined` block queued after its last reading: its closing sync waits for them, and
-    is timed under the last of them (the sync alone when none is left)."""
+    is timed under the last of them (the sync alone when none is left). `batching` keeps them in psycopg's
+    queue until they are sent together."""
 
-    __slots__ = ("conn", "last", "queued", "read")
+    __slots__ = ("batching", "conn", "last", "queued", "read")
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.queued = 0
         self.read = 0
         self.last: tuple[Query, str | None, str] = ("SYNC", None, "sync")
+        self.batching: Batching | None = None
 
 
 _unread: ContextVar[_Unread | None] = ContextVar("fleet_pipeline_unread", default=None)
@@ -224,12 +228,14 @@ def queue(
             cur = conn.cursor(row_factory=dict_row)
             cur.execute(query, params)
         return lambda: _rows_of(cur)
-    with translated_errors(table=table, operation=operation):
-        cur = conn.cursor(row_factory=dict_row)
-        cur.execute(query, params)  # queued: timed when read, with whatever is queued before it
     unread = _unread.get()
     if unread is not None and unread.conn is not conn:
         unread = None  # a pipeline of psycopg's own, not a `pipelined` block: its end is not timed
+    batching = unread.batching if unread is not None else None
+    with translated_errors(table=table, operation=operation):
+        cur = conn.cursor(row_factory=dict_row)
+        with batching.held() if batching is not None else contextlib.nullcontext():
+            cur.execute(query, params)  # queued: sent and timed at the next reading, with what is queued before it
     if unread is not None:
         unread.queued += 1
         unread.last = (query, table, operation)
@@ -239,6 +245,8 @@ def queue(
         if cur.pgresult is not None:  # already read (an earlier reading's sync brought it)
             return _rows_of(cur)
         with translated_errors(table=table, operation=operation), _measured(query, table, operation, conn):
+            if batching is not None:
+                batching.flush(conn)  # what is still queued, this statement included, leaves in one write
             _results_in(cur, conn)
             if unread is not None:
                 unread.read = max(unread.read, position)
@@ -296,13 +304,20 @@ def pipelined(conn: Connection) -> Iterator[Connection]:
     unread = _Unread(conn)
     token = _unread.set(unread)
     try:
-        with translated_errors(table=None, operation="pipeline"), _closing_sync(unread) as closing, conn.pipeline():
+        with (
+            translated_errors(table=None, operation="pipeline"),
+            _closing_sync(unread) as closing,
+            conn.pipeline() as pipeline,
+        ):
+            unread.batching = Batching(pipeline)  # in place until the pipeline's end has sent what is left
             yield conn
             closing.append(time.perf_counter())
     except BaseException:
         _roll_back(conn)  # a failure the pipeline's end found leaves its transaction open, aborted
         raise
     finally:
+        if unread.batching is not None:
+            unread.batching.release()
         _unread.reset(token)
 
 
