@@ -31,11 +31,13 @@ def test_a_message_is_answered_end_to_end(inbound_env: dict, gateway: GatewaySta
     with running_worker("inbound", inbound_env, tmp_path, concurrency=2):
         enqueue_message(inbound_payload("Сколько стоит стрижка?", chat="8 (911) 234-56-78"))
         wait_until(lambda: gateway.count() == 1, 30, "the reply at the gateway")
+        # send_task marks messages "ignore_result: false"; the task's own choice wins, so no result fills Redis.
+        assert redis.Redis.from_url(inbound_env["REDIS_URL"]).keys("celery-task-meta-*") == []
+        collector = app.send_task("workers.inbound.ping").get(timeout=30)["gc"]  # a ping keeps its result
+    assert collector["frozen"] > collector["tracked"], "what a child inherited (the warm assistant) is left frozen"
     reply = gateway.deliveries[0]
     assert reply.phone == "+79112345678"
     assert "Женская стрижка — 1 500 ₽–2 500 ₽" in reply.message
-    # send_task marks messages "ignore_result: false"; the task's own choice wins, so no result fills Redis.
-    assert redis.Redis.from_url(inbound_env["REDIS_URL"]).keys("celery-task-meta-*") == []
 
 
 def test_the_same_message_delivered_twice_is_answered_once(

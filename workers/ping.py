@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 from celery import Task
@@ -20,6 +21,9 @@ def define_ping(name: TaskName) -> Task:
         answer = database_round_trip(get_pool(), hold_seconds)
         worker_type = get_settings().worker_type
         answer["worker_type"] = worker_type.value if worker_type else None
+        # Objects inherited from the main process and left out of this child's collections, against those the
+        # collector still walks (workers/signals.py, before the pool forks).
+        answer["gc"] = {"frozen": gc.get_freeze_count(), "tracked": len(gc.get_objects())}
         return answer
 
     return ping
