@@ -133,21 +133,21 @@ def test_a_refusal_gives_the_reply_up_with_the_gateways_reason_and_an_outage_is_
     assert seen.connections == 1, "an error answer, read whole, leaves the connection usable"
 
 
-def test_a_gateway_that_does_not_answer_in_time_or_is_not_there_is_tried_again_later() -> None:
-    with silent_gateway() as url:
-        client = GatewayClient(GatewaySettings(send_url=url, timeout_seconds=0.3))
-        try:
-            with pytest.raises(GatewayError) as slow:
-                client.send(company_id=COMPANY, phone=CHAT, message="Привет", key="reply:1")
-        finally:
-            client.close()
-    assert slow.value.retryable
-    assert str(slow.value) == "gateway timed out (ReadTimeout)"
-    client = GatewayClient(GatewaySettings(send_url=f"http://127.0.0.1:{closed_port()}/send", timeout_seconds=2))
+def _failure_of_one_send(url: str, timeout_seconds: float) -> GatewayError:
+    client = GatewayClient(GatewaySettings(send_url=url, timeout_seconds=timeout_seconds))
     try:
-        with pytest.raises(GatewayError) as away:
+        with pytest.raises(GatewayError) as failed:
             client.send(company_id=COMPANY, phone=CHAT, message="Привет", key="reply:1")
     finally:
         client.close()
-    assert away.value.retryable
-    assert str(away.value) == "gateway unreachable (ConnectError)"
+    return failed.value
+
+
+def test_a_gateway_that_does_not_answer_in_time_or_is_not_there_is_tried_again_later() -> None:
+    with silent_gateway() as url:
+        slow = _failure_of_one_send(url, timeout_seconds=0.3)
+    assert slow.retryable
+    assert str(slow) == "gateway timed out (ReadTimeout)"
+    away = _failure_of_one_send(f"http://127.0.0.1:{closed_port()}/send", timeout_seconds=2)
+    assert away.retryable
+    assert str(away) == "gateway unreachable (ConnectError)"
