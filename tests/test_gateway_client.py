@@ -110,7 +110,7 @@ def test_a_send_carries_the_salon_the_token_and_its_key_and_later_sends_reuse_th
     assert seen.connections == 1, "each send opened its own connection: the answer did not go back to the pool"
 
 
-def test_a_refusal_gives_the_reply_up_with_the_gateways_reason_and_an_outage_is_retried() -> None:
+def test_a_refusal_gives_the_reply_up_with_the_gateways_reason_and_an_outage_or_a_redirect_is_retried() -> None:
     with recording_gateway() as (url, seen):
         client = GatewayClient(GatewaySettings(send_url=url))
         try:
@@ -119,6 +119,9 @@ def test_a_refusal_gives_the_reply_up_with_the_gateways_reason_and_an_outage_is_
                 client.send(company_id=COMPANY, phone=CHAT, message="Привет", key="reply:1")
             seen.status = 503
             with pytest.raises(GatewayError) as outage:
+                client.send(company_id=COMPANY, phone=CHAT, message="Привет", key="reply:1")
+            seen.status = 302
+            with pytest.raises(GatewayError) as elsewhere:
                 client.send(company_id=COMPANY, phone=CHAT, message="Привет", key="reply:1")
             seen.status = 200
             client.send(company_id=COMPANY, phone=CHAT, message="Привет", key="reply:1")
@@ -129,6 +132,8 @@ def test_a_refusal_gives_the_reply_up_with_the_gateways_reason_and_an_outage_is_
     assert "no session" in str(refused.value)
     assert outage.value.retryable
     assert outage.value.status == 503
+    assert elsewhere.value.retryable, "a redirect is not a send: the reply is not marked sent, it is tried again"
+    assert "FLEET_GATEWAY__SEND_URL" in str(elsewhere.value)
     assert "Authorization" not in seen.requests[0][0], "no token configured, none sent"
     assert seen.connections == 1, "an error answer, read whole, leaves the connection usable"
 

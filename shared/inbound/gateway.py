@@ -91,6 +91,15 @@ class GatewayClient:
                 retryable=False,
                 status=response.status_code,
             )
+        if response.status_code >= 300:
+            # Not the send endpoint's answer (a redirect: the URL names something else): nothing was sent, so the
+            # reply is not marked sent; it is tried again, and given up with this reason if the URL stays wrong.
+            raise GatewayError(
+                f"gateway answered {response.status_code}, not a send's answer: is FLEET_GATEWAY__SEND_URL the"
+                " gateway's send endpoint?",
+                retryable=True,
+                status=response.status_code,
+            )
 
     def close(self) -> None:
         self._transport.close()
