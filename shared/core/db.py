@@ -234,7 +234,7 @@ def queue(
     batching = unread.batching if unread is not None else None
     with translated_errors(table=table, operation=operation):
         cur = conn.cursor(row_factory=dict_row)
-        with batching.held() if batching is not None else contextlib.nullcontext():
+        with batching if batching is not None else contextlib.nullcontext():
             cur.execute(query, params)  # queued: sent and timed at the next reading, with what is queued before it
     if unread is not None:
         unread.queued += 1

@@ -21,8 +21,7 @@ psycopg offers no public switch for this. What is used of its internals is named
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator
 from typing import Any
 
 import psycopg
@@ -32,7 +31,7 @@ PRIVATE_NAMES = (("Pipeline", COMMUNICATE), ("Pipeline", "command_queue"))
 
 
 class Batching:
-    """One `pipelined` block's deferral: statements queued while `holding` stay in psycopg's queue."""
+    """One `pipelined` block's deferral: statements executed inside `with batching:` stay in psycopg's queue."""
 
     __slots__ = ("holding", "pipeline", "send_queued")
 
@@ -50,14 +49,13 @@ class Batching:
         self.send_queued = send_queued
         setattr(pipeline, COMMUNICATE, send_queued)
 
-    @contextmanager
-    def held(self) -> Iterator[None]:
-        """The statement executed inside stays queued (its prepare, if psycopg prepares it now, too)."""
+    def __enter__(self) -> None:
+        """`with batching:` the statement executed inside stays queued (its prepare, if psycopg prepares it now,
+        too). A plain context manager rather than a generator one: it wraps every statement a block queues."""
         self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
+
+    def __exit__(self, *_: object) -> None:
+        self.holding = False
 
     def flush(self, conn: psycopg.Connection[Any]) -> None:
         """Send what is queued now, in one write (before a reading, which waits for results)."""

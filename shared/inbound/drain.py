@@ -200,7 +200,7 @@ def drain_chat(
     # The chat's lock is held across two transactions on one connection, whose statements leave together: the
     # lock with the pending messages' read; the attempt count and its commit with the answer's reads; the answer's
     # commit, the statuses and the unlock at the end (`pipelined`: a round trip a reading, not a statement).
-    claim: Callable[[], Row | None] | None = None
+    claim: tuple[int, Callable[[], Row | None]] | None = None  # the reply's id and the reading of its claim
     with get_session_pool().connection() as conn:
         locked = False
         try:
@@ -235,8 +235,10 @@ def drain_chat(
                             moment = now or batch[0]["now"]
                             answer = _answer(company_id, chat_id, batch, conn, moment, result, claim_lease)
                         if answer is not None:
-                            result.outbox_ids.append(answer[0])
-                            claim = answer[1]
+                            outbox_id, claim_read = answer
+                            result.outbox_ids.append(outbox_id)
+                            if claim_read is not None:
+                                claim = outbox_id, claim_read
                         else:
                             result.held = [row["id"] for row in batch]
                     except Exception as exc:
@@ -255,7 +257,8 @@ def drain_chat(
                     session_unlock(LockClass.ANSWER_CHAT, key, table="messages", conn=conn)
             raise
         if claim is not None:  # read after the pipeline's end, which brought it with the commit
-            result.claimed[result.outbox_ids[-1]] = claim()
+            claimed_id, claim_read = claim
+            result.claimed[claimed_id] = claim_read()
     return result
 
 
