@@ -159,7 +159,7 @@ def main() -> None:
     args = parser.parse_args()
     upgrade(os.environ["DATABASE_URL"])
     rows = incoming(args.existing, args.incoming, args.updates)
-    open_process_pool(role="bench", max_size=1, wait=True)
+    open_process_pool(role="bench", wait=True)  # sized as a worker's pool (FLEET_POOL__MAX_SIZE)
     results = {}
     with psycopg.connect(os.environ["DATABASE_URL"], autocommit=True) as admin:
         ready = prevalidated(rows)

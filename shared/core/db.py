@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 from psycopg import pq, sql
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 
 from shared.core.db_errors import translated_errors
 from shared.core.pipeline_batching import Batching
@@ -169,6 +169,37 @@ def execute(
         cur.execute(query, params)
         _results_in(cur, active)
         return cur.rowcount
+
+
+@contextmanager
+def overlapped(
+    query: Query,
+    params: Sequence[Any] | dict[str, Any] | None = None,
+    *,
+    table: str | None,
+    operation: str,
+    conn: Connection,
+    dict_rows: bool = False,
+) -> Iterator[psycopg.Cursor[Any]]:
+    """The statement is sent on entering (pipeline mode) and its result read on leaving: the block's work and
+    the server's overlap. Read the yielded cursor after the block (`rowcount`, or its rows, as dicts with
+    `dict_rows`). Timed until the result is read, so the block counts in the statement's time. The block must
+    not use `conn`: its own statements run elsewhere (`detached`)."""
+    cur = conn.cursor(row_factory=dict_row if dict_rows else tuple_row)  # left open: read after the block
+    with translated_errors(table=table, operation=operation), _measured(query, table, operation, conn), conn.pipeline():
+        cur.execute(query, params)
+        yield cur
+
+
+@contextmanager
+def detached() -> Iterator[None]:
+    """The block's statements run outside the current transaction, each borrowing a connection of its own (the
+    reads a process makes while its transaction's connection runs an `overlapped` statement)."""
+    token = _current.set(None)
+    try:
+        yield
+    finally:
+        _current.reset(token)
 
 
 def copy_rows(

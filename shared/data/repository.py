@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from shared.core.db import Connection, queue, run, transaction
+from shared.core.db import Connection, overlapped, queue, run, transaction
 from shared.core.storable import BIGINT_MAX
 from shared.data import sync_hashes, upsert_sql
 from shared.data.errors import NotFoundError, UnknownIdentifierError, ValidationFailedError, pydantic_errors
@@ -64,13 +64,21 @@ def _key_columns(rows: Sequence[Mapping[str, Any]], conflict_cols: tuple[str, ..
 def _hash_candidates(columns: list[list[int]], hashes: Sequence[int | None]) -> list[int]:
     """Indexes of the rows `unchanged` may look up: hashed, and their key given once (the last row of a key
     wins a merge, while an earlier one may still need rejecting)."""
-    keys = list(zip(*columns, strict=True))
-    counts = Counter(keys) if len(set(keys)) < len(keys) else None
     return [
         index
-        for index, (key, digest) in enumerate(zip(keys, hashes, strict=True))
-        if digest is not None and (counts is None or counts[key] == 1)
+        for index, (single, digest) in enumerate(zip(_given_once(columns), hashes, strict=True))
+        if single and digest is not None
     ]
+
+
+def _given_once(columns: list[list[int]]) -> list[bool]:
+    """Whether each row's key occurs once; a column of one value (a page's company) leaves the key as it is."""
+    varying = [values for values in columns if min(values) != max(values)] or columns[:1]
+    keys: Sequence[Any] = varying[0] if len(varying) == 1 else list(zip(*varying, strict=True))
+    if len(set(keys)) == len(keys):
+        return [True] * len(keys)
+    counts = Counter(keys)
+    return [counts[key] == 1 for key in keys]
 
 
 FilterShape = tuple[tuple[str, bool | None], ...]  # (spec, IS NULL or not for `__is_null`, else None)
@@ -382,10 +390,24 @@ class Repository:
         a column a row leaves out is kept), without returning the rows. `validated=True` says the caller
         already passed every row through `validate`/`validate_many`, so it is not done twice.
         """
+        return self.prepare_copy_upsert(rows, conflict=conflict, update=update, validated=validated).run(conn)
+
+    def prepare_copy_upsert(
+        self,
+        rows: Iterable[Mapping[str, Any]],
+        *,
+        conflict: Sequence[str] | None = None,
+        update: Sequence[str] | None = None,
+        validated: bool = False,
+    ) -> upsert_sql.CopyUpsert:
+        """`copy_upsert`'s own work done now, the database's left to the result's `run`: a caller can prepare
+        the next rows while the server merges the last."""
         conflict_cols = tuple(conflict or self.key)
-        return sum(
-            upsert_sql.copy_merge(self.table, self.json_columns, names, conflict_cols, update_cols, group, conn)
-            for names, update_cols, group in self._upsert_groups(rows, conflict_cols, update, validated)
+        groups = self._upsert_groups(rows, conflict_cols, update, validated)
+        return upsert_sql.CopyUpsert(
+            self.table,
+            conflict_cols,
+            [(names, cols, upsert_sql.copy_values(group, names, self.json_columns)) for names, cols, group in groups],
         )
 
     def unchanged(
@@ -395,10 +417,12 @@ class Repository:
         *,
         conflict: Sequence[str] | None = None,
         conn: Connection | None = None,
+        meanwhile: Callable[[], None] | None = None,
     ) -> set[int]:
         """Indexes of `rows` (not yet validated) whose stored `sync_hash` equals theirs, read in one statement.
 
         Rows without a hash, and rows whose key is not a bigint or given twice, are never reported unchanged.
+        `meanwhile` is done while the server looks, or at once when there is nothing to look up.
         """
         conflict_cols = tuple(conflict or self.key)
         for name in (*conflict_cols, sync_hashes.COLUMN):
@@ -406,6 +430,8 @@ class Repository:
         columns = _key_columns(rows, conflict_cols)
         wanted = _hash_candidates(columns, hashes) if columns is not None else []
         if columns is None or not wanted:
+            if meanwhile is not None:
+                meanwhile()
             return set()
         params: dict[str, Any] = {"count": len(wanted), "hashes": upsert_sql.int_array([hashes[i] for i in wanted])}
         listed: list[str] = []
@@ -421,8 +447,23 @@ class Repository:
         statement = upsert_sql.matching_hashes_text(self.table, tuple(listed), tuple(fixed), sync_hashes.COLUMN)
         with transaction(conn) as tx:
             run("SET LOCAL jit = off", table=self.table, operation="set", conn=tx)  # compiling cost 0.1-0.2 s
-            found = run(statement, params, table=self.table, operation="select", conn=tx)
+            if meanwhile is None:
+                found = run(statement, params, table=self.table, operation="select", conn=tx)
+            else:
+                with overlapped(
+                    statement, params, table=self.table, operation="select", conn=tx, dict_rows=True
+                ) as cur:
+                    meanwhile()
+                found = cur.fetchall()
         return {wanted[position - 1] for position in found[0]["positions"]}
+
+    def keys_given_once(
+        self, rows: Sequence[Mapping[str, Any]], *, conflict: Sequence[str] | None = None
+    ) -> list[bool]:
+        """For each row, whether `unchanged` may skip it when given part of `rows`: its key is a bigint that
+        `rows` holds once (a page checked in chunks applies the page's rule, not each chunk's)."""
+        columns = _key_columns(rows, tuple(conflict or self.key))
+        return [False] * len(rows) if columns is None else _given_once(columns)
 
     def delete(self, filters: Mapping[str, Any], *, conn: Connection | None = None) -> int:
         """Delete matching rows; an empty filter is refused rather than emptying the table."""

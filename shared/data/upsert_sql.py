@@ -5,16 +5,18 @@ values are unchanged, so a repeated sync rewrites nothing. Identifiers come chec
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import date, datetime, time
 from decimal import Decimal
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from shared.core.db import Connection, copy_rows, execute, run, transaction
+from shared.core.db import Connection, copy_rows, execute, overlapped, run, transaction
 
 Row = dict[str, Any]
 _oids: dict[str, dict[str, int]] = {}
@@ -117,14 +119,19 @@ def column_oids(table: str, conn: Connection) -> dict[str, int]:
     return _oids[table]
 
 
-def _copy_values(rows: list[Row], names: Sequence[str], json_columns: frozenset[str]) -> Iterator[list[Any]]:
+def copy_values(rows: list[Row], names: Sequence[str], json_columns: frozenset[str]) -> list[Sequence[Any]]:
+    """Each row's values in `names` order, JSON columns wrapped, as COPY takes them."""
     json_indexes = [index for index, name in enumerate(names) if name in json_columns]
+    if not json_indexes:  # picked in C (a sync page: 100,000 rows, no JSON column)
+        return list(map(itemgetter(*names), rows)) if len(names) > 1 else [(row[names[0]],) for row in rows]
+    picked = []
     for row in rows:
         values = [row[name] for name in names]
         for index in json_indexes:
             if values[index] is not None:
                 values[index] = Jsonb(values[index])
-        yield values
+        picked.append(values)
+    return picked
 
 
 def matching_hashes_statement(
@@ -162,17 +169,39 @@ def int_array(values: Sequence[int]) -> str:
     return "{" + ",".join(map(str, values)) + "}"
 
 
+@dataclass(frozen=True)
+class CopyUpsert:
+    """A copy-upsert whose client-side part is done (rows checked, the last of each key kept, grouped by the
+    columns they name, each row's COPY values picked): `run` is the database's part alone."""
+
+    table: str
+    conflict_cols: tuple[str, ...]
+    groups: list[tuple[tuple[str, ...], list[str], list[Sequence[Any]]]]  # (names, update columns, COPY rows)
+
+    def run(self, conn: Connection | None, meanwhile: Callable[[], None] | None = None) -> int:
+        """Every group merged; rows inserted or changed. `meanwhile` is done while the server runs the first
+        merge, or at once when there is nothing to merge."""
+        changed = 0
+        for names, update_cols, values in self.groups:
+            changed += copy_merge(self.table, names, self.conflict_cols, update_cols, values, conn, meanwhile)
+            meanwhile = None
+        if meanwhile is not None:
+            meanwhile()
+        return changed
+
+
 def copy_merge(
     table: str,
-    json_columns: frozenset[str],
     names: Sequence[str],
     conflict_cols: Sequence[str],
     update_cols: Sequence[str],
-    rows: list[Row],
+    values: list[Sequence[Any]],
     conn: Connection | None,
+    meanwhile: Callable[[], None] | None = None,
 ) -> int:
-    """COPY the rows (binary) into a temporary table shaped like `table`, merge them in one statement, drop
-    the temporary table; returns how many rows were inserted or changed."""
+    """COPY the rows' values (binary, `copy_values`) into a temporary table shaped like `table`, merge them in
+    one statement, drop the temporary table; returns how many rows were inserted or changed. `meanwhile` is
+    done while the server merges (`overlapped`)."""
     staging = sql.Identifier(f"incoming_{table}")
     cols = sql.SQL(", ").join(map(sql.Identifier, names))
     with transaction(conn) as tx:
@@ -187,12 +216,17 @@ def copy_merge(
         types = column_oids(table, tx)
         copy_rows(
             sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(staging, cols),
-            _copy_values(rows, names, json_columns),
+            values,
             table=table,
             types=[types[name] for name in names],
             conn=tx,
         )
         merge = merge_statement(table, staging, names, conflict_cols, update_cols)
-        changed = execute(merge, table=table, operation="upsert", conn=tx)
+        if meanwhile is None:
+            changed = execute(merge, table=table, operation="upsert", conn=tx)
+        else:
+            with overlapped(merge, table=table, operation="upsert", conn=tx) as result:
+                meanwhile()
+            changed = result.rowcount
         run(sql.SQL("DROP TABLE {}").format(staging), table=table, operation="drop", conn=tx)
     return changed
