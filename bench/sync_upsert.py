@@ -8,7 +8,8 @@ each runs `--repeat` times, interleaved with the others, and its median counts (
 second between runs on a small VM).
   sync write:      what a sync does with a page (shared/yclients/saving.save): hash every row, read the stored
                    hashes of the page's keys (none match: every row is new or changed), validate the rows,
-                   then ClientRepository.copy_upsert (COPY into a temporary table, one merge)
+                   then COPY into a temporary table and merge; a page this large goes in chunks of 10,000
+                   rows, each checked while the server merges the one before, in one transaction
   sync write, pre-validated rows: the write alone, of rows already validated and hashed (the database part)
   re-sync of unchanged rows: the same rows saved again right after the sync wrote them (untimed, checkpointed):
                    every stored hash matches, so nothing is validated or written

@@ -159,8 +159,7 @@ def _save_overlapped(
     The page's result is the one-piece save's: a key the page gives more than once is never skipped, and its
     rows are merged last, together, so the last valid one wins and the row is written (and counted) once.
     """
-    first = max(chunk_rows // 5, 1)  # a small first chunk: the server starts merging sooner
-    starts = [0, *range(first, len(rows), chunk_rows)]
+    starts = _chunk_starts(len(rows), chunk_rows)
     ends = [*starts[1:], len(rows)]
     hashing = sync_hashes.COLUMN in repo.columns
     once: list[bool] = []  # of each row of the page: its key is given once
@@ -216,6 +215,18 @@ def _save_overlapped(
         return [row for part in checked for row in part]
     c.upserted += changed
     return []
+
+
+def _chunk_starts(total: int, chunk_rows: int) -> list[int]:
+    """Chunks doubling from a sixteenth of `chunk_rows` up to it: checking a chunk takes about half the time the
+    server takes to merge it, so each check ends as the merge of the chunk before (half its size) does, and the
+    server waits only for the small first one."""
+    starts, size, at = [], max(chunk_rows // 16, 1), 0
+    while at < total:
+        starts.append(at)
+        at += size
+        size = min(size * 2, chunk_rows)
+    return starts
 
 
 def _checked(
