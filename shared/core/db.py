@@ -27,6 +27,7 @@ from contextvars import ContextVar
 from typing import Any
 
 import psycopg
+import psycopg.copy
 from psycopg import pq, sql
 from psycopg.rows import dict_row, tuple_row
 
@@ -204,13 +205,14 @@ def detached() -> Iterator[None]:
 
 def copy_rows(
     statement: Query,
-    rows: Iterable[Sequence[Any]],
+    rows: Iterable[Sequence[Any]] | BinaryCopyData,
     *,
     table: str | None,
     types: Sequence[int] | None = None,
     conn: Connection | None = None,
 ) -> None:
-    """Stream rows through COPY ... FROM STDIN (binary when `types`, the columns' OIDs, are given)."""
+    """Stream rows through COPY ... FROM STDIN (binary when `types`, the columns' OIDs, are given), or send
+    binary COPY data formatted before (`binary_copy_data`)."""
     with (
         connection(conn) as active,
         translated_errors(table=table, operation="copy"),
@@ -218,10 +220,46 @@ def copy_rows(
         active.cursor() as cur,
         cur.copy(statement) as copy,
     ):
+        if isinstance(rows, BinaryCopyData):
+            copy.write(rows.data)
+            return
         if types is not None:
             copy.set_types(list(types))
         for row in rows:
             copy.write_row(row)
+
+
+class BinaryCopyData:
+    """Rows already formatted as binary COPY data, the whole format (header, rows, trailer): psycopg sends
+    such a block as it is."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class _Collected(psycopg.copy.Writer):
+    """Where psycopg's COPY formatting writes when the data is kept instead of sent (psycopg.copy.Writer)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: Any) -> None:
+        self.parts.append(bytes(data))
+
+
+def binary_copy_data(rows: Iterable[Sequence[Any]], types: Sequence[int], conn: Connection) -> BinaryCopyData:
+    """Format rows as binary COPY data now, with `conn`'s adapters (nothing is sent): the formatting moves
+    out of the COPY, so it can be done while the server works on something else."""
+    collected = _Collected()
+    with conn.cursor() as cur:
+        copy = psycopg.Copy(cur, binary=True, writer=collected)
+        copy.set_types(list(types))
+        for row in rows:
+            copy.write_row(row)
+        copy.finish(None)
+    return BinaryCopyData(b"".join(collected.parts))
 
 
 def run(

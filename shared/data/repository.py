@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from shared.core.db import Connection, overlapped, queue, run, transaction
+from shared.core.db import Connection, connection, overlapped, queue, run, transaction
 from shared.core.storable import BIGINT_MAX
 from shared.data import sync_hashes, upsert_sql
 from shared.data.errors import NotFoundError, UnknownIdentifierError, ValidationFailedError, pydantic_errors
@@ -390,7 +390,11 @@ class Repository:
         a column a row leaves out is kept), without returning the rows. `validated=True` says the caller
         already passed every row through `validate`/`validate_many`, so it is not done twice.
         """
-        return self.prepare_copy_upsert(rows, conflict=conflict, update=update, validated=validated).run(conn)
+        with connection(conn) as active:
+            prepared = self.prepare_copy_upsert(
+                rows, conflict=conflict, update=update, validated=validated, conn=active
+            )
+            return prepared.run(active)
 
     def prepare_copy_upsert(
         self,
@@ -399,15 +403,20 @@ class Repository:
         conflict: Sequence[str] | None = None,
         update: Sequence[str] | None = None,
         validated: bool = False,
+        conn: Connection | None = None,
     ) -> upsert_sql.CopyUpsert:
-        """`copy_upsert`'s own work done now, the database's left to the result's `run`: a caller can prepare
-        the next rows while the server merges the last."""
+        """`copy_upsert`'s own work done now (the rows grouped and formatted as COPY data, with the adapters of
+        `conn` or of a connection borrowed for it), the database's left to the result's `run`: a caller can
+        prepare the next rows while the server merges the last."""
         conflict_cols = tuple(conflict or self.key)
         groups = self._upsert_groups(rows, conflict_cols, update, validated)
         return upsert_sql.CopyUpsert(
             self.table,
             conflict_cols,
-            [(names, cols, upsert_sql.copy_values(group, names, self.json_columns)) for names, cols, group in groups],
+            [
+                (names, cols, upsert_sql.copy_data(self.table, group, names, self.json_columns, conn))
+                for names, cols, group in groups
+            ],
         )
 
     def unchanged(

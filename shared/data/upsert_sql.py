@@ -16,7 +16,17 @@ from typing import Any
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from shared.core.db import Connection, copy_rows, execute, overlapped, run, transaction
+from shared.core.db import (
+    BinaryCopyData,
+    Connection,
+    binary_copy_data,
+    connection,
+    copy_rows,
+    execute,
+    overlapped,
+    run,
+    transaction,
+)
 
 Row = dict[str, Any]
 _oids: dict[str, dict[str, int]] = {}
@@ -119,6 +129,16 @@ def column_oids(table: str, conn: Connection) -> dict[str, int]:
     return _oids[table]
 
 
+def copy_data(
+    table: str, rows: list[Row], names: Sequence[str], json_columns: frozenset[str], conn: Connection | None
+) -> BinaryCopyData:
+    """The rows' `names` columns as binary COPY data, formatted now (with the connection's adapters; the
+    columns' types read once per process)."""
+    with connection(conn) as active:
+        types = column_oids(table, active)
+        return binary_copy_data(copy_values(rows, names, json_columns), [types[name] for name in names], active)
+
+
 def copy_values(rows: list[Row], names: Sequence[str], json_columns: frozenset[str]) -> list[Sequence[Any]]:
     """Each row's values in `names` order, JSON columns wrapped, as COPY takes them."""
     json_indexes = [index for index, name in enumerate(names) if name in json_columns]
@@ -176,7 +196,7 @@ class CopyUpsert:
 
     table: str
     conflict_cols: tuple[str, ...]
-    groups: list[tuple[tuple[str, ...], list[str], list[Sequence[Any]]]]  # (names, update columns, COPY rows)
+    groups: list[tuple[tuple[str, ...], list[str], BinaryCopyData]]  # (names, update columns, COPY data)
 
     def run(self, conn: Connection | None, meanwhile: Callable[[], None] | None = None) -> int:
         """Every group merged; rows inserted or changed. `meanwhile` is done while the server runs the first
@@ -195,13 +215,13 @@ def copy_merge(
     names: Sequence[str],
     conflict_cols: Sequence[str],
     update_cols: Sequence[str],
-    values: list[Sequence[Any]],
+    data: BinaryCopyData,
     conn: Connection | None,
     meanwhile: Callable[[], None] | None = None,
 ) -> int:
-    """COPY the rows' values (binary, `copy_values`) into a temporary table shaped like `table`, merge them in
-    one statement, drop the temporary table; returns how many rows were inserted or changed. `meanwhile` is
-    done while the server merges (`overlapped`)."""
+    """COPY the rows (`copy_data`) into a temporary table shaped like `table`, merge them in one statement,
+    drop the temporary table; returns how many rows were inserted or changed. `meanwhile` is done while the
+    server merges (`overlapped`)."""
     staging = sql.Identifier(f"incoming_{table}")
     cols = sql.SQL(", ").join(map(sql.Identifier, names))
     with transaction(conn) as tx:
@@ -213,14 +233,7 @@ def copy_merge(
             operation="create",
             conn=tx,
         )
-        types = column_oids(table, tx)
-        copy_rows(
-            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(staging, cols),
-            values,
-            table=table,
-            types=[types[name] for name in names],
-            conn=tx,
-        )
+        copy_rows(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(staging, cols), data, table=table, conn=tx)
         merge = merge_statement(table, staging, names, conflict_cols, update_cols)
         if meanwhile is None:
             changed = execute(merge, table=table, operation="upsert", conn=tx)

@@ -192,10 +192,10 @@ def _save_overlapped(
                 meanwhile=functools.partial(meanwhile, chunk),
                 once=once,
             )
-        checked.append(valid)
-        repeated.extend(row for row, place in zip(valid, places, strict=True) if not once[place])
-        alone = [row for row, place in zip(valid, places, strict=True) if once[place]]
-        merges.append(repo.prepare_copy_upsert(alone, conflict=conflict, validated=True))
+            checked.append(valid)
+            repeated.extend(row for row, place in zip(valid, places, strict=True) if not once[place])
+            alone = [row for row, place in zip(valid, places, strict=True) if once[place]]
+            merges.append(repo.prepare_copy_upsert(alone, conflict=conflict, validated=True))
 
     if hashing:
         hash_chunk(0)
