@@ -203,16 +203,8 @@ def detached() -> Iterator[None]:
         _current.reset(token)
 
 
-def copy_rows(
-    statement: Query,
-    rows: Iterable[Sequence[Any]] | BinaryCopyData,
-    *,
-    table: str | None,
-    types: Sequence[int] | None = None,
-    conn: Connection | None = None,
-) -> None:
-    """Stream rows through COPY ... FROM STDIN (binary when `types`, the columns' OIDs, are given), or send
-    binary COPY data formatted before (`binary_copy_data`)."""
+def copy_binary(statement: Query, data: BinaryCopyData, *, table: str | None, conn: Connection | None = None) -> None:
+    """COPY ... FROM STDIN (FORMAT BINARY) of rows formatted before (`binary_copy_data`): the data is only sent."""
     with (
         connection(conn) as active,
         translated_errors(table=table, operation="copy"),
@@ -220,13 +212,7 @@ def copy_rows(
         active.cursor() as cur,
         cur.copy(statement) as copy,
     ):
-        if isinstance(rows, BinaryCopyData):
-            copy.write(rows.data)
-            return
-        if types is not None:
-            copy.set_types(list(types))
-        for row in rows:
-            copy.write_row(row)
+        copy.write(data.data)
 
 
 class BinaryCopyData:

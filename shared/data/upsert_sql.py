@@ -21,7 +21,7 @@ from shared.core.db import (
     Connection,
     binary_copy_data,
     connection,
-    copy_rows,
+    copy_binary,
     execute,
     overlapped,
     run,
@@ -136,10 +136,10 @@ def copy_data(
     columns' types read once per process)."""
     with connection(conn) as active:
         types = column_oids(table, active)
-        return binary_copy_data(copy_values(rows, names, json_columns), [types[name] for name in names], active)
+        return binary_copy_data(_copy_values(rows, names, json_columns), [types[name] for name in names], active)
 
 
-def copy_values(rows: list[Row], names: Sequence[str], json_columns: frozenset[str]) -> list[Sequence[Any]]:
+def _copy_values(rows: list[Row], names: Sequence[str], json_columns: frozenset[str]) -> list[Sequence[Any]]:
     """Each row's values in `names` order, JSON columns wrapped, as COPY takes them."""
     json_indexes = [index for index, name in enumerate(names) if name in json_columns]
     if not json_indexes:  # picked in C (a sync page: 100,000 rows, no JSON column)
@@ -192,7 +192,7 @@ def int_array(values: Sequence[int]) -> str:
 @dataclass(frozen=True)
 class CopyUpsert:
     """A copy-upsert whose client-side part is done (rows checked, the last of each key kept, grouped by the
-    columns they name, each row's COPY values picked): `run` is the database's part alone."""
+    columns they name, formatted as COPY data): `run` is the database's part alone."""
 
     table: str
     conflict_cols: tuple[str, ...]
@@ -202,8 +202,8 @@ class CopyUpsert:
         """Every group merged; rows inserted or changed. `meanwhile` is done while the server runs the first
         merge, or at once when there is nothing to merge."""
         changed = 0
-        for names, update_cols, values in self.groups:
-            changed += copy_merge(self.table, names, self.conflict_cols, update_cols, values, conn, meanwhile)
+        for names, update_cols, data in self.groups:
+            changed += copy_merge(self.table, names, self.conflict_cols, update_cols, data, conn, meanwhile)
             meanwhile = None
         if meanwhile is not None:
             meanwhile()
@@ -233,7 +233,9 @@ def copy_merge(
             operation="create",
             conn=tx,
         )
-        copy_rows(sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(staging, cols), data, table=table, conn=tx)
+        copy_binary(
+            sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(staging, cols), data, table=table, conn=tx
+        )
         merge = merge_statement(table, staging, names, conflict_cols, update_cols)
         if meanwhile is None:
             changed = execute(merge, table=table, operation="upsert", conn=tx)
