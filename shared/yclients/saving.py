@@ -165,7 +165,7 @@ def _save_overlapped(
     once: list[bool] = []  # of each row of the page: its key is given once
     digests: dict[int, list[int | None]] = {}
     checked: list[list[Row]] = []  # each chunk's rows to write, in page order
-    merges: list[CopyUpsert] = []  # each checked chunk's merge of its rows given once, ready to run
+    merges: list[CopyUpsert] = []  # the next checked chunk's merge of its rows given once, ready to run
     repeated: list[Row] = []  # rows whose key the page gives again, in page order: merged last
 
     def hash_chunk(chunk: int) -> None:
@@ -205,7 +205,7 @@ def _save_overlapped(
         with transaction() as tx:
             for chunk in range(len(starts)):
                 following = functools.partial(check, chunk + 1) if chunk + 1 < len(starts) else None
-                changed += merges[chunk].run(tx, following)
+                changed += merges.pop(0).run(tx, following)  # its COPY data let go once sent: one chunk's held
             changed += repo.copy_upsert(repeated, conflict=conflict, validated=True, conn=tx)
     except TransientError:
         raise
