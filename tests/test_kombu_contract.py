@@ -22,6 +22,7 @@ from celery import Celery
 from celery.worker.consumer import Consumer
 from kombu import Connection, Exchange, Producer
 from kombu import Queue as KombuQueue
+from kombu.asynchronous import Hub
 from kombu.transport import TRANSPORT_ALIASES, virtual
 from kombu.transport import redis as kombu_redis
 
@@ -38,7 +39,14 @@ from shared.core.settings import WorkerType, get_settings
 from shared.core.topology import QUEUE_OF_WORKER, TaskName
 from shared.data.dead_letters import SPOOL_KEY
 from workers.app import app
-from workers.broker import CLAIM, PARK, QuarantiningChannel, QuarantiningTransport, RefusalTolerantQoS
+from workers.broker import (
+    ACK_CARRY_SECONDS,
+    CLAIM,
+    PARK,
+    QuarantiningChannel,
+    QuarantiningTransport,
+    RefusalTolerantQoS,
+)
 from workers.config import transport_options
 
 QUEUE = "contract"
@@ -53,6 +61,7 @@ PRIVATE: dict[str, tuple[type, str | None]] = {
     "_q_for_pri": (kombu_redis.Channel, "(self, queue, pri)"),
     "_queue_cycle": (kombu_redis.Channel, None),
     "_in_poll": (kombu_redis.Channel, None),
+    "_closing": (kombu_redis.Channel, None),
     "_create_client": (kombu_redis.Channel, "(self, asynchronous=False)"),
     "_disconnect_pools": (kombu_redis.Channel, "(self)"),
     "_deliver": (virtual.Transport, "(self, message, queue)"),
@@ -73,6 +82,8 @@ INTERNAL: list[tuple[type, str, str]] = [
     (kombu_redis.QoS, "restore_by_tag", "(self, tag, client=None, leftmost=False)"),
     (kombu_redis.QoS, "restore_visible", "(self, start=0, num=10, interval=10)"),
     (kombu_redis.MultiChannelPoller, "_register_BRPOP", "(self, channel)"),
+    (kombu_redis.Channel, "close", "(self)"),
+    (kombu_redis.Transport, "register_with_event_loop", "(self, connection, loop)"),
     (Consumer, "create_task_handler", "(self, promise=<class 'vine.promises.promise'>)"),
     (Consumer, "on_decode_error", "(self, message, exc)"),
     (Consumer, "on_unknown_message", "(self, body, message)"),
@@ -86,6 +97,8 @@ OWN = {
     "_peeking", "_no_ack_queues", "_prechecked", "_claim", "_park", "_read", "_checked", "_reply", "_take",
     "_give_back", "_protocol_1", "_keep", "_resume_at", "_waiting", "_owed", "_settle", "refused_writes",
     "writes_refused", "writes_accepted", "_claimed_tag", "_events_flush_due", "_flush_batched_events", "_plain_client",
+    "_claimed", "carry_ack", "remove_records", "event_loop", "_acks_due", "_ack_timer_armed", "_acks_overdue",
+    "_send_due_acks", "_carried_acks",
 }  # fmt: skip
 
 
@@ -149,8 +162,9 @@ def test_each_private_name_exists_with_the_signature_the_extension_was_written_a
 
 
 def test_none_of_the_extensions_own_names_shadows_kombu_or_celery() -> None:
+    owners = (kombu_redis.Channel, virtual.Channel, virtual.Transport, kombu_redis.Transport, Consumer)
     for name in OWN:
-        for owner in (kombu_redis.Channel, virtual.Channel, virtual.Transport, Consumer, kombu_redis.QoS, virtual.QoS):
+        for owner in (*owners, kombu_redis.QoS, virtual.QoS):
             assert not hasattr(owner, name), f"{owner.__name__}.{name} now exists: the extension would override it"
 
 
@@ -162,6 +176,7 @@ def test_the_live_channel_wires_the_poller_to_the_overridden_methods(fleet_conne
     assert callable(channel._queue_cycle.consume)
     assert callable(channel._queue_cycle.rotate)
     assert channel._in_poll in (False, None)
+    assert channel._closing is False, "kombu no longer marks a closing channel"
     assert isinstance(fleet_connection.transport._callbacks, dict)
     assert channel.sep == PRIORITY_SEPARATOR
     assert TRANSPORT_ALIASES["redis"] == "workers.broker:QuarantiningTransport", "the fleet serves redis:// itself"
@@ -312,6 +327,66 @@ def test_the_extensions_channel_takes_each_message_with_its_unacked_record(
     assert seen == [(0, 1)], "taken from the list and recorded as unacked before the consumer saw it"
     assert client.hlen(keys.hash) == 0
     assert client.zcard(keys.index) == 0
+
+
+def test_in_the_event_loop_an_ack_rides_on_the_next_peek_or_leaves_by_timer_within_a_moment(
+    fleet_connection: Connection, client: redis.Redis
+) -> None:
+    """In Celery's event loop an acknowledged message's record is removed by the next peek's write, not a round
+    trip of its own; the connection's replies stay in step (the next message is taken and recorded as before),
+    and an acknowledgement no peek carries is written by a timer within `ACK_CARRY_SECONDS`."""
+    hub = Hub()
+    fleet_connection.transport.event_loop = hub
+    for n in range(2):
+        _publish(fleet_connection, {"n": n})
+    keys = unacked_keys("yclients")
+    held: list[Any] = []
+    queue = KombuQueue(QUEUE, Exchange(""), routing_key=QUEUE)
+    with fleet_connection.Consumer(queue, callbacks=[lambda body, message: held.append(message)], accept=["json"]):
+        fleet_connection.drain_events(timeout=5)
+        first = held[0]
+        first.ack()
+        assert client.hexists(keys.hash, first.delivery_tag), "written alone, not carried"
+        fleet_connection.drain_events(timeout=5)
+        second = held[1]
+        assert [message.payload for message in held] == [{"n": 0}, {"n": 1}]
+        assert not client.hexists(keys.hash, first.delivery_tag), "the peek that took the second did not carry it"
+        assert client.zscore(keys.index, first.delivery_tag) is None
+        assert client.hexists(keys.hash, second.delivery_tag), "the second message taken without its record"
+        second.ack()
+        assert client.hexists(keys.hash, second.delivery_tag)
+        time.sleep(ACK_CARRY_SECONDS * 2)
+        hub.fire_timers()
+        assert client.hlen(keys.hash) == 0, "the timer did not write the acknowledgement no peek carried"
+        assert client.zcard(keys.index) == 0
+
+
+def test_outside_an_event_loop_an_ack_is_written_at_once(fleet_connection: Connection, client: redis.Redis) -> None:
+    _publish(fleet_connection, {"n": 1})
+    held: list[Any] = []
+    queue = KombuQueue(QUEUE, Exchange(""), routing_key=QUEUE)
+    with fleet_connection.Consumer(queue, callbacks=[lambda body, message: held.append(message)], accept=["json"]):
+        fleet_connection.drain_events(timeout=5)
+        held[0].ack()
+        assert client.hlen(unacked_keys("yclients").hash) == 0
+
+
+def test_a_take_after_the_script_cache_was_emptied_loads_its_script_again(
+    fleet_connection: Connection, client: redis.Redis
+) -> None:
+    """The claim is sent by hash on the peek's connection; a SCRIPT FLUSH since the channel started (an operator,
+    a restarted Redis) makes it load the script again, and the message is taken with its record."""
+    _publish(fleet_connection, {"n": 1})
+    fleet_connection.default_channel  # noqa: B018  (the channel registers its scripts when made)
+    client.script_flush()
+    seen: list[int] = []
+    queue = KombuQueue(QUEUE, Exchange(""), routing_key=QUEUE)
+    with fleet_connection.Consumer(
+        queue, callbacks=[lambda body, message: seen.append(client.hlen(unacked_keys("yclients").hash))]
+    ):
+        fleet_connection.drain_events(timeout=5)
+    assert seen == [1]
+    assert client.llen(queue_key(QUEUE)) == 0
 
 
 def test_a_taken_message_goes_back_to_the_queue_it_was_taken_from_not_where_its_envelope_says(
