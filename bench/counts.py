@@ -4,7 +4,9 @@
   every PostgreSQL process's CPU time;
 - Redis: commands executed (`INFO commandstats`, by command) and the server's CPU time (`INFO cpu`);
 - processes: user + system CPU of each given process and its children, from /proc (clock ticks), split into
-  the worker's main process and its children.
+  the worker's main process and its children, and the main process's own thread (Celery's event loop: the
+  consumer, the pool's results, the acknowledgements) told apart from the threads it started (the inbound
+  worker's lanes router).
 
 A `Counts` is taken before and after a run; `per_message` divides the difference by the messages answered.
 """
@@ -22,11 +24,13 @@ import redis
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_ms(pid: int, *, reaped_children: bool = False) -> float:
+def _cpu_ms(pid: int, *, reaped_children: bool = False, main_thread: bool = False) -> float:
     """User + system CPU of one process so far, in milliseconds (0 when it is gone); with `reaped_children`, plus
-    that of its children that ended and were waited for (a worker's recycled pool processes)."""
+    that of its children that ended and were waited for (a worker's recycled pool processes); with
+    `main_thread`, of its main thread only."""
+    path = Path(f"/proc/{pid}/task/{pid}/stat") if main_thread else Path(f"/proc/{pid}/stat")
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = path.read_text().rsplit(")", 1)[1].split()
     except OSError:
         return 0.0
     ticks = int(fields[11]) + int(fields[12])  # utime, stime
@@ -68,6 +72,7 @@ class Counts:
     redis_cpu_ms: float = 0.0
     postgres_cpu_ms: float = 0.0
     main_cpu_ms: float = 0.0
+    main_thread_cpu_ms: float = 0.0
     children_cpu_ms: float = 0.0
 
     @classmethod
@@ -83,6 +88,7 @@ class Counts:
             redis_cpu_ms=(float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])) * 1000,
             postgres_cpu_ms=_postgres_cpu_ms(),
             main_cpu_ms=_cpu_ms(main_pid),
+            main_thread_cpu_ms=_cpu_ms(main_pid, main_thread=True),
             children_cpu_ms=sum(_cpu_ms(child) for child in children_of(main_pid))
             + _cpu_ms(main_pid, reaped_children=True)
             - _cpu_ms(main_pid),
@@ -99,6 +105,7 @@ class Counts:
             "redis_cpu_ms": (self.redis_cpu_ms - before.redis_cpu_ms) / messages,
             "postgres_cpu_ms": (self.postgres_cpu_ms - before.postgres_cpu_ms) / messages,
             "main_cpu_ms": (self.main_cpu_ms - before.main_cpu_ms) / messages,
+            "main_thread_cpu_ms": (self.main_thread_cpu_ms - before.main_thread_cpu_ms) / messages,
             "children_cpu_ms": (self.children_cpu_ms - before.children_cpu_ms) / messages,
         }
 
