@@ -12,8 +12,10 @@ the two (SIGKILL, the OOM killer) loses the message. The channel waits instead w
 kombu's own unacked record of it (the hash and the index the visibility-timeout restore scans). A message
 taken from a queue is therefore always in kombu's unacked hash until it is acknowledged: kombu's restore is
 its one recovery path (docs/decisions/0001-broker-recovery.md); kombu's own `QoS.append` then keeps it in memory
-only (writing the same record again was a round trip a message for nothing). An entry that cannot be delivered
-leaves the queue for the spool in one step the same way.
+only (writing the same record again was a round trip a message for nothing). In Celery's event loop an
+acknowledgement's removal of the record rides on the next peek's write (`carry_ack`), and the claim is sent on
+the peek's own connection: two round trips a message in all. An entry that cannot be delivered leaves the
+queue for the spool in one step the same way.
 
 The consumer then refuses, and keeps, every decoded message it must not run: a task of another worker type or
 one of Celery's canvas built-ins (`task_allowed`), a message in Celery's protocol 1, an ETA further ahead than
