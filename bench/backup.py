@@ -8,13 +8,16 @@ phones and e-mails, chat messages in Russian, and WhatsApp keys holding random k
                     checksum taken while writing, pg_restore --list verification, manifest, globals)
   pg_dump -Fp:      plain dump to /dev/null (the dump's floor)
   pg_dump -Fc:      custom format with its default compression (for reference)
-and compares our archive's size with `pg_dump -Fp | zstd -1`. Needs zstd on PATH (Debian: zstd).
+and compares our archive's size with `pg_dump -Fp | zstd -1`. Each is run `--repeat` times, interleaved, and
+its median counts: run once each, ours went first, on a cache still cold from the fill, and a single run of any
+of them moved by a third on a busy 2-core VM. Needs zstd on PATH (Debian: zstd).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import tempfile
 import time
@@ -115,6 +118,7 @@ def timed(command: str, env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--megabytes", type=int, default=300)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each, interleaved; the medians count")
     args = parser.parse_args()
     conninfo = os.environ["DATABASE_URL"]
     upgrade(conninfo)
@@ -122,20 +126,28 @@ def main() -> None:
         fill(conn, args.megabytes)
         size = database_bytes(conn)
     open_process_pool(role="bench", max_size=1, wait=True)
+    runs: dict[str, list[float]] = {"ours": [], "floor": [], "default -Fc": [], "zstd": []}
     with tempfile.TemporaryDirectory() as scratch:
-        settings = BackupSettings(directory=Path(scratch) / "backups")
-        env = PgTools(settings, conninfo).env()
-        started = time.perf_counter()
-        result = take_backup(settings, conninfo)
-        ours = time.perf_counter() - started
-        floor = timed("pg_dump -Fp > /dev/null", env)
-        default_fc = timed(f"pg_dump -Fc -f {scratch}/default.dump", env)
-        zstd_file = Path(scratch) / "plain.sql.zst"
-        zstd_time = timed(f"pg_dump -Fp | zstd -1 -q -o {zstd_file}", env)
+        for run in range(args.repeat):
+            settings = BackupSettings(directory=Path(scratch) / f"backups-{run}")
+            env = PgTools(settings, conninfo).env()
+            started = time.perf_counter()
+            result = take_backup(settings, conninfo)
+            runs["ours"].append(time.perf_counter() - started)
+            runs["floor"].append(timed("pg_dump -Fp > /dev/null", env))
+            runs["default -Fc"].append(timed(f"pg_dump -Fc -f {scratch}/default.dump", env))
+            zstd_file = Path(scratch) / "plain.sql.zst"
+            runs["zstd"].append(timed(f"pg_dump -Fp | zstd -1 -q -o {zstd_file} -f", env))
         default_size = (Path(scratch) / "default.dump").stat().st_size
         zstd_size = zstd_file.stat().st_size
     close_process_pool()
-    print(f"database {size / 1e6:,.0f} MB; ours: pg_dump -Fc -Z0 | zstd -{settings.zstd_level}")
+    ours, floor, default_fc, zstd_time = (statistics.median(found) for found in runs.values())
+    for name, found in runs.items():
+        print(f"  runs of {name}: {', '.join(f'{seconds:.2f}' for seconds in found)} s")
+    print(
+        f"database {size / 1e6:,.0f} MB; ours: pg_dump -Fc -Z0 | zstd -{settings.zstd_level};"
+        f" medians of {args.repeat} interleaved runs"
+    )
     print(f"ours (dump + verify)      {ours:7.2f} s   archive {result.size_bytes / 1e6:8.1f} MB")
     print(f"pg_dump -Fp > /dev/null   {floor:7.2f} s")
     print(f"pg_dump -Fc (default)     {default_fc:7.2f} s   archive {default_size / 1e6:8.1f} MB")
