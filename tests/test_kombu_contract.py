@@ -97,8 +97,8 @@ OWN = {
     "_peeking", "_no_ack_queues", "_prechecked", "_claim", "_park", "_read", "_checked", "_reply", "_take",
     "_give_back", "_protocol_1", "_keep", "_resume_at", "_waiting", "_owed", "_settle", "refused_writes",
     "writes_refused", "writes_accepted", "_claimed_tag", "_events_flush_due", "_flush_batched_events", "_plain_client",
-    "_claimed", "carry_ack", "remove_records", "event_loop", "_acks_due", "_ack_timer_armed", "_acks_overdue",
-    "_send_due_acks", "_carried_acks",
+    "_claimed", "carry_ack", "remove_records", "record_removal", "event_loop", "_acks_due", "_ack_timer_armed",
+    "_acks_overdue", "_send_due_acks", "_carried_acks",
 }  # fmt: skip
 
 

@@ -169,12 +169,18 @@ class RefusalTolerantQoS(kombu_redis.QoS):
             self.remove_records([tag])
         virtual.QoS.ack(self, tag)  # settled here: the prefetch slot is free again
 
+    def record_removal(self, tags: list[str]) -> list[tuple[str, ...]]:
+        """The commands that remove acknowledged messages' records: from the index, then from the hash."""
+        return [("ZREM", self.unacked_index_key, *tags), ("HDEL", self.unacked_key, *tags)]
+
     def remove_records(self, tags: list[str]) -> None:
         """Remove acknowledged messages' records, without a transaction (see the class)."""
         try:
             with self.channel.conn_or_acquire() as client:
                 pipe = client.pipeline(transaction=False)
-                pipe.zrem(self.unacked_index_key, *tags).hdel(self.unacked_key, *tags).execute()
+                for command in self.record_removal(tags):
+                    pipe.execute_command(*command)
+                pipe.execute()
         except redis.exceptions.ResponseError as exc:
             cause = refusal_cause(exc)
             if cause is None:
@@ -269,12 +275,7 @@ class QuarantiningChannel(kombu_redis.Channel):
         kombu's restore delivers that message again after the visibility timeout, as before."""
         if not tags:
             return []
-        return [
-            ("CLIENT", "REPLY", "SKIP"),
-            ("ZREM", self.unacked_index_key, *tags),
-            ("CLIENT", "REPLY", "SKIP"),
-            ("HDEL", self.unacked_key, *tags),
-        ]
+        return [part for command in self.qos.record_removal(tags) for part in (("CLIENT", "REPLY", "SKIP"), command)]
 
     def close(self) -> None:
         """What is acknowledged is written before the channel goes."""
